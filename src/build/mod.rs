@@ -1,0 +1,1 @@
+//! Builds: see ARCHITECTURE.md.

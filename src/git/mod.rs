@@ -1,0 +1,1 @@
+//! Git transport: see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! The one place child processes are spawned.
