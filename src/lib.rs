@@ -2,8 +2,16 @@
 //!
 //! See ARCHITECTURE.md for the map of modules and the invariants between them.
 
+pub mod appsettings;
 pub mod build;
+pub mod cmd;
+pub mod config;
 pub mod git;
 pub mod names;
 pub mod process;
 pub mod progress;
+pub mod release;
+pub mod server;
+pub mod ssh;
+pub mod state;
+pub mod store;

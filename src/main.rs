@@ -1,1 +1,209 @@
-fn main() {}
+//! The `rack` binary: parses flags and calls into the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use rack::config::{Overrides, Settings};
+
+#[derive(Parser)]
+#[command(name = "rack", version, about = "git push to deploy: a self-hosted Heroku-style server")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Where the rack keeps its state.
+    #[arg(long, env = "RACK_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log format of the server's own logs (stderr).
+    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the rack: SSH git receiver and command server.
+    Server(ServerArgs),
+    /// Offline key administration (works whether or not the server runs).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
+    /// Print the server's known_hosts line.
+    HostKey {
+        /// Host name or pattern to put in the line.
+        #[arg(long, default_value = "*")]
+        host: String,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// SSH listen address.
+    #[arg(long, env = "RACK_LISTEN")]
+    listen: Option<String>,
+    /// App router listen address.
+    #[arg(long, env = "RACK_HTTP")]
+    http: Option<String>,
+    /// Apps are served as APP.DOMAIN.
+    #[arg(long, env = "RACK_DOMAIN")]
+    domain: Option<String>,
+    /// local or aws.
+    #[arg(long, env = "RACK_PROVIDER")]
+    provider: Option<String>,
+    /// Rack name (aws provider).
+    #[arg(long = "rack", env = "RACK_NAME")]
+    rack_name: Option<String>,
+    /// Keep X-Forwarded-* headers from this CIDR.
+    #[arg(long, env = "RACK_TRUSTED_PROXY")]
+    trusted_proxy: Option<String>,
+    /// Docker engine URI.
+    #[arg(long, env = "DOCKER_HOST")]
+    docker: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a key read from stdin.
+    Add {
+        name: String,
+        #[arg(long, conflicts_with = "app", required_unless_present = "app")]
+        admin: bool,
+        #[arg(long)]
+        app: Vec<String>,
+    },
+    /// List keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key (never the last admin key).
+    Remove { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let base = Overrides {
+        data_dir: cli.global.data_dir,
+        ..Default::default()
+    };
+    match cli.command {
+        Cmd::Version => {
+            println!("rack {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Cmd::Server(a) => {
+            let settings = Settings::resolve(Overrides {
+                listen: a.listen,
+                http: a.http,
+                domain: a.domain,
+                provider: a.provider,
+                rack: a.rack_name,
+                trusted_proxy: a.trusted_proxy,
+                docker: a.docker,
+                ..base
+            })?;
+            tokio::runtime::Runtime::new()?.block_on(serve(settings))
+        }
+        Cmd::HostKey { host } => {
+            let settings = Settings::resolve(base)?;
+            settings.ensure_dirs()?;
+            let key = rack::ssh::hostkey::load_or_create(&settings.host_key_path())?;
+            println!(
+                "{}",
+                rack::ssh::hostkey::known_hosts_line(&key, &host, settings.ssh_port())?
+            );
+            Ok(())
+        }
+        Cmd::Keys { command } => {
+            let settings = Settings::resolve(base)?;
+            settings.ensure_dirs()?;
+            let store = rack::store::Store::open(&settings.db_path())?;
+            match command {
+                KeysCmd::Add { name, admin, app } => {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .take(64 * 1024)
+                        .read_to_string(&mut text)
+                        .context("reading the public key from stdin")?;
+                    let mut args: Vec<String> = app.iter().flat_map(|a| ["--app".to_string(), a.clone()]).collect();
+                    if admin {
+                        args.push("--admin".into());
+                    }
+                    let (admin, apps) = rack::cmd::keys::parse_scope(args)?;
+                    let rec = rack::cmd::keys::register(&store, &name, admin, &apps, &text)?;
+                    store.add_event("(local)", None, &format!("keys:add {name}"), "ok")?;
+                    println!("Added key {} ({})", rec.name, rec.fingerprint);
+                }
+                KeysCmd::List { json } => {
+                    let out = rack::cmd::keys::list_output(&store.list_keys()?);
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&out.json)?);
+                    } else {
+                        println!("{}", out.text);
+                    }
+                }
+                KeysCmd::Remove { name } => {
+                    store.remove_key(&name)?;
+                    store.add_event("(local)", None, &format!("keys:remove {name}"), "ok")?;
+                    println!("Removed key {name}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding SSH on {}", settings.listen))?;
+    let rack = rack::state::Rack::open(settings)?;
+    tracing::info!(addr = %listener.local_addr()?, "ssh listening");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received; stopping");
+        let _ = tx.send(true);
+    });
+    rack::server::run(listener, rack, rx).await
+}

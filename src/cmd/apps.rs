@@ -1,0 +1,138 @@
+//! `apps*`: create, list, inspect, configure and destroy apps.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use tokio::io::AsyncRead;
+
+use super::{output::Output, CmdError, Ctx};
+use crate::appsettings;
+use crate::names::printable;
+
+pub fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
+    let visible = ctx.who.visible_apps();
+    let items = ctx
+        .rack
+        .store
+        .list_apps()?
+        .into_iter()
+        .filter(|a| visible.is_none_or(|v| v.contains(&a.name)))
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "deploy_branch": appsettings::deploy_branch(&a.settings),
+                "created_at": a.created_at,
+            })
+        })
+        .collect();
+    Ok(Output::list(
+        &[("APP", "name"), ("BRANCH", "deploy_branch"), ("CREATED", "created_at")],
+        items,
+    ))
+}
+
+pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.create_app(app)?;
+    let path = ctx.rack.repo_path(app);
+    let made = tokio::task::spawn_blocking(move || init_bare(&path))
+        .await
+        .map_err(|e| CmdError::Failed(format!("creating the repository: {e}")))?;
+    if let Err(e) = made {
+        // Leave nothing half-made: the app exists only with its repo.
+        let _ = ctx.rack.store.delete_app(app);
+        tracing::error!(app, error = %e, "creating repository");
+        return Err(CmdError::Failed(format!("cannot create the repository for '{app}'")));
+    }
+    Ok(Output::message(format!(
+        "Created {app}\n  git remote add rack {}",
+        ctx.rack.git_url(app)
+    )))
+}
+
+pub fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    let rec = ctx.rack.store.app(app)?;
+    let domains = ctx.rack.store.domains(app)?;
+    let config_version = ctx.rack.store.latest_config(app)?.map(|c| c.version);
+    Ok(Output::info(
+        app,
+        json!({
+            "name": rec.name,
+            "created_at": rec.created_at,
+            "deploy_branch": appsettings::deploy_branch(&rec.settings),
+            "git_url": ctx.rack.git_url(app),
+            "web_url": ctx.rack.web_url(app),
+            "domains": domains,
+            "config_version": config_version,
+            "settings": rec.settings,
+        }),
+    ))
+}
+
+pub async fn destroy<R: AsyncRead + Unpin>(
+    ctx: &Ctx<'_, R>,
+    app: &str,
+    confirm: Option<&str>,
+) -> Result<Output, CmdError> {
+    if confirm != Some(app) {
+        return Err(CmdError::Usage(format!(
+            "this deletes {app}'s repository, config and releases; confirm with: apps:destroy {app} --confirm {app}"
+        )));
+    }
+    ctx.rack.store.app(app)?;
+    let path = ctx.rack.repo_path(app);
+    ctx.rack.store.delete_app(app)?;
+    // The database row is gone first: a crash here leaves only a stray
+    // directory, which apps:create replaces.
+    match tokio::fs::remove_dir_all(&path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(app, error = %e, "removing repository"),
+    }
+    Ok(Output::message(format!("Destroyed {app}")))
+}
+
+pub fn set<R>(ctx: &Ctx<'_, R>, app: &str, pairs: &[(String, String)]) -> Result<Output, CmdError> {
+    for (k, v) in pairs {
+        appsettings::validate(k, v).map_err(CmdError::Usage)?;
+    }
+    let mut rec = ctx.rack.store.app(app)?;
+    for (k, v) in pairs {
+        rec.settings.insert(k.clone(), v.clone());
+    }
+    ctx.rack.store.set_app_settings(app, &rec.settings)?;
+    if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
+        let path = ctx.rack.repo_path(app);
+        if let Err(e) = set_head(&path, &branch.1) {
+            tracing::warn!(app, error = %e, "pointing HEAD at the deploy branch");
+        }
+    }
+    Ok(Output::message(format!(
+        "Updated {app}: {}",
+        pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+pub fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Output, CmdError> {
+    if let Some(bad) = keys.iter().find(|k| !appsettings::is_known(k)) {
+        return Err(CmdError::Usage(format!("unknown setting '{}'", printable(bad))));
+    }
+    let mut rec = ctx.rack.store.app(app)?;
+    let before: BTreeMap<_, _> = rec.settings.clone();
+    for k in keys {
+        rec.settings.remove(k);
+    }
+    if before != rec.settings {
+        ctx.rack.store.set_app_settings(app, &rec.settings)?;
+    }
+    Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
+}
+
+// Until git/ grows its own repo helpers, the two operations apps needs.
+fn init_bare(path: &std::path::Path) -> Result<(), git2::Error> {
+    let repo = git2::Repository::init_bare(path)?;
+    repo.set_head("refs/heads/main")
+}
+
+fn set_head(path: &std::path::Path, branch: &str) -> Result<(), git2::Error> {
+    git2::Repository::open_bare(path)?.set_head(&format!("refs/heads/{branch}"))
+}

@@ -1,0 +1,88 @@
+//! `config*`: show, get, set and unset an app's encrypted config vars.
+
+use serde_json::{Map, Value};
+use tokio::io::AsyncRead;
+
+use super::{output::Output, CmdError, Ctx};
+use crate::names::validate_config_key;
+use crate::release::config::Change;
+
+pub fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app)?;
+    let vars = ctx.rack.configs.current(app)?;
+    let mut m = Map::new();
+    for (k, v) in vars.iter() {
+        m.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let mut out = Output::info(&format!("{app} config (v{})", vars.version), Value::Object(m));
+    if vars.is_empty() {
+        out.text.push_str("\n(no config vars)");
+    }
+    Ok(out)
+}
+
+pub fn get<R>(ctx: &Ctx<'_, R>, app: &str, key: &str) -> Result<Output, CmdError> {
+    validate_config_key(key).map_err(CmdError::Usage)?;
+    ctx.rack.store.app(app)?;
+    match ctx.rack.configs.get(app, key)? {
+        Some(v) => Ok(Output::raw("value", v)),
+        None => Err(CmdError::Failed(format!("{key} is not set on {app}"))),
+    }
+}
+
+pub async fn set<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    pairs: Vec<(String, String)>,
+    stdin_key: Option<String>,
+    no_restart: bool,
+) -> Result<Output, CmdError> {
+    for (k, _) in &pairs {
+        validate_config_key(k).map_err(CmdError::Usage)?;
+    }
+    let mut changes: Vec<Change> = pairs.into_iter().map(|(k, v)| Change::Set(k, v)).collect();
+    if let Some(key) = stdin_key {
+        validate_config_key(&key).map_err(CmdError::Usage)?;
+        ctx.rack.store.app(app)?;
+        let bytes = ctx.read_stdin().await?;
+        let value = String::from_utf8(bytes)
+            .map_err(|_| CmdError::Failed(format!("the value of {key} on stdin is not UTF-8")))?;
+        changes.push(Change::Set(key, value));
+    }
+    ctx.rack.store.app(app)?;
+    let keys: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Set(k, _) | Change::Unset(k) => k.clone(),
+        })
+        .collect();
+    let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
+    Ok(applied(app, "Set", &keys, version, no_restart))
+}
+
+pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String], no_restart: bool) -> Result<Output, CmdError> {
+    for k in keys {
+        validate_config_key(k).map_err(CmdError::Usage)?;
+    }
+    ctx.rack.store.app(app)?;
+    let changes: Vec<Change> = keys.iter().map(|k| Change::Unset(k.clone())).collect();
+    let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
+    Ok(applied(app, "Unset", keys, version, no_restart))
+}
+
+fn applied(app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool) -> Output {
+    let Some(version) = version else {
+        return Output::message(format!("No change to {app}'s config"));
+    };
+    let tail = if no_restart {
+        "not rolled out (--no-restart); the next release takes it"
+    } else {
+        "no release was made because the app has no build yet"
+    };
+    let mut out = Output::message(format!(
+        "{verb} {} on {app}: config v{version}; {tail}",
+        keys.join(", ")
+    ));
+    out.json = serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": null });
+    out
+}

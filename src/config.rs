@@ -1,0 +1,245 @@
+//! Server settings: flags, environment variables and `DATA_DIR/rack.toml`,
+//! resolved once at start-up into one `Settings` value.
+//!
+//! Precedence: flag, then env var (clap merges those two), then `rack.toml`,
+//! then the built-in default. This module knows nothing about SSH or Docker;
+//! it only says what the operator asked for.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What the command line and environment said; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub http: Option<String>,
+    pub domain: Option<String>,
+    pub provider: Option<String>,
+    pub rack: Option<String>,
+    pub trusted_proxy: Option<String>,
+    pub docker: Option<String>,
+}
+
+/// `DATA_DIR/rack.toml`: every field optional.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub http: Option<String>,
+    pub domain: Option<String>,
+    pub provider: Option<String>,
+    pub rack: Option<String>,
+    pub trusted_proxy: Option<String>,
+    pub docker: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_connections: Option<usize>,
+    pub preauth_timeout_secs: Option<u64>,
+    pub max_auth_attempts: Option<usize>,
+    pub max_command_bytes: Option<usize>,
+    pub max_stdin_bytes: Option<usize>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub max_pack_bytes: Option<u64>,
+    pub max_object_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Local,
+    Aws,
+}
+
+/// Bounds on everything a hostile client can grow. Defaults are sized for
+/// a small team's rack on one machine.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Concurrent SSH connections; beyond this new ones are refused at once
+    /// rather than queued, so a flood cannot pin memory.
+    pub max_connections: usize,
+    /// Time from TCP accept to successful authentication.
+    pub preauth_timeout: Duration,
+    pub max_auth_attempts: usize,
+    /// An exec request longer than this is refused (git's own exec strings
+    /// are < 300 bytes; config:set lines with PEM keys should use --stdin).
+    pub max_command_bytes: usize,
+    /// `--stdin` values and `keys:add` input.
+    pub max_stdin_bytes: usize,
+    /// How long running sessions may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    pub max_pack_bytes: u64,
+    pub max_object_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            preauth_timeout: Duration::from_secs(20),
+            max_auth_attempts: 6,
+            max_command_bytes: 64 * 1024,
+            max_stdin_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            max_pack_bytes: 2 * 1024 * 1024 * 1024,
+            max_object_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub http: String,
+    pub domain: String,
+    pub provider: Provider,
+    pub rack: Option<String>,
+    pub trusted_proxy: Option<String>,
+    pub docker: Option<String>,
+    pub limits: Limits,
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("rack");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/share/rack")
+}
+
+impl Settings {
+    /// Resolve settings; reads `rack.toml` from the data dir when present.
+    pub fn resolve(o: Overrides) -> Result<Settings> {
+        let data_dir = o.data_dir.clone().unwrap_or_else(default_data_dir);
+        let file = read_file_config(&data_dir)?;
+        let pick = |flag: Option<String>, file: Option<String>, default: &str| {
+            flag.or(file).unwrap_or_else(|| default.to_string())
+        };
+        let provider = match pick(o.provider, file.provider.clone(), "local").as_str() {
+            "local" => Provider::Local,
+            "aws" => Provider::Aws,
+            other => bail!("unknown provider '{other}': use local or aws"),
+        };
+        let d = Limits::default();
+        let l = &file.limits;
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            preauth_timeout: l
+                .preauth_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.preauth_timeout),
+            max_auth_attempts: l.max_auth_attempts.unwrap_or(d.max_auth_attempts),
+            max_command_bytes: l.max_command_bytes.unwrap_or(d.max_command_bytes),
+            max_stdin_bytes: l.max_stdin_bytes.unwrap_or(d.max_stdin_bytes),
+            shutdown_grace: l
+                .shutdown_grace_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.shutdown_grace),
+            max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
+            max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
+        };
+        Ok(Settings {
+            listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
+            http: pick(o.http, file.http, "0.0.0.0:8080"),
+            domain: pick(o.domain, file.domain, "localhost"),
+            provider,
+            rack: o.rack.or(file.rack),
+            trusted_proxy: o.trusted_proxy.or(file.trusted_proxy),
+            docker: o.docker.or(file.docker),
+            limits,
+            data_dir,
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+    pub fn host_key_path(&self) -> PathBuf {
+        self.data_dir.join("ssh_host_ed25519_key")
+    }
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    /// Port clients should use in hints (`ssh -p PORT ...`).
+    pub fn ssh_port(&self) -> u16 {
+        self.listen
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(2222)
+    }
+
+    /// Create the data dir and its subdirectories (owner-only).
+    pub fn ensure_dirs(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [self.data_dir.clone(), self.repos_dir(), self.logs_dir()] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_file_config(data_dir: &Path) -> Result<FileConfig> {
+    let path = data_dir.join("rack.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rack.toml"),
+            "listen = \"127.0.0.1:1\"\ndomain = \"example.org\"\n[limits]\nmax_connections = 3\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Overrides {
+            data_dir: Some(dir.path().into()),
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:2");
+        assert_eq!(s.domain, "example.org");
+        assert_eq!(s.http, "0.0.0.0:8080");
+        assert_eq!(s.limits.max_connections, 3);
+        assert_eq!(s.provider, Provider::Local);
+    }
+
+    #[test]
+    fn unknown_keys_in_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rack.toml"), "lisen = \"x\"\n").unwrap();
+        assert!(Settings::resolve(Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Config versions: each `config:set`/`config:unset` records a whole new
+//! version (every value re-sealed under the new version number), so any
+//! release can name exactly the config it ran with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::crypto::{DecryptError, MasterKey};
+use crate::store::{now_rfc3339, ConfigVersion, SealedValue, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Plaintext config of one version. No Debug, Display or Serialize: values
+/// reach output only where a command deliberately prints them.
+pub struct ConfigVars {
+    pub version: i64,
+    vars: BTreeMap<String, String>,
+}
+
+impl ConfigVars {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+}
+
+/// One requested change to an app's config.
+pub enum Change {
+    Set(String, String),
+    Unset(String),
+}
+
+pub struct Configs {
+    store: Arc<Store>,
+    key: MasterKey,
+}
+
+pub fn validate_value(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.contains('\0') {
+        return Err(ConfigError::Invalid(format!(
+            "the value of {key} contains a NUL byte, which environment variables cannot hold"
+        )));
+    }
+    Ok(())
+}
+
+impl Configs {
+    pub fn new(store: Arc<Store>, key: MasterKey) -> Configs {
+        Configs { store, key }
+    }
+
+    /// The newest config version (version 0 and empty when none was set).
+    pub fn current(&self, app: &str) -> Result<ConfigVars, ConfigError> {
+        match self.store.latest_config(app)? {
+            Some(cv) => self.open(app, &cv),
+            None => Ok(ConfigVars {
+                version: 0,
+                vars: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// One value of the newest version; only that value is decrypted.
+    pub fn get(&self, app: &str, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(cv) = self.store.latest_config(app)? else {
+            return Ok(None);
+        };
+        match cv.values.iter().find(|v| v.key == key) {
+            Some(v) => Ok(Some(self.key.open(app, key, cv.version, &v.nonce, &v.ciphertext)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn at(&self, app: &str, version: i64) -> Result<ConfigVars, ConfigError> {
+        if version == 0 {
+            return Ok(ConfigVars {
+                version: 0,
+                vars: BTreeMap::new(),
+            });
+        }
+        let cv = self.store.config_version(app, version)?;
+        self.open(app, &cv)
+    }
+
+    fn open(&self, app: &str, cv: &ConfigVersion) -> Result<ConfigVars, ConfigError> {
+        let mut vars = BTreeMap::new();
+        for v in &cv.values {
+            let plain = self
+                .key
+                .open(app, &v.key, cv.version, &v.nonce, &v.ciphertext)?;
+            vars.insert(v.key.clone(), plain);
+        }
+        Ok(ConfigVars {
+            version: cv.version,
+            vars,
+        })
+    }
+
+    /// Applies `changes` on top of the newest version and records the result
+    /// as a new version. Returns the new version, or `None` if nothing
+    /// changed. A concurrent writer makes the insert conflict; then the
+    /// newest version is re-read and the changes applied again, so neither
+    /// writer's change is lost.
+    pub fn update(&self, app: &str, actor: &str, changes: &[Change]) -> Result<Option<i64>, ConfigError> {
+        for c in changes {
+            match c {
+                Change::Set(k, v) => {
+                    crate::names::validate_config_key(k).map_err(ConfigError::Invalid)?;
+                    validate_value(k, v)?;
+                }
+                Change::Unset(k) => {
+                    crate::names::validate_config_key(k).map_err(ConfigError::Invalid)?
+                }
+            }
+        }
+        loop {
+            let cur = self.current(app)?;
+            let mut vars = cur.vars.clone();
+            for c in changes {
+                match c {
+                    Change::Set(k, v) => {
+                        vars.insert(k.clone(), v.clone());
+                    }
+                    Change::Unset(k) => {
+                        vars.remove(k);
+                    }
+                }
+            }
+            if vars == cur.vars {
+                return Ok(None);
+            }
+            let version = cur.version + 1;
+            match self.store.put_config_version(app, &self.seal(app, actor, version, &vars)) {
+                Ok(()) => return Ok(Some(version)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Records `source`'s values as a new version (rollback).
+    pub fn restore(&self, app: &str, actor: &str, source: &ConfigVars) -> Result<i64, ConfigError> {
+        loop {
+            let version = self.store.next_config_version(app)?;
+            match self
+                .store
+                .put_config_version(app, &self.seal(app, actor, version, &source.vars))
+            {
+                Ok(()) => return Ok(version),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn seal(&self, app: &str, actor: &str, version: i64, vars: &BTreeMap<String, String>) -> ConfigVersion {
+        let values = vars
+            .iter()
+            .map(|(k, v)| {
+                let (nonce, ciphertext) = self.key.seal(app, k, version, v);
+                SealedValue {
+                    key: k.clone(),
+                    nonce,
+                    ciphertext,
+                }
+            })
+            .collect();
+        ConfigVersion {
+            version,
+            created_at: now_rfc3339(),
+            created_by: actor.to_string(),
+            values,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The local provider's secrets master key and the AEAD around config values.
+//!
+//! XChaCha20-Poly1305 with a random 192-bit nonce per value; the associated
+//! data binds each ciphertext to its app, key name and config version, so a
+//! ciphertext moved to another app, key or version fails to decrypt.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+pub struct MasterKey {
+    cipher: XChaCha20Poly1305,
+}
+
+// Deliberately no Debug/Display: the key must not reach a log line.
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decrypt config value {key} of app {app} (version {version}): the stored data was altered or the master key is wrong")]
+pub struct DecryptError {
+    pub app: String,
+    pub key: String,
+    pub version: i64,
+}
+
+impl MasterKey {
+    /// Loads the 32-byte key, creating it (mode 0600) on first start.
+    pub fn load_or_create(path: &Path) -> Result<MasterKey> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                if bytes.len() != 32 {
+                    bail!(
+                        "{} holds {} bytes, expected a 32-byte key",
+                        path.display(),
+                        bytes.len()
+                    );
+                }
+                let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+                }
+                Ok(MasterKey::from_bytes(&bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                // Write to a temp file and rename so a crash never leaves a
+                // short key behind.
+                let tmp = path.with_extension("tmp");
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                Ok(MasterKey::from_bytes(&bytes))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> MasterKey {
+        MasterKey {
+            cipher: XChaCha20Poly1305::new_from_slice(bytes)
+                .expect("XChaCha20Poly1305 takes exactly the 32 bytes checked above"),
+        }
+    }
+
+    pub fn seal(&self, app: &str, key: &str, version: i64, value: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let aad = associated_data(app, key, version);
+        let ct = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: value.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .expect("XChaCha20Poly1305 encryption of an in-memory buffer cannot fail");
+        (nonce.to_vec(), ct)
+    }
+
+    pub fn open(
+        &self,
+        app: &str,
+        key: &str,
+        version: i64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<String, DecryptError> {
+        let err = || DecryptError {
+            app: app.to_string(),
+            key: key.to_string(),
+            version,
+        };
+        if nonce.len() != 24 {
+            return Err(err());
+        }
+        let aad = associated_data(app, key, version);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| err())?;
+        String::from_utf8(plain).map_err(|_| err())
+    }
+}
+
+fn associated_data(app: &str, key: &str, version: i64) -> Vec<u8> {
+    format!("rack-config-v1\0{app}\0{key}\0{version}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_to_app_key_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let k = MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (n, ct) = k.seal("a", "K", 1, "v a=l\"ue\n");
+        assert_eq!(k.open("a", "K", 1, &n, &ct).unwrap(), "v a=l\"ue\n");
+        assert!(k.open("b", "K", 1, &n, &ct).is_err());
+        assert!(k.open("a", "J", 1, &n, &ct).is_err());
+        assert!(k.open("a", "K", 2, &n, &ct).is_err());
+        let mut flipped = ct.clone();
+        flipped[0] ^= 1;
+        assert!(k.open("a", "K", 1, &n, &flipped).is_err());
+        // Reloading gives the same key.
+        let k2 = MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(k2.open("a", "K", 1, &n, &ct).unwrap(), "v a=l\"ue\n");
+    }
+}

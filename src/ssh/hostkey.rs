@@ -1,0 +1,55 @@
+//! The server's ed25519 host key: created on first start, kept across
+//! restarts so clients never see a host-key change.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rand::RngCore;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{HashAlg, PrivateKey};
+
+pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => PrivateKey::from_openssh(pem.as_bytes())
+            .with_context(|| format!("reading the host key {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut seed);
+            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+            let pem = key.to_openssh(LineEnding::LF).context("encoding the host key")?;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+pub fn fingerprint(key: &PrivateKey) -> String {
+    key.public_key().fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The `known_hosts` line for this key. `host` may be a pattern such as `*`.
+pub fn known_hosts_line(key: &PrivateKey, host: &str, port: u16) -> Result<String> {
+    let mut public = key.public_key().clone();
+    public.set_comment("");
+    let text = public.to_openssh().context("encoding the host key")?;
+    let pattern = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    Ok(format!("{pattern} {}", text.trim()))
+}

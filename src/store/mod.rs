@@ -1,0 +1,575 @@
+//! Durable state of the local provider: keys, apps and their settings,
+//! config versions (ciphertext only), domains and the audit trail, in one
+//! SQLite database (WAL) under the data dir.
+//!
+//! This module stores what it is given. It never sees plaintext config
+//! values (`release/` encrypts before calling it) and knows nothing about
+//! SSH, git or Docker. Every method is a short transaction, so the server and
+//! the offline `rack keys` command can use the database at the same time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub name: String,
+    pub fingerprint: String,
+    /// The OpenSSH public key line (`ssh-ed25519 AAAA...`), comment dropped.
+    pub public_key: String,
+    pub admin: bool,
+    pub apps: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppRecord {
+    pub name: String,
+    pub created_at: String,
+    /// Validated `apps:set` settings (`deploy_branch`, `port`, ...).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One encrypted config value as stored: the AEAD output and its nonce.
+#[derive(Debug, Clone)]
+pub struct SealedValue {
+    pub key: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigVersion {
+    pub version: i64,
+    pub created_at: String,
+    pub created_by: String,
+    pub values: Vec<SealedValue>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub time: String,
+    pub actor: String,
+    pub app: Option<String>,
+    pub action: String,
+    pub outcome: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// Each entry moves the schema one version up; never edit a shipped entry.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE keys (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE key_apps (
+        key_name TEXT NOT NULL REFERENCES keys(name) ON DELETE CASCADE,
+        app TEXT NOT NULL,
+        PRIMARY KEY (key_name, app)
+     );
+     CREATE TABLE apps (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}'
+     );
+     CREATE TABLE config_versions (
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (app, version)
+     );
+     CREATE TABLE config_values (
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        PRIMARY KEY (app, version, key)
+     );
+     CREATE TABLE domains (
+        host TEXT PRIMARY KEY,
+        app TEXT NOT NULL
+     );
+     CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        app TEXT,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL
+     );
+     CREATE INDEX events_app ON events(app, id);",
+];
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current UTC time as RFC 3339 cannot fail")
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: every
+        // write is a transaction that SQLite rolled back.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- keys ----
+
+    pub fn add_key(&self, key: &KeyRecord) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let by_name: Option<String> = tx
+            .query_row("SELECT name FROM keys WHERE name = ?1", [&key.name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if by_name.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "a key named '{}' already exists",
+                key.name
+            )));
+        }
+        let by_fp: Option<String> = tx
+            .query_row(
+                "SELECT name FROM keys WHERE fingerprint = ?1",
+                [&key.fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = by_fp {
+            return Err(StoreError::Conflict(format!(
+                "this public key is already registered as '{other}'"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO keys (name, fingerprint, public_key, admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.name, key.fingerprint, key.public_key, key.admin, key.created_at],
+        )?;
+        for app in &key.apps {
+            tx.execute(
+                "INSERT INTO key_apps (key_name, app) VALUES (?1, ?2)",
+                params![key.name, app],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT name, fingerprint, public_key, admin, created_at FROM keys ORDER BY name",
+        )?;
+        let mut keys: Vec<KeyRecord> = stmt
+            .query_map([], |r| {
+                Ok(KeyRecord {
+                    name: r.get(0)?,
+                    fingerprint: r.get(1)?,
+                    public_key: r.get(2)?,
+                    admin: r.get(3)?,
+                    created_at: r.get(4)?,
+                    apps: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for k in &mut keys {
+            k.apps = key_apps(&conn, &k.name)?;
+        }
+        Ok(keys)
+    }
+
+    pub fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>> {
+        let conn = self.lock();
+        let key = conn
+            .query_row(
+                "SELECT name, fingerprint, public_key, admin, created_at FROM keys WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| {
+                    Ok(KeyRecord {
+                        name: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        public_key: r.get(2)?,
+                        admin: r.get(3)?,
+                        created_at: r.get(4)?,
+                        apps: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        match key {
+            Some(mut k) => {
+                k.apps = key_apps(&conn, &k.name)?;
+                Ok(Some(k))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a key; refuses to remove the last admin key, checked in the
+    /// same transaction so two concurrent removals cannot both pass.
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let admin: Option<bool> = tx
+            .query_row("SELECT admin FROM keys WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(admin) = admin else {
+            return Err(StoreError::NotFound(format!("no key named '{name}'")));
+        };
+        if admin {
+            let admins: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE admin = 1", [], |r| {
+                r.get(0)
+            })?;
+            if admins <= 1 {
+                return Err(StoreError::Refused(format!(
+                    "'{name}' is the last admin key; add another admin key first"
+                )));
+            }
+        }
+        tx.execute("DELETE FROM key_apps WHERE key_name = ?1", [name])?;
+        tx.execute("DELETE FROM keys WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- apps ----
+
+    pub fn create_app(&self, name: &str) -> Result<AppRecord> {
+        let conn = self.lock();
+        let created_at = now_rfc3339();
+        match conn.execute(
+            "INSERT INTO apps (name, created_at, settings) VALUES (?1, ?2, '{}')",
+            params![name, created_at],
+        ) {
+            Ok(_) => Ok(AppRecord {
+                name: name.to_string(),
+                created_at,
+                settings: BTreeMap::new(),
+            }),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!("app '{name}' already exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn get_app(&self, name: &str) -> Result<Option<AppRecord>> {
+        let conn = self.lock();
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT created_at, settings FROM apps WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(created_at, settings)| AppRecord {
+            name: name.to_string(),
+            created_at,
+            settings: serde_json::from_str(&settings).unwrap_or_default(),
+        }))
+    }
+
+    /// The app, or a NotFound error phrased for users.
+    pub fn app(&self, name: &str) -> Result<AppRecord> {
+        self.get_app(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("app '{name}' does not exist")))
+    }
+
+    pub fn list_apps(&self) -> Result<Vec<AppRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT name, created_at, settings FROM apps ORDER BY name")?;
+        let apps = stmt
+            .query_map([], |r| {
+                let settings: String = r.get(2)?;
+                Ok(AppRecord {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    settings: serde_json::from_str(&settings).unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(apps)
+    }
+
+    pub fn set_app_settings(&self, name: &str, settings: &BTreeMap<String, String>) -> Result<()> {
+        let conn = self.lock();
+        let json = serde_json::to_string(settings).expect("a map of strings always serializes");
+        let n = conn.execute(
+            "UPDATE apps SET settings = ?2 WHERE name = ?1",
+            params![name, json],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("app '{name}' does not exist")));
+        }
+        Ok(())
+    }
+
+    /// Removes the app and everything stored about it except audit events.
+    pub fn delete_app(&self, name: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM apps WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("app '{name}' does not exist")));
+        }
+        tx.execute("DELETE FROM config_values WHERE app = ?1", [name])?;
+        tx.execute("DELETE FROM config_versions WHERE app = ?1", [name])?;
+        tx.execute("DELETE FROM domains WHERE app = ?1", [name])?;
+        tx.execute("DELETE FROM key_apps WHERE app = ?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- config (ciphertext only) ----
+
+    pub fn latest_config(&self, app: &str) -> Result<Option<ConfigVersion>> {
+        let conn = self.lock();
+        let v: Option<i64> = conn
+            .query_row(
+                "SELECT MAX(version) FROM config_versions WHERE app = ?1",
+                [app],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        match v {
+            Some(v) => config_version(&conn, app, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn config_version(&self, app: &str, version: i64) -> Result<ConfigVersion> {
+        let conn = self.lock();
+        config_version(&conn, app, version)
+    }
+
+    /// Next version number the app's config would get.
+    pub fn next_config_version(&self, app: &str) -> Result<i64> {
+        let conn = self.lock();
+        let v: Option<i64> = conn.query_row(
+            "SELECT MAX(version) FROM config_versions WHERE app = ?1",
+            [app],
+            |r| r.get(0),
+        )?;
+        Ok(v.unwrap_or(0) + 1)
+    }
+
+    /// Records a whole config version. Fails with Conflict if `version` is
+    /// taken (a concurrent writer won): the caller re-reads and retries, so
+    /// no acknowledged change is ever lost.
+    pub fn put_config_version(&self, app: &str, cv: &ConfigVersion) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO config_versions (app, version, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
+            params![app, cv.version, cv.created_at, cv.created_by],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "config version {} of '{app}' already exists",
+                cv.version
+            )));
+        }
+        for v in &cv.values {
+            tx.execute(
+                "INSERT INTO config_values (app, version, key, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![app, cv.version, v.key, v.nonce, v.ciphertext],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- domains ----
+
+    pub fn domains(&self, app: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT host FROM domains WHERE app = ?1 ORDER BY host")?;
+        let hosts = stmt
+            .query_map([app], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(hosts)
+    }
+
+    // ---- audit events ----
+
+    pub fn add_event(&self, actor: &str, app: Option<&str>, action: &str, outcome: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO events (time, actor, app, action, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now_rfc3339(), actor, app, action, outcome],
+        )?;
+        Ok(())
+    }
+
+    /// Newest `limit` events, oldest first. `apps` restricts to those apps
+    /// (for deploy keys); `app` to one app.
+    pub fn events(&self, app: Option<&str>, apps: Option<&[String]>, limit: usize) -> Result<Vec<Event>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, time, actor, app, action, outcome FROM events
+             WHERE (?1 IS NULL OR app = ?1) ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map(params![app], |r| {
+            Ok(Event {
+                id: r.get(0)?,
+                time: r.get(1)?,
+                actor: r.get(2)?,
+                app: r.get(3)?,
+                action: r.get(4)?,
+                outcome: r.get(5)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for e in rows {
+            let e = e?;
+            if let Some(allowed) = apps {
+                match &e.app {
+                    Some(a) if allowed.contains(a) => {}
+                    _ => continue,
+                }
+            }
+            out.push(e);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn key_apps(conn: &Connection, name: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT app FROM key_apps WHERE key_name = ?1 ORDER BY app")?;
+    let apps = stmt
+        .query_map([name], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(apps)
+}
+
+fn config_version(conn: &Connection, app: &str, version: i64) -> Result<ConfigVersion> {
+    let (created_at, created_by): (String, String) = conn
+        .query_row(
+            "SELECT created_at, created_by FROM config_versions WHERE app = ?1 AND version = ?2",
+            params![app, version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("config version {version} of '{app}' does not exist")))?;
+    let mut stmt = conn.prepare(
+        "SELECT key, nonce, ciphertext FROM config_values WHERE app = ?1 AND version = ?2 ORDER BY key",
+    )?;
+    let values = stmt
+        .query_map(params![app, version], |r| {
+            Ok(SealedValue {
+                key: r.get(0)?,
+                nonce: r.get(1)?,
+                ciphertext: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(ConfigVersion {
+        version,
+        created_at,
+        created_by,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, admin: bool) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            fingerprint: format!("SHA256:{name}"),
+            public_key: format!("ssh-ed25519 {name}"),
+            admin,
+            apps: if admin { vec![] } else { vec!["a".into()] },
+            created_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn last_admin_cannot_be_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.add_key(&key("root", true)).unwrap();
+        s.add_key(&key("ci", false)).unwrap();
+        assert!(matches!(s.remove_key("root"), Err(StoreError::Refused(_))));
+        s.add_key(&key("root2", true)).unwrap();
+        s.remove_key("root").unwrap();
+        assert_eq!(s.list_keys().unwrap().len(), 2);
+        assert_eq!(
+            s.key_by_fingerprint("SHA256:ci").unwrap().unwrap().apps,
+            vec!["a".to_string()]
+        );
+    }
+
+    #[test]
+    fn migrations_are_idempotent_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Store::open(&path).unwrap().create_app("a").unwrap();
+        let s = Store::open(&path).unwrap();
+        assert!(matches!(s.create_app("a"), Err(StoreError::Conflict(_))));
+        assert_eq!(s.list_apps().unwrap().len(), 1);
+    }
+}

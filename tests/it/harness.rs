@@ -1,0 +1,279 @@
+//! Starts the real `rack` binary on port 0 with a fresh data dir and drives
+//! it with the real OpenSSH client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const RACK: &str = env!("CARGO_BIN_EXE_rack");
+
+pub struct Key {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Key {
+    pub fn public(&self) -> String {
+        std::fs::read_to_string(self.path.with_extension("pub")).unwrap()
+    }
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success; stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+    /// Asserts a clean command failure: non-zero, one `error:` line.
+    #[track_caller]
+    pub fn err(&self, contains: &str) -> &Self {
+        assert!(
+            self.code != 0 && self.code != 255,
+            "expected a command failure, got {}; stdout: {}\nstderr: {}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("error: ") && self.stderr.contains(contains),
+            "stderr {:?} should be an error line containing {contains:?}",
+            self.stderr
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub struct Rack {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    pub http_port: u16,
+    logs: Arc<Mutex<String>>,
+    pub admin: Key,
+}
+
+pub fn keygen(dir: &Path, name: &str) -> Key {
+    let path = dir.join(format!("key-{name}"));
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen (OpenSSH client) must be installed");
+    assert!(st.success());
+    Key {
+        name: name.into(),
+        path,
+    }
+}
+
+impl Rack {
+    /// A rack with one admin key, optionally with a `rack.toml`.
+    pub fn start_with(toml: &str) -> Rack {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        if !toml.is_empty() {
+            std::fs::write(data.join("rack.toml"), toml).unwrap();
+        }
+        let admin = keygen(dir.path(), "admin");
+        let out = rack_cli(&data, &["keys", "add", "admin", "--admin"], admin.public().as_bytes());
+        out.ok();
+        let mut rack = Rack {
+            dir,
+            child: None,
+            port: 0,
+            http_port: 0,
+            logs: Arc::new(Mutex::new(String::new())),
+            admin,
+        };
+        rack.spawn();
+        rack
+    }
+
+    pub fn start() -> Rack {
+        Rack::start_with("")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(RACK)
+            .args(["server", "--log-format", "json", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = self.logs.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let f = &v["fields"];
+                    if let (Some("ssh listening"), Some(addr)) = (f["message"].as_str(), f["addr"].as_str()) {
+                        let _ = tx.send(("ssh", addr.to_string()));
+                    }
+                    if let (Some("http listening"), Some(addr)) = (f["message"].as_str(), f["addr"].as_str()) {
+                        let _ = tx.send(("http", addr.to_string()));
+                    }
+                }
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let (kind, addr) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("rack server did not start; logs:\n{}", self.logs()));
+        assert_eq!(kind, "ssh");
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        if let Ok(("http", addr)) = rx.recv_timeout(Duration::from_millis(200)) {
+            self.http_port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        self.child = Some(child);
+        // Pin the host key as a user would: from `rack host-key`.
+        let line = rack_cli(&self.data_dir(), &["host-key"], b"").ok().stdout.clone();
+        let key = line.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        std::fs::write(self.known_hosts(), format!("[127.0.0.1]:{} {key}\n", self.port)).unwrap();
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// SIGTERM, wait for a clean exit, start again on the same data dir.
+    pub fn restart(&mut self) {
+        let code = self.stop();
+        assert_eq!(code, Some(0), "rack should exit 0 on SIGTERM; logs:\n{}", self.logs());
+        self.spawn();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        child.wait().unwrap().code()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn ssh_args(&self, key: &Key) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "-i".into(),
+            key.path.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts().display()),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+
+    /// `ssh ... git@127.0.0.1 CMD` (CMD goes to the server as one string).
+    pub fn ssh(&self, key: &Key, cmd: &str) -> Out {
+        self.ssh_in(key, cmd, b"")
+    }
+
+    pub fn ssh_in(&self, key: &Key, cmd: &str, stdin: &[u8]) -> Out {
+        self.ssh_opts(key, &[], cmd, stdin)
+    }
+
+    pub fn ssh_opts(&self, key: &Key, extra: &[&str], cmd: &str, stdin: &[u8]) -> Out {
+        let mut c = Command::new("ssh");
+        c.args(self.ssh_args(key)).args(extra).arg("git@127.0.0.1");
+        if !cmd.is_empty() {
+            c.arg(cmd);
+        }
+        run_with_stdin(c, stdin)
+    }
+
+    /// A new key registered over SSH by the admin with `scope` (`--admin`
+    /// or `--app A`).
+    pub fn add_key(&self, name: &str, scope: &str) -> Key {
+        let key = keygen(self.dir.path(), name);
+        self.ssh_in(&self.admin, &format!("keys:add {name} {scope}"), key.public().as_bytes())
+            .ok();
+        key
+    }
+
+    /// Environment for `git` to reach this rack with `key`.
+    pub fn git_ssh_command(&self, key: &Key) -> String {
+        format!("ssh {}", self.ssh_args(key).join(" "))
+    }
+
+    pub fn git_url(&self, app: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{app}", self.port)
+    }
+}
+
+impl Drop for Rack {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn run_with_stdin(mut c: Command, stdin: &[u8]) -> Out {
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut si = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = si.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = w.join();
+    out.into()
+}
+
+/// The offline CLI: `rack ARGS --data-dir DIR`.
+pub fn rack_cli(data: &Path, args: &[&str], stdin: &[u8]) -> Out {
+    let mut c = Command::new(RACK);
+    c.args(args).arg("--data-dir").arg(data);
+    run_with_stdin(c, stdin)
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `rack` binary, the real OpenSSH client and
+//! (for pushes) the real `git`.
+
+mod commands;
+mod harness;
+mod hostile;
+mod secrets;
