@@ -37,6 +37,26 @@ pub struct FileConfig {
     pub docker: Option<String>,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub build: BuildFile,
+}
+
+/// `[build]` in `rack.toml`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildFile {
+    /// Builds at once across the rack (default 2).
+    pub max_concurrent: Option<usize>,
+    /// Memory of a build, e.g. "2g" (at most 2g, the API's limit) or "unlimited".
+    pub memory: Option<String>,
+    /// CPUs a build may use, e.g. 1.5.
+    pub cpus: Option<f64>,
+    /// "bridge" (default) or "none".
+    pub network: Option<String>,
+    pub timeout_secs: Option<u64>,
+    /// Buildpack base image overrides: `node = "node:20-slim"`, `go.RUN_IMAGE = "..."`.
+    #[serde(default)]
+    pub base_images: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -105,6 +125,7 @@ pub struct Settings {
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
     pub limits: Limits,
+    pub build: crate::build::BuildOptions,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -146,7 +167,9 @@ impl Settings {
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
         };
+        let build = build_options(&file.build)?;
         Ok(Settings {
+            build,
             listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
             http: pick(o.http, file.http, "0.0.0.0:8080"),
             domain: pick(o.domain, file.domain, "localhost"),
@@ -196,6 +219,42 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn build_options(b: &BuildFile) -> Result<crate::build::BuildOptions> {
+    use crate::build::{BuildOptions, MAX_BUILD_MEMORY};
+    let mut o = BuildOptions::default();
+    if let Some(n) = b.max_concurrent {
+        if n == 0 {
+            bail!("build.max_concurrent must be at least 1");
+        }
+        o.max_concurrent_builds = n;
+    }
+    if let Some(m) = &b.memory {
+        o.limits.memory_bytes = if m == "unlimited" {
+            None
+        } else {
+            match crate::appsettings::parse_memory(m) {
+                Some(v) if v as i64 <= MAX_BUILD_MEMORY && v >= 6 * 1024 * 1024 => Some(v as i64),
+                _ => bail!("build.memory: expected a size from 6m to 2g, or \"unlimited\""),
+            }
+        };
+    }
+    if let Some(c) = b.cpus {
+        if !(c > 0.0 && c <= 256.0) {
+            bail!("build.cpus: expected a number of CPUs such as 1.5");
+        }
+        o.limits.cpu_period = Some(100_000);
+        o.limits.cpu_quota = Some((c * 100_000.0) as i64);
+    }
+    if let Some(n) = &b.network {
+        o.limits.network_mode = n.parse().map_err(|e: String| anyhow::anyhow!("build.network: {e}"))?;
+    }
+    if let Some(t) = b.timeout_secs {
+        o.limits.timeout = Duration::from_secs(t.max(1));
+    }
+    o.base_images = b.base_images.clone();
+    Ok(o)
 }
 
 fn read_file_config(data_dir: &Path) -> Result<FileConfig> {

@@ -6,6 +6,7 @@ pub mod appsettings;
 pub mod build;
 pub mod cmd;
 pub mod config;
+pub mod deploy;
 pub mod git;
 pub mod names;
 pub mod process;

@@ -13,6 +13,8 @@ pub struct Rack {
     pub settings: Settings,
     pub store: Arc<Store>,
     pub configs: Configs,
+    pub locks: crate::deploy::Locks,
+    builder: tokio::sync::OnceCell<crate::build::Builder>,
 }
 
 impl Rack {
@@ -25,8 +27,26 @@ impl Rack {
                 .with_context(|| format!("opening {}", settings.db_path().display()))?,
         );
         let key = MasterKey::load_or_create(&settings.master_key_path())?;
+        let stale = store.fail_running_builds("interrupted: the rack stopped during the build")?;
+        if stale > 0 {
+            tracing::warn!(builds = stale, "marked builds interrupted by a restart as failed");
+        }
+        // The rack is the only writer of its repos: leftovers of a crash
+        // (quarantine dirs, lock files) can go.
+        for app in store.list_apps()? {
+            let path = settings.repos_dir().join(format!("{}.git", app.name));
+            match crate::git::recover_repo(&path) {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::warn!(app = %app.name, ?removed, "removed leftovers of an interrupted push")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(app = %app.name, error = %e, "checking repository"),
+            }
+        }
         Ok(Arc::new(Rack {
             configs: Configs::new(store.clone(), key),
+            locks: Default::default(),
+            builder: tokio::sync::OnceCell::new(),
             store,
             settings,
         }))
@@ -39,6 +59,21 @@ impl Rack {
 }
 
 impl Rack {
+    /// The Docker-backed builder, connected on first use so a rack whose
+    /// engine is down still serves commands and says why builds fail.
+    pub async fn builder(&self) -> Result<&crate::build::Builder, crate::build::BuildError> {
+        self.builder
+            .get_or_try_init(|| async {
+                let docker = crate::build::connect_docker(self.settings.docker.as_deref()).await?;
+                crate::build::Builder::new(docker, self.settings.build.clone())
+            })
+            .await
+    }
+
+    pub fn build_log_path(&self, app: &str, build_id: &str) -> std::path::PathBuf {
+        self.settings.logs_dir().join("builds").join(app).join(format!("{build_id}.log"))
+    }
+
     pub fn repo_path(&self, app: &str) -> std::path::PathBuf {
         self.settings.repos_dir().join(format!("{app}.git"))
     }

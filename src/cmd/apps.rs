@@ -34,7 +34,7 @@ pub fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
 pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
     ctx.rack.store.create_app(app)?;
     let path = ctx.rack.repo_path(app);
-    let made = tokio::task::spawn_blocking(move || init_bare(&path))
+    let made = tokio::task::spawn_blocking(move || crate::git::init_bare(&path))
         .await
         .map_err(|e| CmdError::Failed(format!("creating the repository: {e}")))?;
     if let Err(e) = made {
@@ -102,7 +102,7 @@ pub fn set<R>(ctx: &Ctx<'_, R>, app: &str, pairs: &[(String, String)]) -> Result
     ctx.rack.store.set_app_settings(app, &rec.settings)?;
     if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
         let path = ctx.rack.repo_path(app);
-        if let Err(e) = set_head(&path, &branch.1) {
+        if let Err(e) = crate::git::set_head(&path, &branch.1) {
             tracing::warn!(app, error = %e, "pointing HEAD at the deploy branch");
         }
     }
@@ -127,12 +127,3 @@ pub fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Output, 
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
 }
 
-// Until git/ grows its own repo helpers, the two operations apps needs.
-fn init_bare(path: &std::path::Path) -> Result<(), git2::Error> {
-    let repo = git2::Repository::init_bare(path)?;
-    repo.set_head("refs/heads/main")
-}
-
-fn set_head(path: &std::path::Path, branch: &str) -> Result<(), git2::Error> {
-    git2::Repository::open_bare(path)?.set_head(&format!("refs/heads/{branch}"))
-}

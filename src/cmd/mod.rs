@@ -7,6 +7,7 @@
 //! submodules (`apps`, `config`, `keys`, `events`).
 
 pub mod apps;
+pub mod builds;
 pub mod config;
 pub mod events;
 pub mod keys;
@@ -110,6 +111,10 @@ pub enum Command {
     KeysAdd { name: String, admin: bool, apps: Vec<String> },
     KeysRemove { name: String },
     Events { app: Option<String>, limit: usize },
+    AppsDeploy { app: String, reference: Option<String>, no_cache: bool },
+    Builds { app: String },
+    BuildsInfo { app: String, build: String },
+    BuildsLogs { app: String, build: String, follow: bool },
 }
 
 /// `(name, usage, summary)` for `help`, in display order.
@@ -122,10 +127,14 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("apps:destroy", "apps:destroy APP --confirm APP", "delete an app and everything it has"),
     ("apps:set", "apps:set APP KEY=VAL ...", "change app settings"),
     ("apps:unset", "apps:unset APP KEY ...", "reset app settings"),
+    ("apps:deploy", "apps:deploy APP [REF] [--no-cache]", "build and deploy a commit already pushed"),
     ("config", "config APP", "show config vars"),
     ("config:get", "config:get APP KEY", "print one config value"),
     ("config:set", "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin", "set config vars"),
     ("config:unset", "config:unset APP KEY ... [--no-restart]", "remove config vars"),
+    ("builds", "builds APP", "list builds"),
+    ("builds:info", "builds:info APP BUILD", "show a build"),
+    ("builds:logs", "builds:logs APP BUILD [-f]", "print (and follow) a build's output"),
     ("keys", "keys", "list SSH keys (admin)"),
     ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
@@ -240,6 +249,46 @@ impl Command {
                 }
                 Command::AppsUnset { app, keys }
             }
+            "apps:deploy" => {
+                let app = a.app("apps:deploy")?;
+                let mut reference = None;
+                let mut no_cache = false;
+                for w in a.rest() {
+                    if w == "--no-cache" {
+                        no_cache = true;
+                    } else if reference.is_none() && !w.starts_with('-') {
+                        reference = Some(w);
+                    } else {
+                        return Err(usage(format!("unexpected argument '{}'; usage: {}", printable(&w), usage_of("apps:deploy"))));
+                    }
+                }
+                Command::AppsDeploy { app, reference, no_cache }
+            }
+            "builds" => {
+                let app = a.app("builds")?;
+                a.done("builds")?;
+                Command::Builds { app }
+            }
+            "builds:info" => {
+                let app = a.app("builds:info")?;
+                let build = a.words.next().ok_or_else(|| usage("usage: builds:info APP BUILD"))?;
+                a.done("builds:info")?;
+                Command::BuildsInfo { app, build }
+            }
+            "builds:logs" => {
+                let app = a.app("builds:logs")?;
+                let mut build = None;
+                let mut follow = false;
+                for w in a.rest() {
+                    match w.as_str() {
+                        "-f" | "--follow" => follow = true,
+                        _ if build.is_none() && !w.starts_with('-') => build = Some(w),
+                        _ => return Err(usage(format!("unexpected argument '{}'", printable(&w)))),
+                    }
+                }
+                let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
+                Command::BuildsLogs { app, build, follow }
+            }
             "config" | "config:show" => {
                 let app = a.app("config")?;
                 a.done("config")?;
@@ -348,6 +397,8 @@ impl Command {
         match self {
             Help | Version | Apps | Events { app: None, .. } => Access::Anyone,
             AppsInfo { app } | Events { app: Some(app), .. } => Access::Read(app.clone()),
+            Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Access::Read(app.clone()),
+            AppsDeploy { .. } => Access::Admin,
             AppsCreate { .. } | AppsDestroy { .. } | AppsSet { .. } | AppsUnset { .. } => Access::Admin,
             Config { .. } | ConfigGet { .. } | ConfigSet { .. } | ConfigUnset { .. } => Access::Admin,
             Keys | KeysAdd { .. } | KeysRemove { .. } => Access::Admin,
@@ -361,6 +412,7 @@ impl Command {
             AppsCreate { app } | AppsInfo { app } | AppsDestroy { app, .. } | AppsSet { app, .. }
             | AppsUnset { app, .. } | Config { app } | ConfigGet { app, .. }
             | ConfigSet { app, .. } | ConfigUnset { app, .. } => Some(app),
+            AppsDeploy { app, .. } | Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Some(app),
             Events { app, .. } => app.as_deref(),
             Help | Version | Apps | Keys | KeysAdd { .. } | KeysRemove { .. } => None,
         }
@@ -395,6 +447,11 @@ impl Command {
                 }
             }
             KeysRemove { name } => format!("keys:remove {name}"),
+            AppsDeploy { app, reference, no_cache } => format!(
+                "apps:deploy {app}{}{}",
+                reference.as_ref().map(|r| format!(" {r}")).unwrap_or_default(),
+                if *no_cache { " --no-cache" } else { "" }
+            ),
             _ => return None,
         })
     }
@@ -419,6 +476,38 @@ pub struct Ctx<'a, R> {
     pub rack: &'a Arc<Rack>,
     pub who: &'a Identity,
     pub stdin: &'a mut R,
+    /// For commands that stream (`builds:logs -f`, `apps:deploy`): what
+    /// they write here goes out at once, before their final `Output`.
+    pub stdout: &'a mut (dyn AsyncWrite + Unpin + Send + Sync),
+    pub stderr: &'a mut (dyn AsyncWrite + Unpin + Send + Sync),
+}
+
+impl<R> Ctx<'_, R> {
+    /// Runs `work` with a progress sink whose lines go to stderr as they
+    /// come (stage lines of a build, like a push's `remote:` lines).
+    pub async fn with_progress<T, F>(&mut self, work: impl FnOnce(crate::progress::Progress) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let (progress, mut rx) = crate::progress::Progress::channel();
+        let fut = work(progress);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                Some(line) = rx.recv() => {
+                    let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
+                }
+                r = &mut fut => {
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
+                    }
+                    let _ = self.stderr.flush().await;
+                    return r;
+                }
+            }
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> Ctx<'_, R> {
@@ -444,8 +533,8 @@ impl<R: AsyncRead + Unpin> Ctx<'_, R> {
 pub async fn run<R, W, E>(rack: &Arc<Rack>, who: &Identity, words: Vec<String>, mut io: Io<R, W, E>) -> u32
 where
     R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-    E: AsyncWrite + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + Sync,
+    E: AsyncWrite + Unpin + Send + Sync,
 {
     let result = match Command::parse(words) {
         Err(e) => Err(e),
@@ -457,6 +546,8 @@ where
                     rack,
                     who,
                     stdin: &mut io.stdin,
+                    stdout: &mut io.stdout,
+                    stderr: &mut io.stderr,
                 };
                 execute(&mut ctx, cmd).await.map(|o| (o, json))
             } else {
@@ -521,6 +612,10 @@ async fn execute<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, cmd: Command) -> Re
         KeysAdd { name, admin, apps } => keys::add(ctx, &name, admin, &apps).await,
         KeysRemove { name } => keys::remove(ctx, &name),
         Events { app, limit } => events::list(ctx, app.as_deref(), limit),
+        AppsDeploy { app, reference, no_cache } => builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
+        Builds { app } => builds::list(ctx, &app),
+        BuildsInfo { app, build } => builds::info(ctx, &app, &build),
+        BuildsLogs { app, build, follow } => builds::logs(ctx, &app, &build, follow).await,
     }
 }
 

@@ -1,1 +1,545 @@
-//! Git transport: see ARCHITECTURE.md.
+//! Git transport: everything between an SSH exec string like
+//! `git-receive-pack '/myapp.git'` and the bare repository on disk.
+//!
+//! Owns: the pkt-line codec and side-band framing ([`pktline`]), parsing of
+//! git exec strings ([`parse_exec`]), the bare repos under the data dir
+//! ([`repo_path`], [`init_bare`], [`set_head`], [`remove_repo`],
+//! [`recover_repo`], [`maybe_repack`]), a native receive-pack
+//! ([`receive::receive_pack`]: pack scanned as it streams, indexed into a
+//! quarantine dir, refs moved by compare-and-swap) with the [`PushHook`] it
+//! calls for the deploy branch, and upload-pack ([`upload::upload_pack`],
+//! the real `git upload-pack` behind a cleared environment).
+//!
+//! Does not know: what a deploy is. It never imports `deploy/`, `build/`,
+//! `runtime/` or `ssh/`; the SSH layer hands it byte streams and a
+//! [`PushHook`], and gets back a [`ReceiveOutcome`].
+
+use std::path::{Path, PathBuf};
+
+pub mod pack;
+pub mod pktline;
+pub mod receive;
+pub mod upload;
+
+#[cfg(test)]
+mod tests;
+
+pub use receive::{
+    err_response, receive_pack, DeployPush, PushHook, ReceiveLimits, ReceiveOutcome,
+    ReceiveRequest, RefResult,
+};
+pub use upload::upload_pack;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The exec string names a git service but its repository path is not
+    /// one we accept. The message is meant for the user.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The client broke the protocol (or went away mid-message).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The app has no repository.
+    #[error("repository {0} does not exist")]
+    NoRepo(PathBuf),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    /// A child `git` failed to start or ended badly.
+    #[error("{0}")]
+    Process(String),
+}
+
+/// The git services a client can ask for over SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitService {
+    /// `git push`.
+    ReceivePack { app: String },
+    /// `git clone`, `git fetch`, `git ls-remote`.
+    UploadPack { app: String },
+}
+
+impl GitService {
+    pub fn app(&self) -> &str {
+        match self {
+            GitService::ReceivePack { app } | GitService::UploadPack { app } => app,
+        }
+    }
+}
+
+/// Parses an SSH exec string.
+///
+/// - `Ok(None)`: not a git command at all; the SSH layer treats it as a rack
+///   command.
+/// - `Ok(Some(service))`: `git-receive-pack` / `git-upload-pack` (also
+///   spelled `git receive-pack`) with one repository path argument, quoted
+///   the way git's `sq_quote` does (`'/app.git'`) or bare (`app`).
+/// - `Err(BadRequest)`: a git command we refuse (bad path, extra arguments,
+///   `git-upload-archive`); the message is for the user.
+pub fn parse_exec(command: &str) -> Result<Option<GitService>, GitError> {
+    let command = command.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\n');
+    let (service, rest) = if let Some(r) = strip_word(command, "git-receive-pack") {
+        ("receive-pack", r)
+    } else if let Some(r) = strip_word(command, "git-upload-pack") {
+        ("upload-pack", r)
+    } else if let Some(r) = strip_word(command, "git") {
+        let r = r.trim_start_matches([' ', '\t']);
+        if let Some(r) = strip_word(r, "receive-pack") {
+            ("receive-pack", r)
+        } else if let Some(r) = strip_word(r, "upload-pack") {
+            ("upload-pack", r)
+        } else if r.starts_with("upload-archive") {
+            return Err(unsupported("git-upload-archive"));
+        } else {
+            return Ok(None);
+        }
+    } else if strip_word(command, "git-upload-archive").is_some() {
+        return Err(unsupported("git-upload-archive"));
+    } else {
+        return Ok(None);
+    };
+    let arg = rest.trim_start_matches([' ', '\t']);
+    if arg.is_empty() {
+        return Err(GitError::BadRequest(format!(
+            "git-{service} needs a repository path, e.g. git-{service} '/myapp.git'"
+        )));
+    }
+    let path = parse_one_arg(arg).map_err(|why| {
+        GitError::BadRequest(format!(
+            "invalid repository path {}: {why}",
+            crate::names::printable(arg)
+        ))
+    })?;
+    let app = app_from_path(&path)?;
+    Ok(Some(match service {
+        "receive-pack" => GitService::ReceivePack { app },
+        _ => GitService::UploadPack { app },
+    }))
+}
+
+fn unsupported(what: &str) -> GitError {
+    GitError::BadRequest(format!("{what} is not supported"))
+}
+
+/// `s` without the leading `word`, if `word` is followed by whitespace or
+/// the end.
+fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let rest = s.strip_prefix(word)?;
+    if rest.is_empty() || rest.starts_with([' ', '\t']) {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// One shell-quoted argument in the forms git produces (`sq_quote`:
+/// `'...'` with `'\''` and `'\!'` for embedded `'` and `!`), or a bare word.
+/// Anything after it is an error.
+fn parse_one_arg(arg: &str) -> Result<String, &'static str> {
+    let arg = arg.trim_end_matches([' ', '\t']);
+    if !arg.starts_with('\'') {
+        if arg.contains(|c: char| c.is_whitespace() || "'\"\\`$;&|<>(){}*?[]#~".contains(c)) {
+            return Err("more than one argument, or quoting git does not produce");
+        }
+        return Ok(arg.to_string());
+    }
+    let mut out = String::new();
+    let mut chars = arg.chars().peekable();
+    loop {
+        // At the opening quote of a quoted run.
+        if chars.next() != Some('\'') {
+            return Err("bad quoting");
+        }
+        loop {
+            match chars.next() {
+                None => return Err("unterminated quote"),
+                Some('\'') => break,
+                Some(c) => out.push(c),
+            }
+        }
+        match chars.next() {
+            None => return Ok(out),
+            Some('\\') => {
+                match chars.next() {
+                    Some(c @ ('\'' | '!')) => out.push(c),
+                    _ => return Err("bad quoting"),
+                }
+                if chars.peek() != Some(&'\'') {
+                    // `'\''` at the very end is how sq_quote ends a string
+                    // with a quote; nothing else may follow.
+                    if chars.peek().is_none() {
+                        return Ok(out);
+                    }
+                    return Err("bad quoting");
+                }
+            }
+            Some(_) => return Err("more than one argument"),
+        }
+    }
+}
+
+/// `myapp`, `/myapp`, `myapp.git`, `/myapp.git` → `myapp`.
+fn app_from_path(path: &str) -> Result<String, GitError> {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    let p = p.strip_suffix(".git").unwrap_or(p);
+    crate::names::validate_app(p).map_err(|_| {
+        GitError::BadRequest(format!(
+            "invalid repository path '{}': use APP, /APP, APP.git or /APP.git where APP is an app name (a-z, 0-9, '-')",
+            crate::names::printable(path)
+        ))
+    })?;
+    Ok(p.to_string())
+}
+
+/// Where an app's bare repository lives: `repos_dir/APP.git`.
+pub fn repo_path(repos_dir: &Path, app: &str) -> PathBuf {
+    repos_dir.join(format!("{app}.git"))
+}
+
+/// Opens an app's bare repository (for readers such as the build context).
+pub fn open(path: &Path) -> Result<git2::Repository, GitError> {
+    if !path.is_dir() {
+        return Err(GitError::NoRepo(path.to_path_buf()));
+    }
+    Ok(git2::Repository::open_bare(path)?)
+}
+
+/// The commit `rev` names in the repo at `path` (a branch, tag, or id;
+/// annotated tags are peeled). For `apps:deploy APP [REF]`.
+pub fn resolve_commit(path: &Path, rev: &str) -> Result<git2::Oid, GitError> {
+    let repo = open(path)?;
+    let not_found = || {
+        GitError::BadRequest(format!(
+            "no commit '{}' in the repository",
+            crate::names::printable(rev)
+        ))
+    };
+    // Plain names only: no `@{...}` reflog syntax or `:path` lookups.
+    if rev.is_empty() || rev.starts_with('-') || rev.contains("@{") || rev.contains(':') {
+        return Err(not_found());
+    }
+    let obj = repo.revparse_single(rev).map_err(|_| not_found())?;
+    let commit = obj.peel_to_commit().map_err(|_| not_found())?;
+    Ok(commit.id())
+}
+
+/// Creates a bare repository with HEAD at `refs/heads/main` (unborn). An
+/// existing repository is left as it is.
+pub fn init_bare(path: &Path) -> Result<(), GitError> {
+    if path.join("HEAD").is_file() {
+        git2::Repository::open_bare(path)?;
+        return Ok(());
+    }
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.bare(true)
+        .mkdir(true)
+        .mkpath(true)
+        .initial_head("main")
+        .no_reinit(true);
+    let repo = git2::Repository::init_opts(path, &opts)?;
+    let mut cfg = repo.config()?;
+    // rack repacks itself (maybe_repack); `git upload-pack` must never start
+    // a gc of its own in a repo receive-pack is writing to.
+    cfg.set_i32("gc.auto", 0)?;
+    cfg.set_bool("receive.denyDeleteCurrent", true)?;
+    // Shallow pushes are accepted and recorded (see receive.rs).
+    cfg.set_bool("receive.shallowUpdate", true)?;
+    Ok(())
+}
+
+/// Points HEAD at `refs/heads/BRANCH` (which need not exist yet).
+pub fn set_head(path: &Path, branch: &str) -> Result<(), GitError> {
+    let refname = format!("refs/heads/{branch}");
+    if !git2::Reference::is_valid_name(&refname) {
+        return Err(GitError::BadRequest(format!(
+            "invalid branch name '{}'",
+            crate::names::printable(branch)
+        )));
+    }
+    let repo = open(path)?;
+    repo.set_head(&refname)?;
+    Ok(())
+}
+
+/// Deletes a repository; a missing one is not an error.
+pub fn remove_repo(path: &Path) -> Result<(), GitError> {
+    // Only ever remove something that looks like one of our repos.
+    if path.extension().and_then(|e| e.to_str()) != Some("git") {
+        return Err(GitError::BadRequest(format!(
+            "refusing to remove {}",
+            path.display()
+        )));
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Start-up recovery for a repository nobody is writing to (the rack is the
+/// only writer of its repos): removes quarantine dirs left by a killed
+/// receive-pack and stale `*.lock` files. Returns what it removed.
+pub fn recover_repo(path: &Path) -> Result<Vec<PathBuf>, GitError> {
+    let mut removed = Vec::new();
+    let objects = path.join("objects");
+    if let Ok(rd) = std::fs::read_dir(&objects) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(receive::QUARANTINE_PREFIX)
+            {
+                std::fs::remove_dir_all(e.path())?;
+                removed.push(e.path());
+            }
+        }
+    }
+    for name in [
+        "HEAD.lock",
+        "config.lock",
+        "packed-refs.lock",
+        "shallow.lock",
+        "index.lock",
+    ] {
+        let p = path.join(name);
+        if p.exists() {
+            std::fs::remove_file(&p)?;
+            removed.push(p);
+        }
+    }
+    remove_locks(&path.join("refs"), &mut removed)?;
+    Ok(removed)
+}
+
+fn remove_locks(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), GitError> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            remove_locks(&p, removed)?;
+        } else if p.extension().and_then(|e| e.to_str()) == Some("lock") {
+            std::fs::remove_file(&p)?;
+            removed.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// More packs than this make every object lookup slower; repack then.
+pub const MAX_PACKS: usize = 20;
+
+/// When `objects/pack` holds more than [`MAX_PACKS`] packs, runs
+/// `git repack -a -d -k` in a background thread (at most one per repo).
+/// `-k` keeps unreachable objects: a push whose objects are in the repo but
+/// whose ref has not moved yet (its build is running) must not lose them.
+/// Returns whether a repack was started.
+pub fn maybe_repack(repo: &Path) -> bool {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static RUNNING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+    let packs = match std::fs::read_dir(repo.join("objects/pack")) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .count(),
+        Err(_) => return false,
+    };
+    if packs <= MAX_PACKS {
+        return false;
+    }
+    let key = repo.to_path_buf();
+    {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if !running.get_or_insert_with(HashSet::new).insert(key.clone()) {
+            return false;
+        }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("git-repack".into())
+        .spawn(move || {
+            let out = crate::process::std_command("git")
+                .arg("--git-dir")
+                .arg(&key)
+                .args(["repack", "-a", "-d", "-k", "-q"])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => tracing::info!(repo = %key.display(), "repacked"),
+                Ok(o) => tracing::warn!(repo = %key.display(), status = %o.status,
+                stderr = %String::from_utf8_lossy(&o.stderr), "git repack failed"),
+                Err(e) => {
+                    tracing::warn!(repo = %key.display(), error = %e, "git repack did not start")
+                }
+            }
+            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(set) = running.as_mut() {
+                set.remove(&key);
+            }
+        });
+    spawned.is_ok()
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn rp(app: &str) -> Option<GitService> {
+        Some(GitService::ReceivePack { app: app.into() })
+    }
+
+    #[test]
+    fn exec_strings_accepted() {
+        let table: &[(&str, Option<GitService>)] = &[
+            ("git-receive-pack '/myapp.git'", rp("myapp")),
+            ("git-receive-pack 'myapp.git'", rp("myapp")),
+            ("git-receive-pack '/myapp'", rp("myapp")),
+            ("git-receive-pack 'myapp'", rp("myapp")),
+            ("git-receive-pack myapp", rp("myapp")),
+            ("git-receive-pack /myapp.git", rp("myapp")),
+            ("git receive-pack 'my-app2'", rp("my-app2")),
+            ("git-receive-pack  'a' ", rp("a")),
+            (
+                "git-upload-pack '/myapp.git'",
+                Some(GitService::UploadPack {
+                    app: "myapp".into(),
+                }),
+            ),
+            (
+                "git upload-pack myapp",
+                Some(GitService::UploadPack {
+                    app: "myapp".into(),
+                }),
+            ),
+            ("apps:create x", None),
+            ("help", None),
+            ("git-receive-packx 'a'", None),
+            ("gitx", None),
+            ("", None),
+            ("config:set app GIT=1", None),
+        ];
+        for (cmd, want) in table {
+            assert_eq!(&parse_exec(cmd).unwrap(), want, "{cmd}");
+        }
+    }
+
+    #[test]
+    fn exec_strings_refused() {
+        for cmd in [
+            "git-receive-pack",
+            "git-receive-pack ''",
+            "git-receive-pack '/'",
+            "git-receive-pack '.git'",
+            "git-receive-pack '../x'",
+            "git-receive-pack '/../x.git'",
+            "git-receive-pack 'a/b'",
+            "git-receive-pack '/srv/a.git'",
+            "git-receive-pack '-x'",
+            "git-receive-pack '--upload-pack=touch /tmp/y'",
+            "git-upload-pack '--upload-pack=touch /tmp/y'",
+            "git-receive-pack 'MyApp'",
+            "git-receive-pack '//app'",
+            "git-receive-pack 'app.git.git'",
+            "git-receive-pack 'app' 'other'",
+            "git-receive-pack 'app' ; touch /tmp/y",
+            "git-receive-pack 'app;id'",
+            "git-receive-pack $(id)",
+            "git-receive-pack app;id",
+            "git-receive-pack 'app",
+            "git-receive-pack 'a'\\''b'",
+            "git-receive-pack '~/app'",
+            "git-receive-pack 'app\n'",
+            "git-receive-pack 'app\0'",
+            "git-upload-pack --strict 'app'",
+            "git-upload-archive 'app'",
+            "git upload-archive 'app'",
+            "git-receive-pack 'ａpp'",
+        ] {
+            match parse_exec(cmd) {
+                Err(GitError::BadRequest(msg)) => assert!(!msg.is_empty()),
+                other => panic!("{cmd:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        let Err(e) = parse_exec("git-receive-pack '../x'") else {
+            panic!()
+        };
+        assert!(
+            e.to_string().contains("invalid repository path '../x'"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/APP.git"), "{e}");
+    }
+
+    #[test]
+    fn sq_dequote() {
+        assert_eq!(parse_one_arg("'abc'").unwrap(), "abc");
+        assert_eq!(parse_one_arg("'a'\\''b'").unwrap(), "a'b");
+        assert_eq!(parse_one_arg("'a'\\!'b'").unwrap(), "a!b");
+        assert_eq!(parse_one_arg("'a b'").unwrap(), "a b");
+        assert!(parse_one_arg("'a' 'b'").is_err());
+        assert!(parse_one_arg("'a'b").is_err());
+    }
+
+    #[test]
+    fn repo_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = repo_path(dir.path(), "myapp");
+        assert_eq!(path, dir.path().join("myapp.git"));
+        init_bare(&path).unwrap();
+        init_bare(&path).unwrap(); // idempotent
+        let repo = open(&path).unwrap();
+        assert!(repo.is_bare());
+        assert_eq!(
+            repo.find_reference("HEAD")
+                .unwrap()
+                .symbolic_target()
+                .unwrap(),
+            Some("refs/heads/main")
+        );
+        set_head(&path, "master").unwrap();
+        let repo = open(&path).unwrap();
+        assert_eq!(
+            repo.find_reference("HEAD")
+                .unwrap()
+                .symbolic_target()
+                .unwrap(),
+            Some("refs/heads/master")
+        );
+        assert!(set_head(&path, "a..b").is_err());
+
+        std::fs::create_dir(path.join("objects/incoming-xyz")).unwrap();
+        std::fs::write(path.join("refs/heads/main.lock"), "").unwrap();
+        let removed = recover_repo(&path).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+
+        // resolve_commit: branches, tags (peeled), ids.
+        let repo = open(&path).unwrap();
+        let sig = git2::Signature::now("t", "t@t").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let c = repo
+            .commit(Some("refs/heads/master"), &sig, &sig, "m", &tree, &[])
+            .unwrap();
+        let obj = repo.find_object(c, None).unwrap();
+        repo.tag("v1", &obj, &sig, "tag", false).unwrap();
+        for rev in ["master", "refs/heads/master", "v1", "HEAD", &c.to_string()] {
+            assert_eq!(resolve_commit(&path, rev).unwrap(), c, "{rev}");
+        }
+        for rev in ["", "nope", "-x", "HEAD@{1}", "HEAD:file"] {
+            assert!(resolve_commit(&path, rev).is_err(), "{rev}");
+        }
+
+        remove_repo(&path).unwrap();
+        assert!(!path.exists());
+        remove_repo(&path).unwrap();
+        assert!(matches!(open(&path), Err(GitError::NoRepo(_))));
+        assert!(remove_repo(dir.path()).is_err());
+    }
+}

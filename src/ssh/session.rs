@@ -212,13 +212,22 @@ async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channe
             let _ = stderr.write_all(format!("error: {msg}\n").as_bytes()).await;
             2
         }
-        Ok(words) if super::git_bridge::is_git(&words) => {
-            super::git_bridge::run(&rack, &who, &words, git_protocol.as_deref(), stdin, &mut stdout, &mut stderr).await
-        }
-        Ok(words) => {
-            tracing::info!(key = %who.key_name, command = %words[0], "exec");
-            cmd::run(&rack, &who, words, cmd::Io { stdin, stdout: &mut stdout, stderr: &mut stderr }).await
-        }
+        Ok((text, words)) => match crate::git::parse_exec(&text) {
+            Ok(Some(service)) => {
+                tracing::info!(key = %who.key_name, ?service, "git");
+                super::git_bridge::run(&rack, &who, service, git_protocol.as_deref(), stdin, &mut stdout, &mut stderr).await
+            }
+            Err(e) => {
+                // A git client reads this as `fatal: remote error: ...`.
+                let _ = stdout.write_all(&crate::git::err_response(&e.to_string())).await;
+                let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
+                1
+            }
+            Ok(None) => {
+                tracing::info!(key = %who.key_name, command = %words[0], "exec");
+                cmd::run(&rack, &who, words, cmd::Io { stdin, stdout: &mut stdout, stderr: &mut stderr }).await
+            }
+        },
     };
     let _ = stdout.flush().await;
     let _ = stderr.flush().await;
@@ -227,7 +236,7 @@ async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channe
     let _ = write_half.close().await;
 }
 
-fn parse_line(rack: &Rack, line: &[u8]) -> Result<Vec<String>, String> {
+fn parse_line(rack: &Rack, line: &[u8]) -> Result<(String, Vec<String>), String> {
     let max = rack.settings.limits.max_command_bytes;
     if line.len() > max {
         return Err(format!(
@@ -243,5 +252,5 @@ fn parse_line(rack: &Rack, line: &[u8]) -> Result<Vec<String>, String> {
     if words.is_empty() {
         return Err(format!("no command given; {NO_SHELL}; try: help"));
     }
-    Ok(words)
+    Ok((text.to_string(), words))
 }

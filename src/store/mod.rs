@@ -73,6 +73,45 @@ pub struct Event {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildRecord {
+    pub id: String,
+    pub app: String,
+    pub commit: String,
+    /// running, succeeded, failed, cancelled
+    pub status: String,
+    pub kind: Option<String>,
+    pub push_options: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub context_bytes: Option<i64>,
+    pub image_id: Option<String>,
+    pub error: Option<String>,
+}
+
+const BUILD_COLUMNS: &str = "id, app, commit_id, status, kind, push_options, created_by, created_at, finished_at, duration_ms, context_bytes, image_id, error";
+
+fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
+    let opts: String = r.get(5)?;
+    Ok(BuildRecord {
+        id: r.get(0)?,
+        app: r.get(1)?,
+        commit: r.get(2)?,
+        status: r.get(3)?,
+        kind: r.get(4)?,
+        push_options: serde_json::from_str(&opts).unwrap_or_default(),
+        created_by: r.get(6)?,
+        created_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        duration_ms: r.get(9)?,
+        context_bytes: r.get(10)?,
+        image_id: r.get(11)?,
+        error: r.get(12)?,
+    })
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -125,6 +164,23 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL
      );
      CREATE INDEX events_app ON events(app, id);",
+    // v2: builds
+    "CREATE TABLE builds (
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        kind TEXT,
+        push_options TEXT NOT NULL DEFAULT '[]',
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        duration_ms INTEGER,
+        context_bytes INTEGER,
+        image_id TEXT,
+        error TEXT
+     );
+     CREATE INDEX builds_app ON builds(app, id);",
 ];
 
 pub fn now_rfc3339() -> String {
@@ -371,6 +427,7 @@ impl Store {
         tx.execute("DELETE FROM config_values WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM config_versions WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM domains WHERE app = ?1", [name])?;
+        tx.execute("DELETE FROM builds WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM key_apps WHERE app = ?1", [name])?;
         tx.commit()?;
         Ok(())
@@ -445,6 +502,76 @@ impl Store {
             .query_map([app], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(hosts)
+    }
+
+    // ---- builds ----
+
+    pub fn insert_build(&self, b: &BuildRecord) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            &format!("INSERT INTO builds ({BUILD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+            params![
+                b.id,
+                b.app,
+                b.commit,
+                b.status,
+                b.kind,
+                serde_json::to_string(&b.push_options).expect("strings serialize"),
+                b.created_by,
+                b.created_at,
+                b.finished_at,
+                b.duration_ms,
+                b.context_bytes,
+                b.image_id,
+                b.error
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records the end of a build (every field but the identity).
+    pub fn finish_build(&self, b: &BuildRecord) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE builds SET status = ?2, kind = ?3, finished_at = ?4, duration_ms = ?5,
+                    context_bytes = ?6, image_id = ?7, error = ?8 WHERE id = ?1",
+            params![b.id, b.status, b.kind, b.finished_at, b.duration_ms, b.context_bytes, b.image_id, b.error],
+        )?;
+        Ok(())
+    }
+
+    pub fn build(&self, app: &str, id: &str) -> Result<BuildRecord> {
+        let conn = self.lock();
+        conn.query_row(
+            &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 AND id = ?2"),
+            params![app, id],
+            build_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("app '{app}' has no build '{id}'")))
+    }
+
+    /// Newest first.
+    pub fn builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![app, limit as i64], build_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// At start-up: builds that were running when the process died can never
+    /// finish; mark them failed so nothing shows "running" forever.
+    pub fn fail_running_builds(&self, reason: &str) -> Result<usize> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "UPDATE builds SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running'",
+            params![reason, now_rfc3339()],
+        )?;
+        Ok(n)
     }
 
     // ---- audit events ----

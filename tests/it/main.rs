@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `rack` binary, the real OpenSSH client and
 //! (for pushes) the real `git`.
 
+mod builds;
 mod commands;
+mod git;
 mod harness;
 mod hostile;
 mod secrets;

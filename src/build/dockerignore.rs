@@ -1,0 +1,545 @@
+//! `.dockerignore` with Docker's semantics (moby's `patternmatcher` as used by
+//! the docker CLI when it sends a build context).
+//!
+//! The daemon never applies `.dockerignore`: the client does, so rack, which
+//! plays the client, must. Rules reproduced here:
+//! - one pattern per line; `#` lines are comments; surrounding blanks trimmed;
+//! - paths are cleaned (`a//b/../c` → `a/c`), a leading `/` is dropped;
+//! - `*` matches any run of non-`/` characters, `?` one non-`/` character,
+//!   `[...]` a character class, `\` escapes the next character;
+//! - `**` matches any number of path segments (including none);
+//! - `!pattern` re-includes what an earlier pattern excluded; the last
+//!   matching pattern wins;
+//! - a pattern that matches a directory matches everything below it, and an
+//!   excluded directory is not even walked unless some `!` pattern names a
+//!   path under it.
+
+use std::fmt;
+
+/// A syntax error in `.dockerignore` (the docker CLI refuses these too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError {
+    pub pattern: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            ".dockerignore: {} in pattern {:?}",
+            self.reason, self.pattern
+        )
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Lit(char),
+    /// `*`: any run of characters except `/`.
+    Star,
+    /// `?`: one character except `/`.
+    One,
+    /// `**` followed by more pattern: `(.*/)?`.
+    AnyDirs,
+    /// `**` at the end after other tokens: `.*`.
+    AnyAll,
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchType {
+    Exact,
+    Prefix,
+    Suffix,
+    Regexp,
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    cleaned: String,
+    exclusion: bool,
+    match_type: MatchType,
+    toks: Vec<Tok>,
+}
+
+impl Pattern {
+    fn compile(cleaned: String, exclusion: bool, original: &str) -> Result<Pattern, PatternError> {
+        let err = |reason| PatternError {
+            pattern: original.to_string(),
+            reason,
+        };
+        let chars: Vec<char> = cleaned.chars().collect();
+        let mut toks = Vec::new();
+        let mut mt = MatchType::Exact;
+        let mut i = 0;
+        let mut first = true;
+        while i < chars.len() {
+            let ch = chars[i];
+            i += 1;
+            match ch {
+                '*' if chars.get(i) == Some(&'*') => {
+                    i += 1;
+                    // `**/` is treated as `**`.
+                    if chars.get(i) == Some(&'/') {
+                        i += 1;
+                    }
+                    if i == chars.len() {
+                        if mt == MatchType::Exact {
+                            mt = MatchType::Prefix;
+                        } else {
+                            mt = MatchType::Regexp;
+                        }
+                        toks.push(Tok::AnyAll);
+                    } else {
+                        toks.push(Tok::AnyDirs);
+                        mt = MatchType::Regexp;
+                    }
+                    if first {
+                        mt = MatchType::Suffix;
+                    }
+                }
+                '*' => {
+                    toks.push(Tok::Star);
+                    mt = MatchType::Regexp;
+                }
+                '?' => {
+                    toks.push(Tok::One);
+                    mt = MatchType::Regexp;
+                }
+                '\\' => {
+                    if i < chars.len() {
+                        toks.push(Tok::Lit(chars[i]));
+                        mt = MatchType::Regexp;
+                        i += 1;
+                    } else {
+                        return Err(err("trailing backslash"));
+                    }
+                }
+                '[' => {
+                    let mut negated = false;
+                    if matches!(chars.get(i), Some('^') | Some('!')) {
+                        negated = true;
+                        i += 1;
+                    }
+                    let mut items = Vec::new();
+                    let mut closed = false;
+                    let mut first_in_class = true;
+                    while i < chars.len() {
+                        let mut c = chars[i];
+                        i += 1;
+                        if c == ']' && !first_in_class {
+                            closed = true;
+                            break;
+                        }
+                        first_in_class = false;
+                        if c == '\\' {
+                            c = *chars
+                                .get(i)
+                                .ok_or_else(|| err("unterminated character class"))?;
+                            i += 1;
+                        }
+                        let mut hi = c;
+                        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&n| n != ']')
+                        {
+                            i += 1;
+                            hi = chars[i];
+                            i += 1;
+                            if hi == '\\' {
+                                hi = *chars
+                                    .get(i)
+                                    .ok_or_else(|| err("unterminated character class"))?;
+                                i += 1;
+                            }
+                            if hi < c {
+                                return Err(err("bad character range"));
+                            }
+                        }
+                        items.push((c, hi));
+                    }
+                    if !closed {
+                        return Err(err("unterminated character class"));
+                    }
+                    toks.push(Tok::Class { negated, items });
+                    mt = MatchType::Regexp;
+                }
+                c => toks.push(Tok::Lit(c)),
+            }
+            first = false;
+        }
+        Ok(Pattern {
+            cleaned,
+            exclusion,
+            match_type: mt,
+            toks,
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self.match_type {
+            MatchType::Exact => path == self.cleaned,
+            MatchType::Prefix => path.starts_with(&self.cleaned[..self.cleaned.len() - 2]),
+            MatchType::Suffix => {
+                let suffix = &self.cleaned[2..];
+                if path.ends_with(suffix) {
+                    return true;
+                }
+                // `**/foo` matches `foo`.
+                suffix.starts_with('/') && path == &suffix[1..]
+            }
+            MatchType::Regexp => {
+                let p: Vec<char> = path.chars().collect();
+                match_toks(&self.toks, &p)
+            }
+        }
+    }
+}
+
+/// Backtracking matcher over the compiled tokens (anchored at both ends), the
+/// equivalent of the regexp moby builds from the pattern.
+fn match_toks(toks: &[Tok], s: &[char]) -> bool {
+    let Some((t, rest)) = toks.split_first() else {
+        return s.is_empty();
+    };
+    match t {
+        Tok::Lit(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
+        Tok::One => s.first().is_some_and(|&c| c != '/') && match_toks(rest, &s[1..]),
+        Tok::Class { negated, items } => {
+            s.first()
+                .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                && match_toks(rest, &s[1..])
+        }
+        Tok::Star => {
+            for n in 0..=s.len() {
+                if match_toks(rest, &s[n..]) {
+                    return true;
+                }
+                if n < s.len() && s[n] == '/' {
+                    break;
+                }
+            }
+            false
+        }
+        Tok::AnyAll => (0..=s.len()).any(|n| match_toks(rest, &s[n..])),
+        Tok::AnyDirs => {
+            // Empty, or any prefix ending in `/`.
+            if match_toks(rest, s) {
+                return true;
+            }
+            (0..s.len()).any(|n| s[n] == '/' && match_toks(rest, &s[n + 1..]))
+        }
+    }
+}
+
+/// `filepath.Clean` for slash-separated relative or absolute paths.
+fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|s| *s != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// A compiled `.dockerignore`.
+#[derive(Debug, Clone, Default)]
+pub struct DockerIgnore {
+    patterns: Vec<Pattern>,
+    has_exclusions: bool,
+}
+
+impl DockerIgnore {
+    /// Parses the contents of a `.dockerignore` file.
+    pub fn parse(text: &str) -> Result<DockerIgnore, PatternError> {
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            // Comments are whole lines starting with `#` (before trimming, as
+            // the docker CLI does).
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            lines.push(line.to_string());
+        }
+        Self::from_patterns(&lines)
+    }
+
+    /// Compiles a list of patterns (each may start with `!`).
+    pub fn from_patterns<S: AsRef<str>>(patterns: &[S]) -> Result<DockerIgnore, PatternError> {
+        let mut out = DockerIgnore::default();
+        for raw in patterns {
+            let raw = raw.as_ref().trim();
+            if raw.is_empty() {
+                continue;
+            }
+            let (exclusion, body) = match raw.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, raw),
+            };
+            if exclusion && body.is_empty() {
+                return Err(PatternError {
+                    pattern: raw.to_string(),
+                    reason: "illegal exclusion pattern",
+                });
+            }
+            let mut cleaned = clean(body);
+            if cleaned.len() > 1 && cleaned.starts_with('/') {
+                cleaned.remove(0);
+            }
+            if exclusion {
+                out.has_exclusions = true;
+            }
+            out.patterns
+                .push(Pattern::compile(cleaned, exclusion, raw)?);
+        }
+        Ok(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Adds `!path` (used to keep the Dockerfile and `.dockerignore` in the
+    /// context even when a pattern excludes them, as the docker CLI does).
+    pub fn keep(&mut self, path: &str) {
+        if self.is_excluded(path) {
+            if let Ok(p) = Pattern::compile(clean(path), true, path) {
+                self.patterns.push(p);
+                self.has_exclusions = true;
+            }
+        }
+    }
+
+    /// Whether `path` (relative, `/`-separated, no leading `/`) is left out of
+    /// the context: the last pattern matching the path or one of its parent
+    /// directories decides.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        let parents: Vec<&str> = match path.rfind('/') {
+            Some(i) => path[..i].split('/').collect(),
+            None => Vec::new(),
+        };
+        let mut matched = false;
+        for p in &self.patterns {
+            // An inclusion that already matched, or an exclusion when nothing
+            // matched yet, cannot change the answer.
+            if p.exclusion != matched {
+                continue;
+            }
+            let mut m = p.matches(path);
+            if !m {
+                for i in 1..=parents.len() {
+                    if p.matches(&parents[..i].join("/")) {
+                        m = true;
+                        break;
+                    }
+                }
+            }
+            if m {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+
+    /// Whether an excluded directory must still be walked because a `!`
+    /// pattern could re-include something below it.
+    pub fn must_descend(&self, dir: &str) -> bool {
+        if !self.has_exclusions {
+            return false;
+        }
+        let dir_slash = format!("{dir}/");
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            format!("{}/", p.cleaned).starts_with(&dir_slash) || p.cleaned.starts_with("**")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ign(text: &str) -> DockerIgnore {
+        DockerIgnore::parse(text).expect("valid patterns")
+    }
+
+    #[test]
+    fn pattern_table() {
+        // (pattern, path, matches?) — cases from moby's patternmatcher tests.
+        let cases: &[(&str, &str, bool)] = &[
+            ("**", "file", true),
+            ("**", "file/", true),
+            ("**/", "file", true),
+            ("**/", "file/", true),
+            ("**/**", "file", true),
+            ("dir/**", "dir/file", true),
+            ("dir/**", "dir/file/", true),
+            ("dir/**", "dir/dir2/file", true),
+            ("dir/**/", "dir/dir2/file", true),
+            ("**/dir", "dir", true),
+            ("**/dir", "dir/file", true),
+            ("**/dir2/*", "dir/dir2/file", true),
+            ("**/dir2/*", "dir/dir2/file/", true),
+            ("**/dir2/**", "dir/dir2/dir3/file", true),
+            ("**file", "file", true),
+            ("**file", "dir/file", true),
+            ("**/file", "dir/file", true),
+            ("**file", "dir/dir/file", true),
+            ("**/file", "dir/dir/file", true),
+            ("**/file*", "dir/dir/file", true),
+            ("**/file*", "dir/dir/file.txt", true),
+            ("**/file*txt", "dir/dir/file.txt", true),
+            ("**/file*.txt", "dir/dir/file.txt", true),
+            ("**/**/*.txt", "dir/dir/file.txt", true),
+            ("**/**/*.txt2", "dir/dir/file.txt", false),
+            ("**/*.txt", "file.txt", true),
+            ("**/**/*.txt", "file.txt", true),
+            ("a**/*.txt", "a/file.txt", true),
+            ("a**/*.txt", "a/dir/file.txt", true),
+            ("a**/*.txt", "a/dir/dir/file.txt", true),
+            ("a/*.txt", "a/dir/file.txt", false),
+            ("a/*.txt", "a/file.txt", true),
+            ("a/*.txt**", "a/file.txt", true),
+            ("a[b-d]e", "ae", false),
+            ("a[b-d]e", "ace", true),
+            ("a[b-d]e", "aae", false),
+            ("a[^b-d]e", "aze", true),
+            (".*", ".foo", true),
+            (".*", "foo", false),
+            ("abc.def", "abcdef", false),
+            ("abc.def", "abc.def", true),
+            ("abc.def", "abcZdef", false),
+            ("abc?def", "abcZdef", true),
+            ("abc?def", "abcdef", false),
+            ("a\\\\", "a\\", true),
+            ("**/foo/bar", "foo/bar", true),
+            ("**/foo/bar", "dir/foo/bar", true),
+            ("**/foo/bar", "dir/dir2/foo/bar", true),
+            ("abc/**", "abc", false),
+            ("abc/**", "abc/def", true),
+            ("abc/**", "abc/def/ghi", true),
+            ("**/.foo", ".foo", true),
+            ("**/.foo", "bar.foo", false),
+            ("a(b)c/def", "a(b)c/def", true),
+            ("a(b)c/def", "a(b)c/xyz", false),
+            ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
+            (
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                true,
+            ),
+            (
+                "dist/*.whl",
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                true,
+            ),
+            ("*", "a", true),
+            ("*", "a/b", true), // via its parent directory `a`
+            ("*.go", "main.go", true),
+            ("*.go", "pkg/main.go", false),
+            ("/node_modules", "node_modules", true),
+            ("./a/../b", "b", true),
+        ];
+        for &(pat, path, want) in cases {
+            let m = DockerIgnore::from_patterns(&[pat]).expect(pat);
+            // A single pattern: `is_excluded` is moby's MatchesOrParentMatches.
+            assert_eq!(
+                m.is_excluded(path),
+                want,
+                "pattern {pat:?} against {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parent_directories_and_exceptions() {
+        let m = ign("# a comment\n\n  *.log  \nsecrets/\ndocs/**\n!docs/keep.md\ncache\n!cache/keep.txt\n/build\n");
+        let table: &[(&str, bool)] = &[
+            ("app.log", true),
+            ("sub/app.log", false), // `*` does not cross `/`
+            ("secrets", true),
+            ("secrets/key.txt", true),
+            ("secrets/deep/key.txt", true),
+            ("docs", false),
+            ("docs/internal.md", true),
+            ("docs/keep.md", false),
+            ("cache", true),
+            ("cache/blob", true),
+            ("cache/keep.txt", false),
+            ("build", true),
+            ("build/out.o", true),
+            ("src/build", false),
+            ("index.html", false),
+        ];
+        for &(path, want) in table {
+            assert_eq!(m.is_excluded(path), want, "{path}");
+        }
+        assert!(!m.must_descend("secrets"));
+        assert!(m.must_descend("cache"));
+        assert!(m.must_descend("docs"));
+        assert!(!m.must_descend("build"));
+    }
+
+    #[test]
+    fn last_match_wins() {
+        let m = ign("*.md\n!README.md\nREADME.md\n");
+        assert!(m.is_excluded("README.md"));
+        let m = ign("*.md\nREADME.md\n!README.md\n");
+        assert!(!m.is_excluded("README.md"));
+        assert!(m.is_excluded("CHANGES.md"));
+        // Exclude everything, re-include one tree.
+        let m = ign("*\n!src\n");
+        assert!(m.is_excluded("Makefile"));
+        assert!(!m.is_excluded("src"));
+        assert!(!m.is_excluded("src/main.rs"));
+        assert!(m.must_descend("src"));
+    }
+
+    #[test]
+    fn keep_dockerfile() {
+        let mut m = ign("*\n");
+        assert!(m.is_excluded("Dockerfile"));
+        m.keep("Dockerfile");
+        m.keep(".dockerignore");
+        assert!(!m.is_excluded("Dockerfile"));
+        assert!(!m.is_excluded(".dockerignore"));
+        assert!(m.is_excluded("other"));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        assert!(DockerIgnore::parse("!\n").is_err());
+        assert!(DockerIgnore::parse("a[bc\n").is_err());
+        assert!(DockerIgnore::parse("a[z-a]\n").is_err());
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean("a//b/./c/"), "a/b/c");
+        assert_eq!(clean("/a/../b"), "/b");
+        assert_eq!(clean("./"), ".");
+        assert_eq!(clean("../x"), "../x");
+    }
+}

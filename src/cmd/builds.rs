@@ -1,0 +1,119 @@
+//! `builds*` and `apps:deploy`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{output::Output, CmdError, Ctx};
+use crate::deploy::{run_build, BuildJob};
+use crate::store::BuildRecord;
+
+fn build_json(b: &BuildRecord) -> serde_json::Value {
+    json!({
+        "id": b.id,
+        "app": b.app,
+        "commit": b.commit,
+        "status": b.status,
+        "kind": b.kind,
+        "push_options": b.push_options,
+        "created_by": b.created_by,
+        "created_at": b.created_at,
+        "finished_at": b.finished_at,
+        "duration_ms": b.duration_ms,
+        "context_bytes": b.context_bytes,
+        "image_id": b.image_id,
+        "error": b.error,
+    })
+}
+
+pub fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app)?;
+    let items = ctx.rack.store.builds(app, 50)?.iter().map(build_json).collect();
+    Ok(Output::list(
+        &[("BUILD", "id"), ("STATUS", "status"), ("COMMIT", "commit"), ("KIND", "kind"), ("CREATED", "created_at")],
+        items,
+    ))
+}
+
+pub fn info<R>(ctx: &Ctx<'_, R>, app: &str, build: &str) -> Result<Output, CmdError> {
+    let b = ctx.rack.store.build(app, build)?;
+    Ok(Output::info(&format!("{app} build {build}"), build_json(&b)))
+}
+
+/// Prints the build's log; with `follow`, keeps printing until the build
+/// ends.
+pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, build: &str, follow: bool) -> Result<Output, CmdError> {
+    ctx.rack.store.build(app, build)?;
+    let path = ctx.rack.build_log_path(app, build);
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Read status before the file so the last lines are never missed.
+        let running = ctx.rack.store.build(app, build)?.status == "running";
+        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+            f.seek(std::io::SeekFrom::Start(pos)).await.map_err(io_err)?;
+            loop {
+                let n = f.read(&mut buf).await.map_err(io_err)?;
+                if n == 0 {
+                    break;
+                }
+                pos += n as u64;
+                ctx.stdout.write_all(&buf[..n]).await.map_err(io_err)?;
+            }
+            ctx.stdout.flush().await.map_err(io_err)?;
+        }
+        if !follow || !running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut out = Output::message(String::new());
+    out.json = json!({ "app": app, "build": build });
+    Ok(out)
+}
+
+/// `apps:deploy APP [REF]`: builds a commit already in the repo.
+pub async fn deploy<R>(ctx: &mut Ctx<'_, R>, app: &str, reference: Option<&str>, no_cache: bool) -> Result<Output, CmdError> {
+    let rec = ctx.rack.store.app(app)?;
+    let reference = match reference {
+        Some(r) => r.to_string(),
+        None => crate::appsettings::deploy_branch(&rec.settings)
+            .map(|b| format!("refs/heads/{b}"))
+            .ok_or_else(|| CmdError::Failed(format!("{app} has no deploy branch yet: git push first")))?,
+    };
+    let repo = ctx.rack.repo_path(app);
+    let r = reference.clone();
+    let commit = tokio::task::spawn_blocking(move || crate::git::resolve_commit(&repo, &r))
+        .await
+        .map_err(|e| CmdError::Failed(e.to_string()))?
+        .map_err(|e| CmdError::Failed(e.to_string()))?;
+    let rack = ctx.rack.clone();
+    let actor = ctx.who.key_name.clone();
+    let app_name = app.to_string();
+    let result = ctx
+        .with_progress(|progress| async move {
+            let _guard = rack.locks.acquire(&app_name, &progress).await;
+            let job = BuildJob {
+                app: app_name.clone(),
+                commit,
+                push_options: vec![],
+                actor,
+                no_cache,
+            };
+            run_build(&rack, job, &progress).await
+        })
+        .await;
+    match result {
+        Ok(b) => {
+            let mut out = Output::message(format!("Built {app} {} from {reference}", b.id));
+            out.json = build_json(&b);
+            Ok(out)
+        }
+        Err(reason) => Err(CmdError::Failed(reason)),
+    }
+}
+
+fn io_err(e: std::io::Error) -> CmdError {
+    CmdError::Failed(format!("reading the build log: {e}"))
+}

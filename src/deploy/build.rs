@@ -1,0 +1,150 @@
+//! One build as the pipeline runs it: the record in the store, the log
+//! file, build args from config, and the call to the `Builder`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use git2::Oid;
+
+use crate::build::{new_build_id, BuildRequest, LogSink};
+use crate::progress::Progress;
+use crate::state::Rack;
+use crate::store::{now_rfc3339, BuildRecord, Store};
+
+pub struct BuildJob {
+    pub app: String,
+    pub commit: Oid,
+    pub push_options: Vec<String>,
+    pub actor: String,
+    pub no_cache: bool,
+}
+
+/// Marks the record cancelled if the build future is dropped before it
+/// finished (the client went away), so no build shows "running" forever.
+struct Pending {
+    store: Arc<Store>,
+    record: Option<BuildRecord>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.status = "cancelled".into();
+            r.finished_at = Some(now_rfc3339());
+            r.error = Some("cancelled: the client went away".into());
+            let _ = self.store.finish_build(&r);
+        }
+    }
+}
+
+/// Builds `job.commit`; the user-facing `Err` is the push's `ng` reason.
+pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> Result<BuildRecord, String> {
+    let started = Instant::now();
+    let id = new_build_id();
+    let record = BuildRecord {
+        id: id.clone(),
+        app: job.app.clone(),
+        commit: job.commit.to_string(),
+        status: "running".into(),
+        kind: None,
+        push_options: job.push_options.clone(),
+        created_by: job.actor.clone(),
+        created_at: now_rfc3339(),
+        finished_at: None,
+        duration_ms: None,
+        context_bytes: None,
+        image_id: None,
+        error: None,
+    };
+    rack.store.insert_build(&record).map_err(internal)?;
+    let mut pending = Pending {
+        store: rack.store.clone(),
+        record: Some(record),
+    };
+    let log_path = rack.build_log_path(&job.app, &id);
+    let sink = open_log(&log_path);
+
+    let outcome = async {
+        let builder = rack.builder().await?;
+        let build_args = build_args(rack, &job.app).map_err(crate::build::BuildError::Invalid)?;
+        let req = BuildRequest {
+            repo_path: rack.repo_path(&job.app),
+            commit: job.commit,
+            app: job.app.clone(),
+            build_id: id.clone(),
+            build_args,
+            no_cache: job.no_cache,
+            labels: HashMap::new(),
+            log: sink.clone(),
+        };
+        builder.build(req, progress.clone()).await
+    }
+    .await;
+
+    let mut rec = pending.record.take().expect("the record is only taken here");
+    rec.finished_at = Some(now_rfc3339());
+    rec.duration_ms = Some(started.elapsed().as_millis() as i64);
+    let result = match outcome {
+        Ok(res) => {
+            rec.status = "succeeded".into();
+            rec.kind = Some(res.kind.to_string());
+            rec.image_id = Some(res.image_id);
+            rec.context_bytes = Some(res.context_bytes as i64);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = e.reason();
+            if matches!(e, crate::build::BuildError::Unreachable(_)) {
+                // The builder never ran, so it printed nothing: say why here.
+                progress.stage(format!("Build {id} failed: {reason}"));
+                if let Some(s) = &sink {
+                    s(&format!("-----> Build {id} failed: {reason}"));
+                }
+            }
+            tracing::warn!(app = %job.app, build = %id, error = %reason, "build failed");
+            rec.status = "failed".into();
+            rec.error = Some(reason);
+            Err("build failed".to_string())
+        }
+    };
+    rack.store.finish_build(&rec).map_err(internal)?;
+    result.map(|_| rec)
+}
+
+/// The config values named in the app's `build_args` setting.
+fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
+    let settings = rack.store.app(app).map_err(|e| e.to_string())?.settings;
+    let Some(names) = settings.get("build_args") else {
+        return Ok(HashMap::new());
+    };
+    let config = rack.configs.current(app).map_err(|e| e.to_string())?;
+    Ok(names
+        .split(',')
+        .map(str::trim)
+        .filter_map(|k| config.get(k).map(|v| (k.to_string(), v.to_string())))
+        .collect())
+}
+
+fn open_log(path: &std::path::Path) -> Option<LogSink> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok()?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| tracing::error!(path = %path.display(), error = %e, "opening build log"))
+        .ok()?;
+    let file = Mutex::new(file);
+    Some(Arc::new(move |line: &str| {
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(f, "{line}");
+    }))
+}
+
+fn internal(e: crate::store::StoreError) -> String {
+    tracing::error!(error = %e, "state database");
+    "internal error".to_string()
+}
