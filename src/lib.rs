@@ -12,6 +12,8 @@ pub mod names;
 pub mod process;
 pub mod progress;
 pub mod release;
+pub mod router;
+pub mod runtime;
 pub mod server;
 pub mod ssh;
 pub mod state;

@@ -70,6 +70,11 @@ impl Rack {
             .await
     }
 
+    /// The runtime releases run on, connected on first use.
+    pub async fn runtime(&self) -> Result<Arc<dyn crate::runtime::Runtime>, String> {
+        Err("no runtime is wired yet".to_string())
+    }
+
     pub fn build_log_path(&self, app: &str, build_id: &str) -> std::path::PathBuf {
         self.settings.logs_dir().join("builds").join(app).join(format!("{build_id}.log"))
     }

@@ -61,9 +61,24 @@ pub fn stub_base_images() -> HashMap<String, String> {
     out
 }
 
+/// FNV-1a over the stub scripts: the label that says the image is current.
+fn stubs_digest() -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (name, script) in STUBS {
+        for b in name.bytes().chain([0]).chain(script.bytes()).chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+const DIGEST_LABEL: &str = "rack-test.stubs";
+
 fn stub_context() -> Vec<u8> {
     let dockerfile = format!(
-        "ARG BASE_IMAGE={TEST_BASE_IMAGE}\nFROM ${{BASE_IMAGE}}\nCOPY stubs/ /usr/local/bin/\nLABEL rack-test.stubs=1\n"
+        "ARG BASE_IMAGE={TEST_BASE_IMAGE}\nFROM ${{BASE_IMAGE}}\nCOPY stubs/ /usr/local/bin/\nLABEL {DIGEST_LABEL}={}\n",
+        stubs_digest()
     );
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: &str, data: &[u8], mode: u32| {
@@ -80,9 +95,21 @@ fn stub_context() -> Vec<u8> {
     tar.into_inner().expect("in-memory tar")
 }
 
-/// Builds (or finds in the cache) [`STUB_IMAGE`] and returns
-/// [`stub_base_images`]. Fails if [`TEST_BASE_IMAGE`] is missing.
+/// Builds [`STUB_IMAGE`] unless it exists with the current stubs, and
+/// returns [`stub_base_images`]. Fails if [`TEST_BASE_IMAGE`] is missing.
+///
+/// Never rebuilds an up-to-date image: a rebuild while another test builds
+/// from it would move the tag under that test and defeat its cache checks.
 pub async fn ensure_stub_images(docker: &Docker) -> Result<HashMap<String, String>, BuildError> {
+    // Serialized within the process; tokio's Mutex works across runtimes.
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = LOCK.lock().await;
+    if let Ok(img) = docker.inspect_image(STUB_IMAGE).await {
+        let labels = img.config.and_then(|c| c.labels).unwrap_or_default();
+        if labels.get(DIGEST_LABEL) == Some(&stubs_digest()) {
+            return Ok(stub_base_images());
+        }
+    }
     if docker.inspect_image(TEST_BASE_IMAGE).await.is_err() {
         return Err(BuildError::Failed(format!(
             "{TEST_BASE_IMAGE} is missing: scripts/test creates it (docker import of a busybox-static rootfs)"

@@ -101,13 +101,25 @@ pub async fn deploy<R>(ctx: &mut Ctx<'_, R>, app: &str, reference: Option<&str>,
                 actor,
                 no_cache,
             };
-            run_build(&rack, job, &progress).await
+            let started = std::time::Instant::now();
+            let b = run_build(&rack, job, &progress).await?;
+            let req = crate::deploy::rollout::NewRelease {
+                app: &app_name,
+                build: &b,
+                config: crate::deploy::rollout::ConfigChoice::Latest,
+                description: format!("Deploy {}", &b.commit[..7]),
+                actor: &b.created_by,
+                push: None,
+                started,
+            };
+            let r = crate::deploy::rollout::release(&rack, req, &progress).await?;
+            Ok((b, r))
         })
         .await;
     match result {
-        Ok(b) => {
-            let mut out = Output::message(format!("Built {app} {} from {reference}", b.id));
-            out.json = build_json(&b);
+        Ok((b, r)) => {
+            let mut out = Output::message(format!("Deployed {app} v{} (build {}) from {reference}", r.version, b.id));
+            out.json = json!({ "build": build_json(&b), "release": r.version });
             Ok(out)
         }
         Err(reason) => Err(CmdError::Failed(reason)),

@@ -57,32 +57,43 @@ pub async fn set<R: AsyncRead + Unpin>(
         })
         .collect();
     let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
-    Ok(applied(app, "Set", &keys, version, no_restart))
+    let release = roll(ctx, app, "Set", &keys, version, no_restart).await?;
+    Ok(applied(app, "Set", &keys, version, no_restart, release))
 }
 
-pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String], no_restart: bool) -> Result<Output, CmdError> {
+/// The release a config change makes (unless `--no-restart`, no change, or
+/// nothing running yet).
+async fn roll<R>(ctx: &mut Ctx<'_, R>, app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool) -> Result<Option<i64>, CmdError> {
+    if version.is_none() || no_restart {
+        return Ok(None);
+    }
+    super::releases::release_config_change(ctx, app, format!("{verb} {}", keys.join(", "))).await
+}
+
+pub async fn unset<R>(ctx: &mut Ctx<'_, R>, app: &str, keys: &[String], no_restart: bool) -> Result<Output, CmdError> {
     for k in keys {
         validate_config_key(k).map_err(CmdError::Usage)?;
     }
     ctx.rack.store.app(app)?;
     let changes: Vec<Change> = keys.iter().map(|k| Change::Unset(k.clone())).collect();
     let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
-    Ok(applied(app, "Unset", keys, version, no_restart))
+    let release = roll(ctx, app, "Unset", keys, version, no_restart).await?;
+    Ok(applied(app, "Unset", keys, version, no_restart, release))
 }
 
-fn applied(app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool) -> Output {
+fn applied(app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool, release: Option<i64>) -> Output {
     let Some(version) = version else {
         return Output::message(format!("No change to {app}'s config"));
     };
-    let tail = if no_restart {
-        "not rolled out (--no-restart); the next release takes it"
-    } else {
-        "no release was made because the app has no build yet"
+    let tail = match release {
+        Some(v) => format!("released as v{v}"),
+        None if no_restart => "not rolled out (--no-restart); the next release takes it".into(),
+        None => "no release was made because the app has no build yet".into(),
     };
     let mut out = Output::message(format!(
         "{verb} {} on {app}: config v{version}; {tail}",
         keys.join(", ")
     ));
-    out.json = serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": null });
+    out.json = serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": release });
     out
 }

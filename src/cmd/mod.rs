@@ -9,9 +9,13 @@
 pub mod apps;
 pub mod builds;
 pub mod config;
+pub mod domains;
 pub mod events;
 pub mod keys;
 pub mod output;
+pub mod ps;
+pub mod releases;
+pub mod run;
 
 use std::sync::Arc;
 
@@ -115,6 +119,17 @@ pub enum Command {
     Builds { app: String },
     BuildsInfo { app: String, build: String },
     BuildsLogs { app: String, build: String, follow: bool },
+    Releases { app: String },
+    ReleasesInfo { app: String, version: String },
+    ReleasesRollback { app: String, version: Option<String> },
+    Ps { app: String },
+    PsScale { app: String, pairs: Vec<String> },
+    PsRestart { app: String, kind: Option<String> },
+    Domains { app: String },
+    DomainsAdd { app: String, host: String },
+    DomainsRemove { app: String, host: String },
+    Logs { app: String, follow: bool, lines: Option<usize>, kind: Option<String> },
+    Run { app: String, argv: Vec<String> },
 }
 
 /// `(name, usage, summary)` for `help`, in display order.
@@ -135,6 +150,17 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("builds", "builds APP", "list builds"),
     ("builds:info", "builds:info APP BUILD", "show a build"),
     ("builds:logs", "builds:logs APP BUILD [-f]", "print (and follow) a build's output"),
+    ("releases", "releases APP", "list releases"),
+    ("releases:info", "releases:info APP vN", "show a release"),
+    ("releases:rollback", "releases:rollback APP [vN]", "new release with vN's build and config"),
+    ("ps", "ps APP", "list processes"),
+    ("ps:scale", "ps:scale APP TYPE=N ...", "change process counts"),
+    ("ps:restart", "ps:restart APP [TYPE]", "roll the processes without a new release"),
+    ("domains", "domains APP", "host names routed to the app"),
+    ("domains:add", "domains:add APP HOST", "route another host name to the app"),
+    ("domains:remove", "domains:remove APP HOST", "stop routing a host name"),
+    ("logs", "logs APP [-f] [-n N] [--type TYPE]", "processes' output, TYPE.N | line"),
+    ("run", "run APP -- CMD ARGS...", "one-off process (ssh -t for a terminal)"),
     ("keys", "keys", "list SSH keys (admin)"),
     ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
@@ -289,6 +315,87 @@ impl Command {
                 let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
                 Command::BuildsLogs { app, build, follow }
             }
+            "releases" => {
+                let app = a.app("releases")?;
+                a.done("releases")?;
+                Command::Releases { app }
+            }
+            "releases:info" => {
+                let app = a.app("releases:info")?;
+                let version = a.words.next().ok_or_else(|| usage("usage: releases:info APP vN"))?;
+                a.done("releases:info")?;
+                Command::ReleasesInfo { app, version }
+            }
+            "releases:rollback" => {
+                let app = a.app("releases:rollback")?;
+                let version = a.words.next();
+                a.done("releases:rollback")?;
+                Command::ReleasesRollback { app, version }
+            }
+            "ps" => {
+                let app = a.app("ps")?;
+                a.done("ps")?;
+                Command::Ps { app }
+            }
+            "ps:scale" => {
+                let app = a.app("ps:scale")?;
+                let pairs = a.rest();
+                if pairs.is_empty() {
+                    return Err(usage("usage: ps:scale APP TYPE=N ..."));
+                }
+                Command::PsScale { app, pairs }
+            }
+            "ps:restart" => {
+                let app = a.app("ps:restart")?;
+                let kind = a.words.next();
+                a.done("ps:restart")?;
+                Command::PsRestart { app, kind }
+            }
+            "domains" => {
+                let app = a.app("domains")?;
+                a.done("domains")?;
+                Command::Domains { app }
+            }
+            "domains:add" | "domains:remove" => {
+                let app = a.app(&name)?;
+                let host = a.words.next().ok_or_else(|| usage(format!("usage: {}", usage_of(&name))))?;
+                a.done(&name)?;
+                if name == "domains:add" {
+                    Command::DomainsAdd { app, host }
+                } else {
+                    Command::DomainsRemove { app, host }
+                }
+            }
+            "logs" => {
+                let app = a.app("logs")?;
+                let (mut follow, mut lines, mut kind) = (false, None, None);
+                let rest = a.rest();
+                let mut it = rest.into_iter();
+                while let Some(w) = it.next() {
+                    match w.as_str() {
+                        "-f" | "--follow" => follow = true,
+                        "-n" | "--num" => lines = Some(parse_count(&it.next().ok_or_else(|| usage("-n needs a number"))?)?),
+                        "--type" | "-t" => {
+                            let t = it.next().ok_or_else(|| usage("--type needs a process type"))?;
+                            crate::names::validate_process_type(&t).map_err(CmdError::Usage)?;
+                            kind = Some(t);
+                        }
+                        other => return Err(usage(format!("unexpected argument '{}'; usage: {}", printable(other), usage_of("logs")))),
+                    }
+                }
+                Command::Logs { app, follow, lines, kind }
+            }
+            "run" => {
+                let app = a.app("run")?;
+                let mut argv = a.rest();
+                if argv.first().map(String::as_str) == Some("--") {
+                    argv.remove(0);
+                }
+                if argv.is_empty() {
+                    return Err(usage("usage: run APP -- CMD ARGS..."));
+                }
+                Command::Run { app, argv }
+            }
             "config" | "config:show" => {
                 let app = a.app("config")?;
                 a.done("config")?;
@@ -399,6 +506,10 @@ impl Command {
             AppsInfo { app } | Events { app: Some(app), .. } => Access::Read(app.clone()),
             Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Access::Read(app.clone()),
             AppsDeploy { .. } => Access::Admin,
+            Releases { app } | ReleasesInfo { app, .. } | Ps { app } | Logs { app, .. } => Access::Read(app.clone()),
+            Run { .. } => Access::Admin,
+            ReleasesRollback { .. } | PsScale { .. } | PsRestart { .. } => Access::Admin,
+            Domains { .. } | DomainsAdd { .. } | DomainsRemove { .. } => Access::Admin,
             AppsCreate { .. } | AppsDestroy { .. } | AppsSet { .. } | AppsUnset { .. } => Access::Admin,
             Config { .. } | ConfigGet { .. } | ConfigSet { .. } | ConfigUnset { .. } => Access::Admin,
             Keys | KeysAdd { .. } | KeysRemove { .. } => Access::Admin,
@@ -413,6 +524,9 @@ impl Command {
             | AppsUnset { app, .. } | Config { app } | ConfigGet { app, .. }
             | ConfigSet { app, .. } | ConfigUnset { app, .. } => Some(app),
             AppsDeploy { app, .. } | Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Some(app),
+            Releases { app } | ReleasesInfo { app, .. } | ReleasesRollback { app, .. } | Ps { app }
+            | PsScale { app, .. } | PsRestart { app, .. } | Domains { app } | DomainsAdd { app, .. }
+            | DomainsRemove { app, .. } | Logs { app, .. } | Run { app, .. } => Some(app),
             Events { app, .. } => app.as_deref(),
             Help | Version | Apps | Keys | KeysAdd { .. } | KeysRemove { .. } => None,
         }
@@ -447,6 +561,15 @@ impl Command {
                 }
             }
             KeysRemove { name } => format!("keys:remove {name}"),
+            ReleasesRollback { app, version } => {
+                format!("releases:rollback {app}{}", version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())
+            }
+            PsScale { app, pairs } => format!("ps:scale {app} {}", pairs.join(" ")),
+            PsRestart { app, kind } => format!("ps:restart {app}{}", kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()),
+            DomainsAdd { app, host } => format!("domains:add {app} {host}"),
+            DomainsRemove { app, host } => format!("domains:remove {app} {host}"),
+            // Only the program name: arguments may carry secrets.
+            Run { app, argv } => format!("run {app} {}", argv[0]),
             AppsDeploy { app, reference, no_cache } => format!(
                 "apps:deploy {app}{}{}",
                 reference.as_ref().map(|r| format!(" {r}")).unwrap_or_default(),
@@ -469,6 +592,15 @@ pub struct Io<R, W, E> {
     pub stdin: R,
     pub stdout: W,
     pub stderr: E,
+    /// The terminal the client asked for (granted to `run` only).
+    pub tty: Option<Tty>,
+}
+
+/// A client terminal: its size and later size changes.
+pub struct Tty {
+    pub cols: u16,
+    pub rows: u16,
+    pub resize: tokio::sync::mpsc::UnboundedReceiver<(u16, u16)>,
 }
 
 /// Per-invocation context handed to command implementations.
@@ -480,6 +612,7 @@ pub struct Ctx<'a, R> {
     /// they write here goes out at once, before their final `Output`.
     pub stdout: &'a mut (dyn AsyncWrite + Unpin + Send + Sync),
     pub stderr: &'a mut (dyn AsyncWrite + Unpin + Send + Sync),
+    pub tty: Option<Tty>,
 }
 
 impl<R> Ctx<'_, R> {
@@ -548,6 +681,7 @@ where
                     stdin: &mut io.stdin,
                     stdout: &mut io.stdout,
                     stderr: &mut io.stderr,
+                    tty: io.tty.take(),
                 };
                 execute(&mut ctx, cmd).await.map(|o| (o, json))
             } else {
@@ -567,17 +701,20 @@ where
     };
     match result {
         Ok((out, json)) => {
-            let mut text = if json {
+            let mut text = if json && !out.json.is_null() {
                 serde_json::to_string_pretty(&out.json).expect("serde_json::Value always serializes")
             } else {
                 out.text
             };
+            if out.json.is_null() && !json {
+                text.clear();
+            }
             if !text.is_empty() && !text.ends_with('\n') {
                 text.push('\n');
             }
             let _ = io.stdout.write_all(text.as_bytes()).await;
             let _ = io.stdout.flush().await;
-            0
+            out.exit
         }
         Err(e) => {
             let line = format!("error: {e}\n");
@@ -616,6 +753,17 @@ async fn execute<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, cmd: Command) -> Re
         Builds { app } => builds::list(ctx, &app),
         BuildsInfo { app, build } => builds::info(ctx, &app, &build),
         BuildsLogs { app, build, follow } => builds::logs(ctx, &app, &build, follow).await,
+        Releases { app } => releases::list(ctx, &app),
+        ReleasesInfo { app, version } => releases::info(ctx, &app, &version),
+        ReleasesRollback { app, version } => releases::rollback(ctx, &app, version.as_deref()).await,
+        Ps { app } => ps::list(ctx, &app).await,
+        PsScale { app, pairs } => ps::scale(ctx, &app, &pairs).await,
+        PsRestart { app, kind } => ps::restart(ctx, &app, kind.as_deref()).await,
+        Domains { app } => domains::list(ctx, &app),
+        DomainsAdd { app, host } => domains::add(ctx, &app, &host).await,
+        DomainsRemove { app, host } => domains::remove(ctx, &app, &host).await,
+        Logs { app, follow, lines, kind } => run::logs(ctx, &app, follow, lines, kind).await,
+        Run { app, argv } => run::run(ctx, &app, argv).await,
     }
 }
 

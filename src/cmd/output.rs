@@ -6,15 +6,27 @@ use serde_json::{Map, Value};
 pub struct Output {
     pub json: Value,
     pub text: String,
+    /// Exit status (a one-off process's status for `run`).
+    pub exit: u32,
 }
 
 impl Output {
+    /// Nothing more to print (the command streamed its output).
+    pub fn streamed(exit: u32) -> Output {
+        Output {
+            json: Value::Null,
+            text: String::new(),
+            exit,
+        }
+    }
+
     /// A plain confirmation; `--json` gets `{"message": ...}`.
     pub fn message(text: impl Into<String>) -> Output {
         let text = text.into();
         Output {
             json: serde_json::json!({ "message": text }),
             text,
+            exit: 0,
         }
     }
 
@@ -25,6 +37,7 @@ impl Output {
         Output {
             json: Value::Object(m),
             text: value,
+            exit: 0,
         }
     }
 
@@ -42,6 +55,7 @@ impl Output {
         Output {
             json: Value::Array(items),
             text,
+            exit: 0,
         }
     }
 
@@ -57,6 +71,7 @@ impl Output {
         Output {
             json: obj,
             text: text.trim_end().to_string(),
+            exit: 0,
         }
     }
 }

@@ -67,7 +67,18 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
     let sink = open_log(&log_path);
 
     let outcome = async {
-        let builder = rack.builder().await?;
+        let builder = match rack.builder().await {
+            Ok(b) => b,
+            Err(e) => {
+                // The builder never ran, so it printed nothing: say why here.
+                let line = format!("Build {id} failed: {}", e.reason());
+                progress.stage(&line);
+                if let Some(s) = &sink {
+                    s(&format!("-----> {line}"));
+                }
+                return Err(e);
+            }
+        };
         let build_args = build_args(rack, &job.app).map_err(crate::build::BuildError::Invalid)?;
         let req = BuildRequest {
             repo_path: rack.repo_path(&job.app),
@@ -76,10 +87,27 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
             build_id: id.clone(),
             build_args,
             no_cache: job.no_cache,
-            labels: HashMap::new(),
+            labels: HashMap::from([("rack.commit".to_string(), job.commit.to_string())]),
             log: sink.clone(),
         };
-        builder.build(req, progress.clone()).await
+        let res = builder.build(req, progress.clone()).await?;
+        // The Procfile decides the process types of releases of this build.
+        let repo = rack.repo_path(&job.app);
+        let commit = job.commit;
+        let procfile = tokio::task::spawn_blocking(move || crate::build::context::read_root_file(&repo, commit, "Procfile"))
+            .await
+            .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
+            .map_err(crate::build::BuildError::Context)?;
+        if let Some(text) = procfile {
+            let parsed = crate::release::procfile::parse(&text).map_err(|e| {
+                progress.stage(format!("Build {id} failed: {e}"));
+                crate::build::BuildError::Invalid(e)
+            })?;
+            rack.store
+                .set_build_procfile(&id, &parsed)
+                .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?;
+        }
+        Ok(res)
     }
     .await;
 
@@ -96,13 +124,6 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
         }
         Err(e) => {
             let reason = e.reason();
-            if matches!(e, crate::build::BuildError::Unreachable(_)) {
-                // The builder never ran, so it printed nothing: say why here.
-                progress.stage(format!("Build {id} failed: {reason}"));
-                if let Some(s) = &sink {
-                    s(&format!("-----> Build {id} failed: {reason}"));
-                }
-            }
             tracing::warn!(app = %job.app, build = %id, error = %reason, "build failed");
             rec.status = "failed".into();
             rec.error = Some(reason);

@@ -7,6 +7,8 @@
 //! is rejected rather than overwriting what the other one deployed.
 
 mod build;
+pub mod recovery;
+pub mod rollout;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,7 @@ pub struct PushDeploy {
 impl PushHook for PushDeploy {
     fn deploy<'a>(&'a self, push: &'a DeployPush, progress: Progress) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let _guard = self.rack.locks.acquire(&push.app, &progress).await;
             if !push.ref_unchanged()? {
                 return Err(MOVED_WHILE_WAITING.to_string());
@@ -66,8 +69,18 @@ impl PushHook for PushDeploy {
                 actor: self.actor.clone(),
                 no_cache: false,
             };
-            run_build(&self.rack, job, &progress).await?;
-            push.apply()
+            let build = run_build(&self.rack, job, &progress).await?;
+            let req = rollout::NewRelease {
+                app: &push.app,
+                build: &build,
+                config: rollout::ConfigChoice::Latest,
+                description: format!("Deploy {}", &push.new.to_string()[..7]),
+                actor: &self.actor,
+                push: Some(push),
+                started,
+            };
+            rollout::release(&self.rack, req, &progress).await?;
+            Ok(())
         })
     }
 }

@@ -101,6 +101,12 @@ impl Configs {
         self.open(app, &cv)
     }
 
+    /// The config of `version` as the environment handed to a runtime.
+    pub fn secret_env(&self, app: &str, version: i64) -> Result<super::SecretEnv, ConfigError> {
+        let vars = self.at(app, version)?;
+        Ok(super::SecretEnv::new(vars.vars.into_iter().collect()))
+    }
+
     fn open(&self, app: &str, cv: &ConfigVersion) -> Result<ConfigVars, ConfigError> {
         let mut vars = BTreeMap::new();
         for v in &cv.values {

@@ -5,3 +5,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod procfile;
+pub mod secret_env;
+
+pub use secret_env::SecretEnv;

@@ -27,6 +27,11 @@ pub struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// `GIT_PROTOCOL` from env requests; every other variable is ignored.
     git_protocol: HashMap<ChannelId, String>,
+    /// A pty request waiting for its answer until we know the command:
+    /// only `run` gets a terminal. OpenSSH sends pty-req and exec back to
+    /// back without waiting, and replies go out in request order.
+    pending_pty: HashMap<ChannelId, (u16, u16)>,
+    resizers: HashMap<ChannelId, tokio::sync::mpsc::UnboundedSender<(u16, u16)>>,
 }
 
 const NO_SHELL: &str = "rack offers no shell";
@@ -40,6 +45,8 @@ impl Connection {
             identity: None,
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
+            pending_pty: HashMap::new(),
+            resizers: HashMap::new(),
         }
     }
 
@@ -119,6 +126,8 @@ impl Handler for Connection {
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         self.git_protocol.remove(&channel);
+        self.pending_pty.remove(&channel);
+        self.resizers.remove(&channel);
         Ok(())
     }
 
@@ -144,20 +153,42 @@ impl Handler for Connection {
         &mut self,
         channel: ChannelId,
         _term: &str,
-        _col: u32,
-        _row: u32,
+        col: u32,
+        row: u32,
         _pw: u32,
         _ph: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // A terminal is never granted to plain commands; the command still
-        // runs without one (OpenSSH prints "PTY allocation request failed").
-        session.channel_failure(channel)?;
+        if self.pending_pty.contains_key(&channel) || !self.channels.contains_key(&channel) {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        // Answered in exec_request: granted to `run`, refused otherwise (the
+        // command still runs; OpenSSH prints "PTY allocation request failed").
+        self.pending_pty.insert(channel, (clamp_dim(col), clamp_dim(row)));
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col: u32,
+        row: u32,
+        _pw: u32,
+        _ph: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(tx) = self.resizers.get(&channel) {
+            let _ = tx.send((clamp_dim(col), clamp_dim(row)));
+        }
         Ok(())
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        if self.pending_pty.remove(&channel).is_some() {
+            session.channel_failure(channel)?;
+        }
         let msg = self.hint();
         self.refuse_channel(channel, session, msg)
     }
@@ -185,6 +216,21 @@ impl Handler for Connection {
     }
 
     async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        let mut tty = None;
+        if let Some((cols, rows)) = self.pending_pty.remove(&channel) {
+            let is_run = std::str::from_utf8(data)
+                .ok()
+                .and_then(|t| shell_words::split(t).ok())
+                .is_some_and(|w| w.first().map(String::as_str) == Some("run"));
+            if is_run {
+                session.channel_success(channel)?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.resizers.insert(channel, tx);
+                tty = Some(cmd::Tty { cols, rows, resize: rx });
+            } else {
+                session.channel_failure(channel)?;
+            }
+        }
         let (Some(identity), Some(ch)) = (self.identity.clone(), self.channels.remove(&channel)) else {
             session.channel_failure(channel)?;
             return Ok(());
@@ -194,7 +240,7 @@ impl Handler for Connection {
         let git_protocol = self.git_protocol.remove(&channel);
         let line = data.to_vec();
         tokio::spawn(async move {
-            run_exec(rack, identity, line, ch, git_protocol).await;
+            run_exec(rack, identity, line, ch, git_protocol, tty).await;
         });
         Ok(())
     }
@@ -202,7 +248,7 @@ impl Handler for Connection {
 
 /// Runs one exec request to completion on its own task and reports the
 /// exit status; the session loop is never blocked by a command.
-async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channel<Msg>, git_protocol: Option<String>) {
+async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channel<Msg>, git_protocol: Option<String>, tty: Option<cmd::Tty>) {
     let (mut read_half, write_half) = channel.split();
     let mut stdout = write_half.make_writer();
     let mut stderr = write_half.make_writer_ext(Some(1));
@@ -225,7 +271,7 @@ async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channe
             }
             Ok(None) => {
                 tracing::info!(key = %who.key_name, command = %words[0], "exec");
-                cmd::run(&rack, &who, words, cmd::Io { stdin, stdout: &mut stdout, stderr: &mut stderr }).await
+                cmd::run(&rack, &who, words, cmd::Io { stdin, stdout: &mut stdout, stderr: &mut stderr, tty }).await
             }
         },
     };
@@ -234,6 +280,10 @@ async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channe
     let _ = write_half.exit_status(code).await;
     let _ = write_half.eof().await;
     let _ = write_half.close().await;
+}
+
+fn clamp_dim(v: u32) -> u16 {
+    v.clamp(1, 1000) as u16
 }
 
 fn parse_line(rack: &Rack, line: &[u8]) -> Result<(String, Vec<String>), String> {

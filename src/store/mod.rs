@@ -112,6 +112,53 @@ fn build_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BuildRecord> {
     })
 }
 
+/// One release: immutable once created, but for its status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRecord {
+    pub app: String,
+    pub version: i64,
+    pub build_id: String,
+    pub config_version: i64,
+    /// Process types → counts at the time of the release.
+    pub formation: BTreeMap<String, u32>,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: String,
+    /// pending (rolling out), succeeded, failed
+    pub status: String,
+    /// Journal: the ref compare-and-swap this release still owes, as
+    /// `refname old new`, cleared once applied.
+    #[serde(skip)]
+    pub ref_update: Option<String>,
+}
+
+const RELEASE_COLUMNS: &str =
+    "app, version, build_id, config_version, formation, description, created_by, created_at, status, ref_update";
+
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRecord> {
+    let formation: String = r.get(4)?;
+    Ok(ReleaseRecord {
+        app: r.get(0)?,
+        version: r.get(1)?,
+        build_id: r.get(2)?,
+        config_version: r.get(3)?,
+        formation: serde_json::from_str(&formation).unwrap_or_default(),
+        description: r.get(5)?,
+        created_by: r.get(6)?,
+        created_at: r.get(7)?,
+        status: r.get(8)?,
+        ref_update: r.get(9)?,
+    })
+}
+
+/// The app's running state: current release, rollout id, counts per type.
+#[derive(Debug, Clone, Default)]
+pub struct AppState {
+    pub current_release: Option<i64>,
+    pub deploy_id: Option<String>,
+    pub formation: BTreeMap<String, u32>,
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -181,6 +228,24 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX builds_app ON builds(app, id);",
+    // v3: releases, formation, the deploy journal
+    "ALTER TABLE builds ADD COLUMN procfile TEXT;
+     ALTER TABLE apps ADD COLUMN current_release INTEGER;
+     ALTER TABLE apps ADD COLUMN deploy_id TEXT;
+     ALTER TABLE apps ADD COLUMN formation TEXT NOT NULL DEFAULT '{}';
+     CREATE TABLE releases (
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        build_id TEXT NOT NULL,
+        config_version INTEGER NOT NULL,
+        formation TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ref_update TEXT,
+        PRIMARY KEY (app, version)
+     );",
 ];
 
 pub fn now_rfc3339() -> String {
@@ -428,6 +493,7 @@ impl Store {
         tx.execute("DELETE FROM config_versions WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM domains WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM builds WHERE app = ?1", [name])?;
+        tx.execute("DELETE FROM releases WHERE app = ?1", [name])?;
         tx.execute("DELETE FROM key_apps WHERE app = ?1", [name])?;
         tx.commit()?;
         Ok(())
@@ -572,6 +638,186 @@ impl Store {
             params![reason, now_rfc3339()],
         )?;
         Ok(n)
+    }
+
+    pub fn set_build_procfile(&self, id: &str, procfile: &BTreeMap<String, String>) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE builds SET procfile = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(procfile).expect("strings serialize")],
+        )?;
+        Ok(())
+    }
+
+    /// The Procfile entries recorded with a build (`None`: no Procfile).
+    pub fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .query_row("SELECT procfile FROM builds WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    // ---- releases and the app's running state ----
+
+    pub fn app_state(&self, app: &str) -> Result<AppState> {
+        let conn = self.lock();
+        let row: Option<(Option<i64>, Option<String>, String)> = conn
+            .query_row(
+                "SELECT current_release, deploy_id, formation FROM apps WHERE name = ?1",
+                [app],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (current_release, deploy_id, formation) =
+            row.ok_or_else(|| StoreError::NotFound(format!("app '{app}' does not exist")))?;
+        Ok(AppState {
+            current_release,
+            deploy_id,
+            formation: serde_json::from_str(&formation).unwrap_or_default(),
+        })
+    }
+
+    pub fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE apps SET formation = ?2 WHERE name = ?1",
+            params![app, serde_json::to_string(formation).expect("counts serialize")],
+        )?;
+        Ok(())
+    }
+
+    /// Creates the next `vN` (pending). Version allocation and insert are
+    /// one transaction, so concurrent creators never share a number.
+    pub fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v: Option<i64> = tx.query_row(
+            "SELECT MAX(version) FROM releases WHERE app = ?1",
+            [&r.app],
+            |row| row.get(0),
+        )?;
+        r.version = v.unwrap_or(0) + 1;
+        tx.execute(
+            &format!("INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                r.app,
+                r.version,
+                r.build_id,
+                r.config_version,
+                serde_json::to_string(&r.formation).expect("counts serialize"),
+                r.description,
+                r.created_by,
+                r.created_at,
+                r.status,
+                r.ref_update
+            ],
+        )?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    pub fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2",
+            params![app, version, status],
+        )?;
+        Ok(())
+    }
+
+    /// The commit point of a deploy: in one transaction the release becomes
+    /// current (with its rollout id and counts) and succeeded.
+    pub fn commit_release(&self, app: &str, version: i64, deploy_id: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE releases SET status = 'succeeded' WHERE app = ?1 AND version = ?2",
+            params![app, version],
+        )?;
+        tx.execute(
+            "UPDATE apps SET current_release = ?2, deploy_id = ?3, formation = ?4 WHERE name = ?1",
+            params![app, version, deploy_id, serde_json::to_string(formation).expect("counts serialize")],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A rollout of the current release (scale, restart) committed.
+    pub fn commit_rollout(&self, app: &str, deploy_id: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE apps SET deploy_id = ?2, formation = ?3 WHERE name = ?1",
+            params![app, deploy_id, serde_json::to_string(formation).expect("counts serialize")],
+        )?;
+        Ok(())
+    }
+
+    pub fn clear_ref_update(&self, app: &str, version: i64) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE releases SET ref_update = NULL WHERE app = ?1 AND version = ?2",
+            params![app, version],
+        )?;
+        Ok(())
+    }
+
+    pub fn release(&self, app: &str, version: i64) -> Result<ReleaseRecord> {
+        let conn = self.lock();
+        conn.query_row(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND version = ?2"),
+            params![app, version],
+            release_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("app '{app}' has no release v{version}")))
+    }
+
+    /// Newest first.
+    pub fn releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 ORDER BY version DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![app, limit as i64], release_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// At start-up: releases that were rolling out when the process died and
+    /// never became current are failed (rolled back).
+    pub fn fail_pending_releases(&self) -> Result<usize> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "UPDATE releases SET status = 'failed', ref_update = NULL WHERE status = 'pending'
+             AND NOT EXISTS (SELECT 1 FROM apps WHERE apps.name = releases.app AND apps.current_release = releases.version)",
+            [],
+        )?;
+        Ok(n)
+    }
+
+    // ---- domains ----
+
+    pub fn add_domain(&self, app: &str, host: &str) -> Result<()> {
+        let conn = self.lock();
+        match conn.execute("INSERT INTO domains (host, app) VALUES (?1, ?2)", params![host, app]) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::Conflict(format!("{host} is already routed to an app")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn remove_domain(&self, app: &str, host: &str) -> Result<()> {
+        let conn = self.lock();
+        let n = conn.execute("DELETE FROM domains WHERE app = ?1 AND host = ?2", params![app, host])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("{host} is not a domain of {app}")));
+        }
+        Ok(())
     }
 
     // ---- audit events ----

@@ -24,6 +24,14 @@ pub fn work(rack: &Rack, key: &Key, name: &str) -> Work {
     w
 }
 
+/// A checkout whose pushes only store refs (`-o skip-deploy` by default):
+/// these tests are about the git transport, not deploys.
+fn transport_work(rack: &Rack, key: &Key, name: &str) -> Work {
+    let w = work(rack, key, name);
+    w.git(&["config", "push.pushOption", "skip-deploy"]).ok();
+    w
+}
+
 impl Work {
     pub fn git(&self, args: &[&str]) -> Out {
         Command::new("git")
@@ -91,13 +99,13 @@ fn push_clone_fetch_and_deploy_branch() {
     let rack = Rack::start();
     let a = &rack.admin;
     rack.ssh(a, "apps:create web").ok();
-    let w = work(&rack, a, "w1");
+    let w = transport_work(&rack, a, "w1");
     w.commit("README", "one\n");
     let url = rack.git_url("web");
     w.git(&["remote", "add", "rack", &url]).ok();
-    let out = w.git(&["push", "rack", "main", "-o", "note=first"]);
+    let out = w.git(&["push", "rack", "main", "-o", "note=first", "-o", "skip-deploy"]);
     out.ok();
-    assert!(out.stderr.contains("remote: -----> Received web"), "{}", out.stderr);
+    assert!(!out.stderr.contains("Building"), "skip-deploy stores only: {}", out.stderr);
     assert_eq!(server_ref(&rack, "web", "refs/heads/main"), Some(w.head()));
     let info = rack.ssh(a, "apps:info web --json").ok().json();
     assert_eq!(info["deploy_branch"], "main", "the first push of main fixes the deploy branch");
@@ -138,7 +146,7 @@ fn push_clone_fetch_and_deploy_branch() {
     // The push's audit event carries its refs and options.
     let events = rack.ssh(a, "events web --json").ok().json();
     assert!(
-        events.as_array().unwrap().iter().any(|e| e["action"].as_str().unwrap().contains("-o note=first")),
+        events.as_array().unwrap().iter().any(|e| e["action"].as_str().unwrap().contains("-o note=first -o skip-deploy")),
         "{events}"
     );
 }
@@ -150,7 +158,7 @@ fn pushes_are_gated_by_key_and_app() {
     rack.ssh(a, "apps:create one").ok();
     rack.ssh(a, "apps:create two").ok();
     let ci = rack.add_key("ci", "--app one");
-    let w = work(&rack, &ci, "w");
+    let w = transport_work(&rack, &ci, "w");
     w.commit("f", "x");
     w.git(&["push", &rack.git_url("one"), "main"]).ok();
     let out = w.git(&["push", &rack.git_url("two"), "main"]);
@@ -160,7 +168,7 @@ fn pushes_are_gated_by_key_and_app() {
     let out = w.git(&["fetch", &rack.git_url("two")]);
     assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
 
-    let wa = work(&rack, a, "wa");
+    let wa = transport_work(&rack, a, "wa");
     wa.commit("f", "y");
     let out = wa.git(&["push", &rack.git_url("ghost"), "main"]);
     assert_ne!(out.code, 0);
@@ -186,7 +194,7 @@ fn client_environment_never_reaches_upload_pack() {
     let rack = Rack::start();
     let a = &rack.admin;
     rack.ssh(a, "apps:create one").ok();
-    let w = work(&rack, a, "w");
+    let w = transport_work(&rack, a, "w");
     w.commit("f", "x");
     w.git(&["push", &rack.git_url("one"), "main"]).ok();
     let marker = std::env::temp_dir().join(format!("rack-x-{}", std::process::id()));
@@ -214,7 +222,7 @@ fn shallow_clone_pushes_and_refused_content() {
     let a = &rack.admin;
     rack.ssh(a, "apps:create one").ok();
     rack.ssh(a, "apps:create two").ok();
-    let w = work(&rack, a, "w");
+    let w = transport_work(&rack, a, "w");
     for i in 0..3 {
         w.commit("f", &format!("v{i}\n"));
     }
@@ -234,6 +242,7 @@ fn shallow_clone_pushes_and_refused_content() {
     };
     s.git(&["config", "user.email", "t@example.org"]).ok();
     s.git(&["config", "user.name", "t"]).ok();
+    s.git(&["config", "push.pushOption", "skip-deploy"]).ok();
     s.git(&["push", &rack.git_url("two"), "HEAD:main"]).ok();
     s.commit("g", "later\n");
     s.git(&["push", &rack.git_url("two"), "HEAD:main"]).ok();

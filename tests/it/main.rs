@@ -6,4 +6,6 @@ mod commands;
 mod git;
 mod harness;
 mod hostile;
+mod http;
+mod releases;
 mod secrets;

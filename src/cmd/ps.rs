@@ -1,0 +1,122 @@
+//! `ps*`: processes, scaling and restarts.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{output::Output, CmdError, Ctx};
+use crate::deploy::rollout;
+use crate::names::{printable, validate_process_type};
+
+pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app)?;
+    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    let mut procs = runtime.processes(app).await.map_err(|e| CmdError::Failed(e.to_string()))?;
+    procs.sort_by(|a, b| (a.kind.as_str(), a.number).cmp(&(b.kind.as_str(), b.number)));
+    let now = time::OffsetDateTime::now_utc();
+    let items = procs
+        .iter()
+        .map(|p| {
+            let uptime = p
+                .started_at
+                .as_deref()
+                .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+                .map(|t| format!("{}s", (now - t).whole_seconds().max(0)));
+            json!({
+                "name": p.name,
+                "type": p.kind,
+                "number": p.number,
+                "release": format!("v{}", p.release),
+                "state": p.state,
+                "started_at": p.started_at,
+                "uptime": uptime,
+                "id": p.id,
+            })
+        })
+        .collect();
+    Ok(Output::list(
+        &[("PROCESS", "name"), ("RELEASE", "release"), ("STATE", "state"), ("UPTIME", "uptime")],
+        items,
+    ))
+}
+
+pub fn parse_counts(pairs: &[String]) -> Result<Vec<(String, u32)>, CmdError> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| CmdError::Usage(format!("expected TYPE=N, got '{}'", printable(p))))?;
+            validate_process_type(k).map_err(CmdError::Usage)?;
+            let n = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 100)
+                .ok_or_else(|| CmdError::Usage(format!("expected a count 0-100 for {k}, got '{}'", printable(v))))?;
+            Ok((k.to_string(), n))
+        })
+        .collect()
+}
+
+pub async fn scale<R>(ctx: &mut Ctx<'_, R>, app: &str, pairs: &[String]) -> Result<Output, CmdError> {
+    let counts = parse_counts(pairs)?;
+    ctx.rack.store.app(app)?;
+    let rack = ctx.rack.clone();
+    let app_s = app.to_string();
+    let counts2 = counts.clone();
+    let result = ctx
+        .with_progress(|progress| async move {
+            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let state = rack.store.app_state(&app_s).map_err(|e| e.to_string())?;
+            let mut formation = state.formation.clone();
+            let known: Option<BTreeMap<String, u32>> = match state.current_release {
+                Some(v) => Some(rack.store.release(&app_s, v).map_err(|e| e.to_string())?.formation),
+                None => None,
+            };
+            for (k, n) in &counts2 {
+                if let Some(types) = &known {
+                    if !types.contains_key(k) {
+                        return Err(format!("{app_s} has no process type '{k}' (types: {})", types.keys().cloned().collect::<Vec<_>>().join(", ")));
+                    }
+                }
+                formation.insert(k.clone(), *n);
+            }
+            if let Some(types) = &known {
+                formation.retain(|k, _| types.contains_key(k));
+                for k in types.keys() {
+                    formation.entry(k.clone()).or_insert(0);
+                }
+            }
+            rollout::reroll(&rack, &app_s, formation.clone(), &progress).await?;
+            Ok(formation)
+        })
+        .await;
+    let formation = result.map_err(CmdError::Failed)?;
+    let text: Vec<String> = formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut out = Output::message(format!("Scaled {app} to {}", text.join(" ")));
+    out.json = json!({ "app": app, "formation": formation });
+    Ok(out)
+}
+
+pub async fn restart<R>(ctx: &mut Ctx<'_, R>, app: &str, kind: Option<&str>) -> Result<Output, CmdError> {
+    if let Some(k) = kind {
+        validate_process_type(k).map_err(CmdError::Usage)?;
+    }
+    ctx.rack.store.app(app)?;
+    let rack = ctx.rack.clone();
+    let app_s = app.to_string();
+    let result = ctx
+        .with_progress(|progress| async move {
+            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let state = rack.store.app_state(&app_s).map_err(|e| e.to_string())?;
+            if state.current_release.is_none() {
+                return Err(format!("{app_s} has nothing running"));
+            }
+            // A restart is a fresh rollout of the current release: new
+            // instances come up and become ready before the old ones stop.
+            rollout::reroll(&rack, &app_s, state.formation, &progress).await
+        })
+        .await;
+    result.map_err(CmdError::Failed)?;
+    Ok(Output::message(format!("Restarted {app}")))
+}

@@ -1,0 +1,102 @@
+//! `logs` and `run`: streams between the client and the runtime.
+
+use std::collections::BTreeMap;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::{output::Output, CmdError, Ctx};
+use crate::deploy::rollout::{new_deploy_id, spec_for};
+use crate::runtime::{LogOptions, OneOff, OneOffIo};
+
+pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, follow: bool, lines: Option<usize>, kind: Option<String>) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app)?;
+    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let opts = LogOptions {
+        follow,
+        tail: Some(lines.unwrap_or(100)),
+        kind,
+    };
+    let app_s = app.to_string();
+    let producer = tokio::spawn(async move { runtime.logs(&app_s, opts, tx).await });
+    while let Some(line) = rx.recv().await {
+        let text = format!("{} | {}\n", line.source, line.text);
+        if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err() {
+            break; // the client went away: dropping rx stops the producer
+        }
+    }
+    drop(rx);
+    match producer.await {
+        Ok(Ok(())) | Err(_) => Ok(Output::streamed(0)),
+        Ok(Err(e)) => Err(CmdError::Failed(e.to_string())),
+    }
+}
+
+pub async fn run<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, app: &str, argv: Vec<String>) -> Result<Output, CmdError> {
+    let state = ctx.rack.store.app_state(app)?;
+    let v = state
+        .current_release
+        .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
+    let release = ctx.rack.store.release(app, v)?;
+    let spec = spec_for(ctx.rack, &release, &BTreeMap::new(), new_deploy_id()).map_err(CmdError::Failed)?;
+    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+
+    let tty = ctx.tty.take();
+    let (tty_size, resize) = match tty {
+        Some(t) => (Some((t.cols, t.rows)), Some(t.resize)),
+        None => (None, None),
+    };
+    // Pipes between the client's streams and the container's: the copies
+    // run in this task alongside the process.
+    let (stdin_w, stdin_r) = tokio::io::duplex(64 * 1024);
+    let (stdout_w, mut stdout_r) = tokio::io::duplex(64 * 1024);
+    let (stderr_w, mut stderr_r) = tokio::io::duplex(64 * 1024);
+    let cmd = OneOff {
+        argv,
+        tty: tty_size,
+        resize,
+        timeout: None,
+        labels: BTreeMap::new(),
+    };
+    let io = OneOffIo {
+        stdin: Some(Box::new(stdin_r)),
+        stdout: Box::new(stdout_w),
+        stderr: Box::new(stderr_w),
+    };
+    let mut process = runtime.run(&spec, cmd, io);
+    let mut stdin_w = Some(stdin_w);
+    let (mut inbuf, mut outbuf, mut errbuf) = (vec![0u8; 16384], vec![0u8; 16384], vec![0u8; 16384]);
+    let (mut out_open, mut err_open) = (true, true);
+    let code = loop {
+        tokio::select! {
+            r = &mut process => break r,
+            n = ctx.stdin.read(&mut inbuf), if stdin_w.is_some() => match n {
+                Ok(0) | Err(_) => { stdin_w = None; }
+                Ok(n) => {
+                    if let Some(w) = stdin_w.as_mut() {
+                        if w.write_all(&inbuf[..n]).await.is_err() { stdin_w = None; }
+                    }
+                }
+            },
+            n = stdout_r.read(&mut outbuf), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => { let _ = ctx.stdout.write_all(&outbuf[..n]).await; let _ = ctx.stdout.flush().await; }
+            },
+            n = stderr_r.read(&mut errbuf), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => { let _ = ctx.stderr.write_all(&errbuf[..n]).await; let _ = ctx.stderr.flush().await; }
+            },
+        }
+    };
+    drop(process);
+    // What the process wrote last is still in the pipes.
+    let mut rest = Vec::new();
+    let _ = stdout_r.read_to_end(&mut rest).await;
+    let _ = ctx.stdout.write_all(&rest).await;
+    rest.clear();
+    let _ = stderr_r.read_to_end(&mut rest).await;
+    let _ = ctx.stderr.write_all(&rest).await;
+    let code = code.map_err(|e| CmdError::Failed(e.to_string()))?;
+    Ok(Output::streamed(code.clamp(0, 255) as u32))
+}

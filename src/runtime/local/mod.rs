@@ -1,0 +1,1 @@
+//! The local provider: Docker containers behind the built-in router.

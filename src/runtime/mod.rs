@@ -1,0 +1,200 @@
+//! Where releases run. `Runtime` is the scheduler interface every provider
+//! implements (the shape of dokku's scheduler plugins): start a release's
+//! processes and wait until they are ready, switch traffic to them, abort,
+//! list processes, stream logs, run one-off processes, destroy an app, and
+//! recover after a restart.
+//!
+//! A rollout is split in two so the deploy pipeline can put its commit point
+//! between them: `start` (new instances up and ready, nothing switched) →
+//! the pipeline records the release as current → `switch` (traffic moves,
+//! old instances drain and stop in the background). `abort` undoes a
+//! `start` that will not be committed.
+//!
+//! The runtime knows nothing of git, builds or the store; it is handed a
+//! complete `ReleaseSpec`.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+use crate::release::SecretEnv;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The new instances never became ready; the message says why and
+    /// carries the last lines of the failing instance's log.
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Docker engine: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Process type: `web`, `worker`, ...
+    pub kind: String,
+    /// The Procfile command (run with `/bin/sh -c`), or `None` for the
+    /// image's own CMD.
+    pub command: Option<String>,
+    pub count: u32,
+    pub memory_bytes: Option<i64>,
+    /// CPUs × 1e9 (Docker's NanoCpus).
+    pub nano_cpus: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// HTTP GET of `path` answering < 500.
+    Http { path: String },
+    Tcp,
+    /// Ready once running (web) — still subject to the 5 s no-restart rule.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    /// How long new instances may take to become ready.
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            kind: HealthKind::Http { path: "/".into() },
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a runtime needs to run one release.
+pub struct ReleaseSpec {
+    pub app: String,
+    /// `vN` number.
+    pub version: i64,
+    /// Unique per rollout (a scale or restart rolls the same release again
+    /// under a new id); labels the instances of this rollout.
+    pub deploy_id: String,
+    pub build_id: String,
+    /// Image reference: `rack/APP:BUILD` locally, a digest on aws.
+    pub image: String,
+    /// The release's config. The runtime adds `PORT`, `RACK_APP`,
+    /// `RACK_RELEASE`.
+    pub env: SecretEnv,
+    /// The app's `port` setting; `None`: the image's single EXPOSEd port,
+    /// else 5000.
+    pub port: Option<u16>,
+    /// Every process type with its count (0 allowed). Never `release`.
+    pub processes: Vec<ProcessSpec>,
+    pub health: HealthCheck,
+    /// Host names routed to web: `APP.DOMAIN` first, then the app's domains.
+    pub hosts: Vec<String>,
+}
+
+/// What `start` brought up, handed back to `switch` or `abort`.
+#[derive(Debug, Clone, Default)]
+pub struct Started {
+    pub app: String,
+    pub deploy_id: String,
+    /// Provider-specific instance ids (container ids locally).
+    pub instances: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProcessInfo {
+    /// `web.1`
+    pub name: String,
+    pub kind: String,
+    pub number: u32,
+    pub release: i64,
+    /// running, starting, restarting, exited, ...
+    pub state: String,
+    /// RFC 3339, when running.
+    pub started_at: Option<String>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// RFC 3339 with fractional seconds, for merging in time order.
+    pub time: String,
+    /// `web.1`
+    pub source: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Last N lines (across all instances) before following.
+    pub tail: Option<usize>,
+    pub kind: Option<String>,
+}
+
+/// A one-off process: `run APP -- CMD` and the release phase.
+pub struct OneOff {
+    pub argv: Vec<String>,
+    /// Terminal size when the client asked for one (`ssh -t`).
+    pub tty: Option<(u16, u16)>,
+    /// Window size changes while it runs.
+    pub resize: Option<mpsc::UnboundedReceiver<(u16, u16)>>,
+    /// Killed (and reported as failed) after this long.
+    pub timeout: Option<Duration>,
+    /// Extra labels (e.g. `rack.release-phase`).
+    pub labels: BTreeMap<String, String>,
+}
+
+pub struct OneOffIo {
+    /// `None`: no stdin (the process sees EOF).
+    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    /// Ignored with a tty (the terminal merges both streams).
+    pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+pub trait Runtime: Send + Sync {
+    /// Brings up every instance of `spec` (each type at its count) and waits
+    /// until all are ready; nothing is switched. On failure nothing of this
+    /// rollout is left running.
+    fn start<'a>(&'a self, spec: &'a ReleaseSpec, progress: &'a Progress) -> BoxFuture<'a, Result<Started, RuntimeError>>;
+
+    /// Moves traffic to the started instances at once, then lets in-flight
+    /// requests on the previous ones finish and stops them in the
+    /// background.
+    fn switch<'a>(&'a self, spec: &'a ReleaseSpec, started: Started, progress: &'a Progress) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Removes what `start` brought up.
+    fn abort(&self, started: Started) -> BoxFuture<'_, ()>;
+
+    fn processes<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<Vec<ProcessInfo>, RuntimeError>>;
+
+    /// Sends log lines of the app's running instances to `tx`, merged in
+    /// time order with `TYPE.N` sources; with `follow`, keeps going (also
+    /// across deploys) until `tx` is closed.
+    fn logs<'a>(&'a self, app: &'a str, opts: LogOptions, tx: mpsc::Sender<LogLine>) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Runs a one-off process from `spec`'s image and config, streams its
+    /// output, removes it, and returns its exit code.
+    fn run<'a>(&'a self, spec: &'a ReleaseSpec, cmd: OneOff, io: OneOffIo) -> BoxFuture<'a, Result<i64, RuntimeError>>;
+
+    /// The router's host names for the app changed (`domains:add`).
+    fn set_hosts<'a>(&'a self, app: &'a str, hosts: Vec<String>) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Removes every instance, network and image of the app.
+    fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// After a restart: `current` is every app's current release. Keep its
+    /// instances (re-create missing ones), route to them, remove every other
+    /// instance of rack's (stray rollouts, one-off processes).
+    fn recover<'a>(&'a self, current: &'a [ReleaseSpec], progress: &'a Progress) -> BoxFuture<'a, Result<(), RuntimeError>>;
+}

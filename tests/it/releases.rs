@@ -1,0 +1,230 @@
+//! Releases and the local runtime end to end: push → build → release →
+//! rollout behind the router, with real git, Docker and HTTP.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::builds::{add_fixture, docker, require_docker};
+use crate::git::{work, Work};
+use crate::harness::Rack;
+use crate::http;
+
+fn host(app: &str) -> String {
+    format!("{app}.localhost")
+}
+
+fn page(rack: &Rack, app: &str, path: &str) -> String {
+    let r = http::get(rack.http_port, &host(app), path).expect("router answers");
+    assert_eq!(r.status, 200, "GET {path} on {app}: {}", r.body);
+    r.body
+}
+
+fn containers(app: &str) -> Vec<String> {
+    let out = docker(&["ps", "-a", "-q", "--filter", &format!("label=rack.app={app}")]);
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+fn deploy_fixture(rack: &Rack, app: &str) -> Work {
+    rack.ssh(&rack.admin, &format!("apps:create {app}")).ok();
+    let w = work(rack, &rack.admin, &format!("w-{app}"));
+    add_fixture(&w, "procfile-web");
+    let out = w.git(&["push", &rack.git_url(app), "main"]);
+    out.ok();
+    assert!(out.stderr.contains(&format!("remote: -----> Deployed {app} v1 in")), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("http://{app}.localhost:")), "{}", out.stderr);
+    w
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", std::process::id() % 100000)
+}
+
+#[test]
+fn push_deploys_and_config_rollback_scale_work() {
+    require_docker();
+    let rack = Rack::start();
+    let a = &rack.admin;
+    let app = unique("rel");
+    let w = deploy_fixture(&rack, &app);
+    assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
+
+    // Config reaches the containers exactly, through a new release.
+    let tricky = "two words, 'quotes' \"dq\" and\nnewline";
+    rack.ssh_in(a, &format!("config:set {app} GREETING --stdin"), tricky.as_bytes()).ok();
+    assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
+    assert!(page(&rack, &app, "/").ends_with("v2\n"));
+    // --no-restart records the value without rolling.
+    rack.ssh(a, &format!("config:set {app} GREETING=later --no-restart")).ok();
+    assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
+
+    // A new build.
+    std::fs::write(w.dir.join("VERSION"), "2\n").unwrap();
+    w.git(&["commit", "-qam", "v2"]).ok();
+    w.git(&["push", &rack.git_url(&app), "main"]).ok();
+    assert!(page(&rack, &app, "/").starts_with("version 2 v3"));
+    assert_eq!(page(&rack, &app, "/greeting.txt"), "later");
+
+    // Rollback to v2: old build, old config, as a new release v4.
+    let out = rack.ssh(a, &format!("releases:rollback {app} v2"));
+    out.ok();
+    assert!(out.stdout.contains("GREETING"), "changed keys are listed: {}", out.stdout);
+    assert!(page(&rack, &app, "/").starts_with("version 1 v4"));
+    assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
+    let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
+    assert_eq!(rels[0]["name"], "v4");
+    assert_eq!(rels[0]["description"], "Rollback to v2");
+    assert_eq!(rels[0]["current"], true);
+    assert_eq!(rels[3]["description"].as_str().unwrap().split(' ').next(), Some("Deploy"));
+    let info = rack.ssh(a, &format!("releases:info {app} v4 --json")).ok().json();
+    assert_eq!(info["config_keys"][0], "GREETING");
+
+    // Scaling: three web instances share the traffic, a worker runs.
+    rack.ssh(a, &format!("ps:scale {app} web=3 worker=1")).ok();
+    let ps = rack.ssh(a, &format!("ps {app} --json")).ok().json();
+    let names: Vec<&str> = ps.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["web.1", "web.2", "web.3", "worker.1"], "{ps}");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        seen.insert(page(&rack, &app, "/host.txt"));
+    }
+    assert_eq!(seen.len(), 3, "requests spread over the three instances: {seen:?}");
+    rack.ssh(a, &format!("ps:scale {app} worker=0 web=1")).ok();
+    let ps = rack.ssh(a, &format!("ps {app} --json")).ok().json();
+    assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
+    assert_eq!(containers(&app).len(), 1, "old instances are removed");
+
+    // An extra domain is routed.
+    rack.ssh(a, &format!("domains:add {app} www.example.test")).ok();
+    let r = http::get(rack.http_port, "www.example.test", "/").unwrap();
+    assert!(r.body.starts_with("version 1"), "{}", r.body);
+    assert_eq!(http::get(rack.http_port, "nobody.localhost", "/").unwrap().status, 404);
+
+    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}")).ok();
+    assert!(containers(&app).is_empty());
+}
+
+#[test]
+fn a_release_that_never_gets_ready_is_rejected_and_the_old_one_serves() {
+    require_docker();
+    let rack = Rack::start();
+    let a = &rack.admin;
+    let app = unique("nr");
+    let w = deploy_fixture(&rack, &app);
+    rack.ssh(a, &format!("apps:set {app} healthcheck.timeout=4")).ok();
+    std::fs::remove_file(w.dir.join("Procfile")).unwrap();
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/apps/never-ready/Dockerfile")).unwrap(),
+    )
+    .unwrap();
+    w.git(&["commit", "-qam", "broken"]).ok();
+    let before = containers(&app);
+    let out = w.git(&["push", &rack.git_url(&app), "main"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("[remote rejected] main -> main (rollout failed)"), "{}", out.stderr);
+    assert!(out.stderr.contains("never-ready-fixture starting"), "the failing log is shown: {}", out.stderr);
+    assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
+    assert_eq!(containers(&app), before, "no new container is left behind");
+    let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
+    assert_eq!(rels[0]["status"], "failed");
+    assert_eq!(rels[1]["current"], true);
+}
+
+/// 8 keep-alive clients and a 2-second request in flight across every
+/// switch of 20 deploys mixing pushes, config:set, ps:scale and rollback.
+#[test]
+fn zero_downtime_across_twenty_deploys() {
+    require_docker();
+    let rack = Rack::start();
+    let a = &rack.admin;
+    let app = unique("zd");
+    let w = deploy_fixture(&rack, &app);
+    let port = rack.http_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut threads = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, failures, h) = (stop.clone(), ok.clone(), failures.clone(), host(&app));
+        threads.push(std::thread::spawn(move || {
+            let mut conn = http::KeepAlive::connect(port, &h).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match conn.get("/") {
+                    Ok(r) if r.status == 200 && r.body.starts_with("version") => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("transport: {e}"));
+                        conn = http::KeepAlive::connect(port, &h).unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let (stop, ok, failures, h) = (stop.clone(), ok.clone(), failures.clone(), host(&app));
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match http::get(port, &h, "/cgi-bin/slow") {
+                    Ok(r) if r.status == 200 && r.body.contains("slow done") => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.lock().unwrap().push(format!("slow: {} {}", r.status, r.body)),
+                    Err(e) => failures.lock().unwrap().push(format!("slow transport: {e}")),
+                }
+            }
+        }));
+    }
+    let mut expected_version = 1;
+    for i in 0..20 {
+        match i % 4 {
+            0 => {
+                expected_version += 1;
+                std::fs::write(w.dir.join("VERSION"), format!("{expected_version}\n")).unwrap();
+                w.git(&["commit", "-qam", "bump"]).ok();
+                w.git(&["push", &rack.git_url(&app), "main"]).ok();
+            }
+            1 => {
+                rack.ssh(a, &format!("config:set {app} GREETING=g{i}")).ok();
+            }
+            2 => {
+                rack.ssh(a, &format!("ps:scale {app} web={}", 1 + i % 3)).ok();
+            }
+            _ => {
+                rack.ssh(a, &format!("releases:rollback {app}")).ok();
+                rack.ssh(a, &format!("releases:rollback {app}")).ok();
+            }
+        }
+        if i % 4 == 0 {
+            assert!(page(&rack, &app, "/").starts_with(&format!("version {expected_version} ")));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(ok.load(Ordering::SeqCst) > 100);
+}
+
+#[test]
+fn restart_and_kill_keep_apps_served() {
+    require_docker();
+    let mut rack = Rack::start();
+    let app = unique("rs");
+    deploy_fixture(&rack, &app);
+    let before = containers(&app);
+    rack.restart();
+    assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
+    assert_eq!(containers(&app), before, "a restart keeps the running containers");
+    rack.kill9();
+    // A stray container from an interrupted rollout, and a missing one.
+    docker(&["rm", "-f", &before[0]]).ok();
+    rack.start_again();
+    assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
+    assert_eq!(containers(&app).len(), 1);
+    let rels = rack.ssh(&rack.admin, &format!("releases {app} --json")).ok().json();
+    assert_eq!(rels.as_array().unwrap().iter().filter(|r| r["current"] == true).count(), 1);
+}
