@@ -248,7 +248,9 @@ fn build_options(b: &BuildFile) -> Result<crate::build::BuildOptions> {
         o.limits.cpu_quota = Some((c * 100_000.0) as i64);
     }
     if let Some(n) = &b.network {
-        o.limits.network_mode = n.parse().map_err(|e: String| anyhow::anyhow!("build.network: {e}"))?;
+        o.limits.network_mode = n
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("build.network: {e}"))?;
     }
     if let Some(t) = b.timeout_secs {
         o.limits.timeout = Duration::from_secs(t.max(1));

@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use rack::config::{Overrides, Settings};
 
 #[derive(Parser)]
-#[command(name = "rack", version, about = "git push to deploy: a self-hosted Heroku-style server")]
+#[command(
+    name = "rack",
+    version,
+    about = "git push to deploy: a self-hosted Heroku-style server"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -151,47 +155,63 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Keys { command } => {
             let settings = Settings::resolve(base)?;
             settings.ensure_dirs()?;
-            let store = rack::store::Store::open(&settings.db_path())?;
-            match command {
-                KeysCmd::Add { name, admin, app } => {
-                    let mut text = String::new();
-                    std::io::stdin()
-                        .take(64 * 1024)
-                        .read_to_string(&mut text)
-                        .context("reading the public key from stdin")?;
-                    let mut args: Vec<String> = app.iter().flat_map(|a| ["--app".to_string(), a.clone()]).collect();
-                    if admin {
-                        args.push("--admin".into());
-                    }
-                    let (admin, apps) = rack::cmd::keys::parse_scope(args)?;
-                    let rec = rack::cmd::keys::register(&store, &name, admin, &apps, &text)?;
-                    store.add_event("(local)", None, &format!("keys:add {name}"), "ok")?;
-                    println!("Added key {} ({})", rec.name, rec.fingerprint);
-                }
-                KeysCmd::List { json } => {
-                    let out = rack::cmd::keys::list_output(&store.list_keys()?);
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&out.json)?);
-                    } else {
-                        println!("{}", out.text);
-                    }
-                }
-                KeysCmd::Remove { name } => {
-                    store.remove_key(&name)?;
-                    store.add_event("(local)", None, &format!("keys:remove {name}"), "ok")?;
-                    println!("Removed key {name}");
-                }
-            }
-            Ok(())
+            let store = rack::store::SqliteStore::open(&settings.db_path())?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(keys_command(store, command))
         }
     }
+}
+
+/// `rack keys ...` against the data dir's store.
+async fn keys_command(store: rack::store::SqliteStore, command: KeysCmd) -> Result<()> {
+    use rack::store::Store as _;
+    match command {
+        KeysCmd::Add { name, admin, app } => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_string(&mut text)
+                .context("reading the public key from stdin")?;
+            let mut args: Vec<String> = app
+                .iter()
+                .flat_map(|a| ["--app".to_string(), a.clone()])
+                .collect();
+            if admin {
+                args.push("--admin".into());
+            }
+            let (admin, apps) = rack::cmd::keys::parse_scope(args)?;
+            let rec = rack::cmd::keys::register(&store, &name, admin, &apps, &text).await?;
+            store
+                .add_event("(local)", None, &format!("keys:add {name}"), "ok")
+                .await?;
+            println!("Added key {} ({})", rec.name, rec.fingerprint);
+        }
+        KeysCmd::List { json } => {
+            let out = rack::cmd::keys::list_output(&store.list_keys().await?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out.json)?);
+            } else {
+                println!("{}", out.text);
+            }
+        }
+        KeysCmd::Remove { name } => {
+            store.remove_key(&name).await?;
+            store
+                .add_event("(local)", None, &format!("keys:remove {name}"), "ok")
+                .await?;
+            println!("Removed key {name}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding SSH on {}", settings.listen))?;
-    let rack = rack::state::Rack::open(settings)?;
+    let rack = rack::state::Rack::open(settings).await?;
     tracing::info!(addr = %listener.local_addr()?, "ssh listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -15,7 +15,11 @@ use crate::state::Rack;
 
 /// Serves SSH on `listener` until `shutdown` turns true, then lets running
 /// sessions finish within the configured grace period.
-pub async fn run(listener: TcpListener, rack: Arc<Rack>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    rack: Arc<Rack>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let host_key = ssh::hostkey::load_or_create(&rack.settings.host_key_path())?;
     tracing::info!(fingerprint = %ssh::hostkey::fingerprint(&host_key), "host key");
     let config = ssh::config(&rack, host_key);
@@ -72,9 +76,15 @@ pub async fn run(listener: TcpListener, rack: Arc<Rack>, mut shutdown: watch::Re
         }
     }
     drop(listener);
-    tracing::info!(sessions = tasks.len(), "shutting down; waiting for running sessions");
+    tracing::info!(
+        sessions = tasks.len(),
+        "shutting down; waiting for running sessions"
+    );
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing remaining sessions");
         tasks.shutdown().await;
     }

@@ -7,11 +7,11 @@ use anyhow::{Context, Result};
 use crate::config::Settings;
 use crate::release::config::Configs;
 use crate::release::crypto::MasterKey;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 
 pub struct Rack {
     pub settings: Settings,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub configs: Configs,
     pub locks: crate::deploy::Locks,
     builder: tokio::sync::OnceCell<crate::build::Builder>,
@@ -20,20 +20,25 @@ pub struct Rack {
 impl Rack {
     /// Opens (creating on first start) the data dir, state database and
     /// master key.
-    pub fn open(settings: Settings) -> Result<Arc<Rack>> {
+    pub async fn open(settings: Settings) -> Result<Arc<Rack>> {
         settings.ensure_dirs()?;
         let store = Arc::new(
-            Store::open(&settings.db_path())
+            SqliteStore::open(&settings.db_path())
                 .with_context(|| format!("opening {}", settings.db_path().display()))?,
         );
         let key = MasterKey::load_or_create(&settings.master_key_path())?;
-        let stale = store.fail_running_builds("interrupted: the rack stopped during the build")?;
+        let stale = store
+            .fail_running_builds("interrupted: the rack stopped during the build")
+            .await?;
         if stale > 0 {
-            tracing::warn!(builds = stale, "marked builds interrupted by a restart as failed");
+            tracing::warn!(
+                builds = stale,
+                "marked builds interrupted by a restart as failed"
+            );
         }
         // The rack is the only writer of its repos: leftovers of a crash
         // (quarantine dirs, lock files) can go.
-        for app in store.list_apps()? {
+        for app in store.list_apps().await? {
             let path = settings.repos_dir().join(format!("{}.git", app.name));
             match crate::git::recover_repo(&path) {
                 Ok(removed) if !removed.is_empty() => {
@@ -76,7 +81,11 @@ impl Rack {
     }
 
     pub fn build_log_path(&self, app: &str, build_id: &str) -> std::path::PathBuf {
-        self.settings.logs_dir().join("builds").join(app).join(format!("{build_id}.log"))
+        self.settings
+            .logs_dir()
+            .join("builds")
+            .join(app)
+            .join(format!("{build_id}.log"))
     }
 
     pub fn repo_path(&self, app: &str) -> std::path::PathBuf {

@@ -9,12 +9,13 @@ use super::{output::Output, CmdError, Ctx};
 use crate::appsettings;
 use crate::names::printable;
 
-pub fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
+pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
     let visible = ctx.who.visible_apps();
     let items = ctx
         .rack
         .store
-        .list_apps()?
+        .list_apps()
+        .await?
         .into_iter()
         .filter(|a| visible.is_none_or(|v| v.contains(&a.name)))
         .map(|a| {
@@ -26,22 +27,28 @@ pub fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
         })
         .collect();
     Ok(Output::list(
-        &[("APP", "name"), ("BRANCH", "deploy_branch"), ("CREATED", "created_at")],
+        &[
+            ("APP", "name"),
+            ("BRANCH", "deploy_branch"),
+            ("CREATED", "created_at"),
+        ],
         items,
     ))
 }
 
 pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.create_app(app)?;
+    ctx.rack.store.create_app(app).await?;
     let path = ctx.rack.repo_path(app);
     let made = tokio::task::spawn_blocking(move || crate::git::init_bare(&path))
         .await
         .map_err(|e| CmdError::Failed(format!("creating the repository: {e}")))?;
     if let Err(e) = made {
         // Leave nothing half-made: the app exists only with its repo.
-        let _ = ctx.rack.store.delete_app(app);
+        let _ = ctx.rack.store.delete_app(app).await;
         tracing::error!(app, error = %e, "creating repository");
-        return Err(CmdError::Failed(format!("cannot create the repository for '{app}'")));
+        return Err(CmdError::Failed(format!(
+            "cannot create the repository for '{app}'"
+        )));
     }
     Ok(Output::message(format!(
         "Created {app}\n  git remote add rack {}",
@@ -49,10 +56,10 @@ pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> 
     )))
 }
 
-pub fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    let rec = ctx.rack.store.app(app)?;
-    let domains = ctx.rack.store.domains(app)?;
-    let config_version = ctx.rack.store.latest_config(app)?.map(|c| c.version);
+pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    let rec = ctx.rack.store.app(app).await?;
+    let domains = ctx.rack.store.domains(app).await?;
+    let config_version = ctx.rack.store.latest_config(app).await?.map(|c| c.version);
     Ok(Output::info(
         app,
         json!({
@@ -78,9 +85,9 @@ pub async fn destroy<R: AsyncRead + Unpin>(
             "this deletes {app}'s repository, config and releases; confirm with: apps:destroy {app} --confirm {app}"
         )));
     }
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let path = ctx.rack.repo_path(app);
-    ctx.rack.store.delete_app(app)?;
+    ctx.rack.store.delete_app(app).await?;
     // The database row is gone first: a crash here leaves only a stray
     // directory, which apps:create replaces.
     match tokio::fs::remove_dir_all(&path).await {
@@ -91,15 +98,19 @@ pub async fn destroy<R: AsyncRead + Unpin>(
     Ok(Output::message(format!("Destroyed {app}")))
 }
 
-pub fn set<R>(ctx: &Ctx<'_, R>, app: &str, pairs: &[(String, String)]) -> Result<Output, CmdError> {
+pub async fn set<R>(
+    ctx: &Ctx<'_, R>,
+    app: &str,
+    pairs: &[(String, String)],
+) -> Result<Output, CmdError> {
     for (k, v) in pairs {
         appsettings::validate(k, v).map_err(CmdError::Usage)?;
     }
-    let mut rec = ctx.rack.store.app(app)?;
+    let mut rec = ctx.rack.store.app(app).await?;
     for (k, v) in pairs {
         rec.settings.insert(k.clone(), v.clone());
     }
-    ctx.rack.store.set_app_settings(app, &rec.settings)?;
+    ctx.rack.store.set_app_settings(app, &rec.settings).await?;
     if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
         let path = ctx.rack.repo_path(app);
         if let Err(e) = crate::git::set_head(&path, &branch.1) {
@@ -108,22 +119,28 @@ pub fn set<R>(ctx: &Ctx<'_, R>, app: &str, pairs: &[(String, String)]) -> Result
     }
     Ok(Output::message(format!(
         "Updated {app}: {}",
-        pairs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        pairs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
-pub fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Output, CmdError> {
+pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Output, CmdError> {
     if let Some(bad) = keys.iter().find(|k| !appsettings::is_known(k)) {
-        return Err(CmdError::Usage(format!("unknown setting '{}'", printable(bad))));
+        return Err(CmdError::Usage(format!(
+            "unknown setting '{}'",
+            printable(bad)
+        )));
     }
-    let mut rec = ctx.rack.store.app(app)?;
+    let mut rec = ctx.rack.store.app(app).await?;
     let before: BTreeMap<_, _> = rec.settings.clone();
     for k in keys {
         rec.settings.remove(k);
     }
     if before != rec.settings {
-        ctx.rack.store.set_app_settings(app, &rec.settings)?;
+        ctx.rack.store.set_app_settings(app, &rec.settings).await?;
     }
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
 }
-

@@ -27,32 +27,55 @@ fn build_json(b: &BuildRecord) -> serde_json::Value {
     })
 }
 
-pub fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app)?;
-    let items = ctx.rack.store.builds(app, 50)?.iter().map(build_json).collect();
+pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app).await?;
+    let items = ctx
+        .rack
+        .store
+        .builds(app, 50)
+        .await?
+        .iter()
+        .map(build_json)
+        .collect();
     Ok(Output::list(
-        &[("BUILD", "id"), ("STATUS", "status"), ("COMMIT", "commit"), ("KIND", "kind"), ("CREATED", "created_at")],
+        &[
+            ("BUILD", "id"),
+            ("STATUS", "status"),
+            ("COMMIT", "commit"),
+            ("KIND", "kind"),
+            ("CREATED", "created_at"),
+        ],
         items,
     ))
 }
 
-pub fn info<R>(ctx: &Ctx<'_, R>, app: &str, build: &str) -> Result<Output, CmdError> {
-    let b = ctx.rack.store.build(app, build)?;
-    Ok(Output::info(&format!("{app} build {build}"), build_json(&b)))
+pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str, build: &str) -> Result<Output, CmdError> {
+    let b = ctx.rack.store.build(app, build).await?;
+    Ok(Output::info(
+        &format!("{app} build {build}"),
+        build_json(&b),
+    ))
 }
 
 /// Prints the build's log; with `follow`, keeps printing until the build
 /// ends.
-pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, build: &str, follow: bool) -> Result<Output, CmdError> {
-    ctx.rack.store.build(app, build)?;
+pub async fn logs<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    build: &str,
+    follow: bool,
+) -> Result<Output, CmdError> {
+    ctx.rack.store.build(app, build).await?;
     let path = ctx.rack.build_log_path(app, build);
     let mut pos = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Read status before the file so the last lines are never missed.
-        let running = ctx.rack.store.build(app, build)?.status == "running";
+        let running = ctx.rack.store.build(app, build).await?.status == "running";
         if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            f.seek(std::io::SeekFrom::Start(pos)).await.map_err(io_err)?;
+            f.seek(std::io::SeekFrom::Start(pos))
+                .await
+                .map_err(io_err)?;
             loop {
                 let n = f.read(&mut buf).await.map_err(io_err)?;
                 if n == 0 {
@@ -74,13 +97,20 @@ pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, build: &str, follow: bool)
 }
 
 /// `apps:deploy APP [REF]`: builds a commit already in the repo.
-pub async fn deploy<R>(ctx: &mut Ctx<'_, R>, app: &str, reference: Option<&str>, no_cache: bool) -> Result<Output, CmdError> {
-    let rec = ctx.rack.store.app(app)?;
+pub async fn deploy<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    reference: Option<&str>,
+    no_cache: bool,
+) -> Result<Output, CmdError> {
+    let rec = ctx.rack.store.app(app).await?;
     let reference = match reference {
         Some(r) => r.to_string(),
         None => crate::appsettings::deploy_branch(&rec.settings)
             .map(|b| format!("refs/heads/{b}"))
-            .ok_or_else(|| CmdError::Failed(format!("{app} has no deploy branch yet: git push first")))?,
+            .ok_or_else(|| {
+                CmdError::Failed(format!("{app} has no deploy branch yet: git push first"))
+            })?,
     };
     let repo = ctx.rack.repo_path(app);
     let r = reference.clone();
@@ -118,7 +148,10 @@ pub async fn deploy<R>(ctx: &mut Ctx<'_, R>, app: &str, reference: Option<&str>,
         .await;
     match result {
         Ok((b, r)) => {
-            let mut out = Output::message(format!("Deployed {app} v{} (build {}) from {reference}", r.version, b.id));
+            let mut out = Output::message(format!(
+                "Deployed {app} v{} (build {}) from {reference}",
+                r.version, b.id
+            ));
             out.json = json!({ "build": build_json(&b), "release": r.version });
             Ok(out)
         }

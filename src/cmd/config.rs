@@ -7,24 +7,27 @@ use super::{output::Output, CmdError, Ctx};
 use crate::names::validate_config_key;
 use crate::release::config::Change;
 
-pub fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app)?;
-    let vars = ctx.rack.configs.current(app)?;
+pub async fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app).await?;
+    let vars = ctx.rack.configs.current(app).await?;
     let mut m = Map::new();
     for (k, v) in vars.iter() {
         m.insert(k.to_string(), Value::String(v.to_string()));
     }
-    let mut out = Output::info(&format!("{app} config (v{})", vars.version), Value::Object(m));
+    let mut out = Output::info(
+        &format!("{app} config (v{})", vars.version),
+        Value::Object(m),
+    );
     if vars.is_empty() {
         out.text.push_str("\n(no config vars)");
     }
     Ok(out)
 }
 
-pub fn get<R>(ctx: &Ctx<'_, R>, app: &str, key: &str) -> Result<Output, CmdError> {
+pub async fn get<R>(ctx: &Ctx<'_, R>, app: &str, key: &str) -> Result<Output, CmdError> {
     validate_config_key(key).map_err(CmdError::Usage)?;
-    ctx.rack.store.app(app)?;
-    match ctx.rack.configs.get(app, key)? {
+    ctx.rack.store.app(app).await?;
+    match ctx.rack.configs.get(app, key).await? {
         Some(v) => Ok(Output::raw("value", v)),
         None => Err(CmdError::Failed(format!("{key} is not set on {app}"))),
     }
@@ -43,45 +46,72 @@ pub async fn set<R: AsyncRead + Unpin>(
     let mut changes: Vec<Change> = pairs.into_iter().map(|(k, v)| Change::Set(k, v)).collect();
     if let Some(key) = stdin_key {
         validate_config_key(&key).map_err(CmdError::Usage)?;
-        ctx.rack.store.app(app)?;
+        ctx.rack.store.app(app).await?;
         let bytes = ctx.read_stdin().await?;
         let value = String::from_utf8(bytes)
             .map_err(|_| CmdError::Failed(format!("the value of {key} on stdin is not UTF-8")))?;
         changes.push(Change::Set(key, value));
     }
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let keys: Vec<String> = changes
         .iter()
         .map(|c| match c {
             Change::Set(k, _) | Change::Unset(k) => k.clone(),
         })
         .collect();
-    let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
+    let version = ctx
+        .rack
+        .configs
+        .update(app, &ctx.who.key_name, &changes)
+        .await?;
     let release = roll(ctx, app, "Set", &keys, version, no_restart).await?;
     Ok(applied(app, "Set", &keys, version, no_restart, release))
 }
 
 /// The release a config change makes (unless `--no-restart`, no change, or
 /// nothing running yet).
-async fn roll<R>(ctx: &mut Ctx<'_, R>, app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool) -> Result<Option<i64>, CmdError> {
+async fn roll<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    verb: &str,
+    keys: &[String],
+    version: Option<i64>,
+    no_restart: bool,
+) -> Result<Option<i64>, CmdError> {
     if version.is_none() || no_restart {
         return Ok(None);
     }
     super::releases::release_config_change(ctx, app, format!("{verb} {}", keys.join(", "))).await
 }
 
-pub async fn unset<R>(ctx: &mut Ctx<'_, R>, app: &str, keys: &[String], no_restart: bool) -> Result<Output, CmdError> {
+pub async fn unset<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    keys: &[String],
+    no_restart: bool,
+) -> Result<Output, CmdError> {
     for k in keys {
         validate_config_key(k).map_err(CmdError::Usage)?;
     }
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let changes: Vec<Change> = keys.iter().map(|k| Change::Unset(k.clone())).collect();
-    let version = ctx.rack.configs.update(app, &ctx.who.key_name, &changes)?;
+    let version = ctx
+        .rack
+        .configs
+        .update(app, &ctx.who.key_name, &changes)
+        .await?;
     let release = roll(ctx, app, "Unset", keys, version, no_restart).await?;
     Ok(applied(app, "Unset", keys, version, no_restart, release))
 }
 
-fn applied(app: &str, verb: &str, keys: &[String], version: Option<i64>, no_restart: bool, release: Option<i64>) -> Output {
+fn applied(
+    app: &str,
+    verb: &str,
+    keys: &[String],
+    version: Option<i64>,
+    no_restart: bool,
+    release: Option<i64>,
+) -> Output {
     let Some(version) = version else {
         return Output::message(format!("No change to {app}'s config"));
     };

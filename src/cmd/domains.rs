@@ -10,44 +10,52 @@ fn validate_host(host: &str) -> Result<String, CmdError> {
     let ok = !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if ok {
         Ok(h)
     } else {
-        Err(CmdError::Usage(format!("invalid host name '{}'", printable(host))))
+        Err(CmdError::Usage(format!(
+            "invalid host name '{}'",
+            printable(host)
+        )))
     }
 }
 
-pub fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app)?;
+pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app).await?;
     let mut hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
-    hosts.extend(ctx.rack.store.domains(app)?);
+    hosts.extend(ctx.rack.store.domains(app).await?);
     let items = hosts.iter().map(|h| json!({ "host": h })).collect();
     Ok(Output::list(&[("HOST", "host")], items))
 }
 
 async fn push_hosts<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<(), CmdError> {
     let mut hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
-    hosts.extend(ctx.rack.store.domains(app)?);
+    hosts.extend(ctx.rack.store.domains(app).await?);
     if let Ok(rt) = ctx.rack.runtime().await {
-        rt.set_hosts(app, hosts).await.map_err(|e| CmdError::Failed(e.to_string()))?;
+        rt.set_hosts(app, hosts)
+            .await
+            .map_err(|e| CmdError::Failed(e.to_string()))?;
     }
     Ok(())
 }
 
 pub async fn add<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, CmdError> {
     let host = validate_host(host)?;
-    ctx.rack.store.app(app)?;
-    ctx.rack.store.add_domain(app, &host)?;
+    ctx.rack.store.app(app).await?;
+    ctx.rack.store.add_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     Ok(Output::message(format!("Added {host} to {app}")))
 }
 
 pub async fn remove<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, CmdError> {
     let host = validate_host(host)?;
-    ctx.rack.store.remove_domain(app, &host)?;
+    ctx.rack.store.remove_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     Ok(Output::message(format!("Removed {host} from {app}")))
 }

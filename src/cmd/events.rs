@@ -4,11 +4,16 @@ use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
 
-pub fn list<R>(ctx: &Ctx<'_, R>, app: Option<&str>, limit: usize) -> Result<Output, CmdError> {
+pub async fn list<R>(
+    ctx: &Ctx<'_, R>,
+    app: Option<&str>,
+    limit: usize,
+) -> Result<Output, CmdError> {
     let events = ctx
         .rack
         .store
-        .events(app, ctx.who.visible_apps(), limit)?;
+        .events(app, ctx.who.visible_apps(), limit)
+        .await?;
     let items = events
         .into_iter()
         .map(|e| {
@@ -23,7 +28,13 @@ pub fn list<R>(ctx: &Ctx<'_, R>, app: Option<&str>, limit: usize) -> Result<Outp
         })
         .collect();
     Ok(Output::list(
-        &[("TIME", "time"), ("WHO", "actor"), ("APP", "app"), ("ACTION", "action"), ("OUTCOME", "outcome")],
+        &[
+            ("TIME", "time"),
+            ("WHO", "actor"),
+            ("APP", "app"),
+            ("ACTION", "action"),
+            ("OUTCOME", "outcome"),
+        ],
         items,
     ))
 }

@@ -24,7 +24,10 @@ pub fn parse_scope(args: Vec<String>) -> Result<(bool, Vec<String>), CmdError> {
         } else if let Some(v) = w.strip_prefix("--app=") {
             v.to_string()
         } else {
-            return Err(CmdError::Usage(format!("unexpected argument '{}'", printable(&w))));
+            return Err(CmdError::Usage(format!(
+                "unexpected argument '{}'",
+                printable(&w)
+            )));
         };
         for app in list.split(',').filter(|a| !a.is_empty()) {
             validate_app(app).map_err(CmdError::Usage)?;
@@ -44,15 +47,26 @@ pub fn parse_scope(args: Vec<String>) -> Result<(bool, Vec<String>), CmdError> {
 }
 
 /// Parses an OpenSSH public key line and registers it.
-pub fn register(store: &Store, name: &str, admin: bool, apps: &[String], text: &str) -> Result<KeyRecord, CmdError> {
+pub async fn register(
+    store: &dyn Store,
+    name: &str,
+    admin: bool,
+    apps: &[String],
+    text: &str,
+) -> Result<KeyRecord, CmdError> {
     validate_key_name(name).map_err(CmdError::Usage)?;
     let line = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| CmdError::Usage("no public key on stdin (expected one OpenSSH public key line)".into()))?;
-    let mut key = PublicKey::from_openssh(line)
-        .map_err(|_| CmdError::Usage("stdin does not hold an OpenSSH public key line (ssh-ed25519 AAAA...)".into()))?;
+        .ok_or_else(|| {
+            CmdError::Usage("no public key on stdin (expected one OpenSSH public key line)".into())
+        })?;
+    let mut key = PublicKey::from_openssh(line).map_err(|_| {
+        CmdError::Usage(
+            "stdin does not hold an OpenSSH public key line (ssh-ed25519 AAAA...)".into(),
+        )
+    })?;
     key.set_comment("");
     let record = KeyRecord {
         name: name.to_string(),
@@ -64,7 +78,7 @@ pub fn register(store: &Store, name: &str, admin: bool, apps: &[String], text: &
         apps: apps.to_vec(),
         created_at: now_rfc3339(),
     };
-    store.add_key(&record)?;
+    store.add_key(&record).await?;
     Ok(record)
 }
 
@@ -81,13 +95,18 @@ pub fn key_json(k: &KeyRecord) -> serde_json::Value {
 pub fn list_output(keys: &[KeyRecord]) -> Output {
     let items = keys.iter().map(key_json).collect();
     Output::list(
-        &[("NAME", "name"), ("ADMIN", "admin"), ("APPS", "apps"), ("FINGERPRINT", "fingerprint")],
+        &[
+            ("NAME", "name"),
+            ("ADMIN", "admin"),
+            ("APPS", "apps"),
+            ("FINGERPRINT", "fingerprint"),
+        ],
         items,
     )
 }
 
-pub fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
-    Ok(list_output(&ctx.rack.store.list_keys()?))
+pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
+    Ok(list_output(&ctx.rack.store.list_keys().await?))
 }
 
 pub async fn add<R: AsyncRead + Unpin>(
@@ -99,13 +118,13 @@ pub async fn add<R: AsyncRead + Unpin>(
     validate_key_name(name).map_err(CmdError::Usage)?;
     let input = ctx.read_stdin().await?;
     let text = String::from_utf8_lossy(&input);
-    let rec = register(&ctx.rack.store, name, admin, apps, &text)?;
+    let rec = register(&*ctx.rack.store, name, admin, apps, &text).await?;
     let mut out = Output::message(format!("Added key {} ({})", rec.name, rec.fingerprint));
     out.json = key_json(&rec);
     Ok(out)
 }
 
-pub fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.remove_key(name)?;
+pub async fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.remove_key(name).await?;
     Ok(Output::message(format!("Removed key {name}")))
 }

@@ -102,34 +102,115 @@ pub enum Command {
     Help,
     Version,
     Apps,
-    AppsCreate { app: String },
-    AppsInfo { app: String },
-    AppsDestroy { app: String, confirm: Option<String> },
-    AppsSet { app: String, pairs: Vec<(String, String)> },
-    AppsUnset { app: String, keys: Vec<String> },
-    Config { app: String },
-    ConfigGet { app: String, key: String },
-    ConfigSet { app: String, pairs: Vec<(String, String)>, stdin_key: Option<String>, no_restart: bool },
-    ConfigUnset { app: String, keys: Vec<String>, no_restart: bool },
+    AppsCreate {
+        app: String,
+    },
+    AppsInfo {
+        app: String,
+    },
+    AppsDestroy {
+        app: String,
+        confirm: Option<String>,
+    },
+    AppsSet {
+        app: String,
+        pairs: Vec<(String, String)>,
+    },
+    AppsUnset {
+        app: String,
+        keys: Vec<String>,
+    },
+    Config {
+        app: String,
+    },
+    ConfigGet {
+        app: String,
+        key: String,
+    },
+    ConfigSet {
+        app: String,
+        pairs: Vec<(String, String)>,
+        stdin_key: Option<String>,
+        no_restart: bool,
+    },
+    ConfigUnset {
+        app: String,
+        keys: Vec<String>,
+        no_restart: bool,
+    },
     Keys,
-    KeysAdd { name: String, admin: bool, apps: Vec<String> },
-    KeysRemove { name: String },
-    Events { app: Option<String>, limit: usize },
-    AppsDeploy { app: String, reference: Option<String>, no_cache: bool },
-    Builds { app: String },
-    BuildsInfo { app: String, build: String },
-    BuildsLogs { app: String, build: String, follow: bool },
-    Releases { app: String },
-    ReleasesInfo { app: String, version: String },
-    ReleasesRollback { app: String, version: Option<String> },
-    Ps { app: String },
-    PsScale { app: String, pairs: Vec<String> },
-    PsRestart { app: String, kind: Option<String> },
-    Domains { app: String },
-    DomainsAdd { app: String, host: String },
-    DomainsRemove { app: String, host: String },
-    Logs { app: String, follow: bool, lines: Option<usize>, kind: Option<String> },
-    Run { app: String, argv: Vec<String> },
+    KeysAdd {
+        name: String,
+        admin: bool,
+        apps: Vec<String>,
+    },
+    KeysRemove {
+        name: String,
+    },
+    Events {
+        app: Option<String>,
+        limit: usize,
+    },
+    AppsDeploy {
+        app: String,
+        reference: Option<String>,
+        no_cache: bool,
+    },
+    Builds {
+        app: String,
+    },
+    BuildsInfo {
+        app: String,
+        build: String,
+    },
+    BuildsLogs {
+        app: String,
+        build: String,
+        follow: bool,
+    },
+    Releases {
+        app: String,
+    },
+    ReleasesInfo {
+        app: String,
+        version: String,
+    },
+    ReleasesRollback {
+        app: String,
+        version: Option<String>,
+    },
+    Ps {
+        app: String,
+    },
+    PsScale {
+        app: String,
+        pairs: Vec<String>,
+    },
+    PsRestart {
+        app: String,
+        kind: Option<String>,
+    },
+    Domains {
+        app: String,
+    },
+    DomainsAdd {
+        app: String,
+        host: String,
+    },
+    DomainsRemove {
+        app: String,
+        host: String,
+    },
+    Logs {
+        app: String,
+        follow: bool,
+        lines: Option<usize>,
+        kind: Option<String>,
+    },
+    Run {
+        app: String,
+        argv: Vec<String>,
+    },
 }
 
 /// `(name, usage, summary)` for `help`, in display order.
@@ -139,30 +220,86 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("apps", "apps", "list apps"),
     ("apps:create", "apps:create APP", "create an app"),
     ("apps:info", "apps:info APP", "show an app"),
-    ("apps:destroy", "apps:destroy APP --confirm APP", "delete an app and everything it has"),
-    ("apps:set", "apps:set APP KEY=VAL ...", "change app settings"),
+    (
+        "apps:destroy",
+        "apps:destroy APP --confirm APP",
+        "delete an app and everything it has",
+    ),
+    (
+        "apps:set",
+        "apps:set APP KEY=VAL ...",
+        "change app settings",
+    ),
     ("apps:unset", "apps:unset APP KEY ...", "reset app settings"),
-    ("apps:deploy", "apps:deploy APP [REF] [--no-cache]", "build and deploy a commit already pushed"),
+    (
+        "apps:deploy",
+        "apps:deploy APP [REF] [--no-cache]",
+        "build and deploy a commit already pushed",
+    ),
     ("config", "config APP", "show config vars"),
     ("config:get", "config:get APP KEY", "print one config value"),
-    ("config:set", "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin", "set config vars"),
-    ("config:unset", "config:unset APP KEY ... [--no-restart]", "remove config vars"),
+    (
+        "config:set",
+        "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin",
+        "set config vars",
+    ),
+    (
+        "config:unset",
+        "config:unset APP KEY ... [--no-restart]",
+        "remove config vars",
+    ),
     ("builds", "builds APP", "list builds"),
     ("builds:info", "builds:info APP BUILD", "show a build"),
-    ("builds:logs", "builds:logs APP BUILD [-f]", "print (and follow) a build's output"),
+    (
+        "builds:logs",
+        "builds:logs APP BUILD [-f]",
+        "print (and follow) a build's output",
+    ),
     ("releases", "releases APP", "list releases"),
     ("releases:info", "releases:info APP vN", "show a release"),
-    ("releases:rollback", "releases:rollback APP [vN]", "new release with vN's build and config"),
+    (
+        "releases:rollback",
+        "releases:rollback APP [vN]",
+        "new release with vN's build and config",
+    ),
     ("ps", "ps APP", "list processes"),
-    ("ps:scale", "ps:scale APP TYPE=N ...", "change process counts"),
-    ("ps:restart", "ps:restart APP [TYPE]", "roll the processes without a new release"),
+    (
+        "ps:scale",
+        "ps:scale APP TYPE=N ...",
+        "change process counts",
+    ),
+    (
+        "ps:restart",
+        "ps:restart APP [TYPE]",
+        "roll the processes without a new release",
+    ),
     ("domains", "domains APP", "host names routed to the app"),
-    ("domains:add", "domains:add APP HOST", "route another host name to the app"),
-    ("domains:remove", "domains:remove APP HOST", "stop routing a host name"),
-    ("logs", "logs APP [-f] [-n N] [--type TYPE]", "processes' output, TYPE.N | line"),
-    ("run", "run APP -- CMD ARGS...", "one-off process (ssh -t for a terminal)"),
+    (
+        "domains:add",
+        "domains:add APP HOST",
+        "route another host name to the app",
+    ),
+    (
+        "domains:remove",
+        "domains:remove APP HOST",
+        "stop routing a host name",
+    ),
+    (
+        "logs",
+        "logs APP [-f] [-n N] [--type TYPE]",
+        "processes' output, TYPE.N | line",
+    ),
+    (
+        "run",
+        "run APP -- CMD ARGS...",
+        "one-off process (ssh -t for a terminal)",
+    ),
     ("keys", "keys", "list SSH keys (admin)"),
-    ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
+    (
+        "keys:add",
+        "keys:add NAME (--admin | --app APP ...)",
+        "add a key read from stdin (admin)",
+    ),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
     ("events", "events [APP] [-n N]", "audit trail"),
 ];
@@ -206,7 +343,10 @@ fn usage_of(cmd: &str) -> &'static str {
 fn split_pair(word: &str) -> Result<(String, String), CmdError> {
     match word.split_once('=') {
         Some((k, v)) => Ok((k.to_string(), v.to_string())),
-        None => Err(usage(format!("expected KEY=VALUE, got '{}'", printable(word)))),
+        None => Err(usage(format!(
+            "expected KEY=VALUE, got '{}'",
+            printable(word)
+        ))),
     }
 }
 
@@ -246,13 +386,19 @@ impl Command {
                 while let Some(w) = it.next() {
                     match w.as_str() {
                         "--confirm" => {
-                            confirm = Some(it.next().ok_or_else(|| usage("--confirm needs the app name"))?)
+                            confirm = Some(
+                                it.next()
+                                    .ok_or_else(|| usage("--confirm needs the app name"))?,
+                            )
                         }
                         other => {
                             if let Some(v) = other.strip_prefix("--confirm=") {
                                 confirm = Some(v.to_string());
                             } else {
-                                return Err(usage(format!("unexpected argument '{}'", printable(other))));
+                                return Err(usage(format!(
+                                    "unexpected argument '{}'",
+                                    printable(other)
+                                )));
                             }
                         }
                     }
@@ -261,7 +407,11 @@ impl Command {
             }
             "apps:set" => {
                 let app = a.app("apps:set")?;
-                let pairs = a.rest().iter().map(|w| split_pair(w)).collect::<Result<Vec<_>, _>>()?;
+                let pairs = a
+                    .rest()
+                    .iter()
+                    .map(|w| split_pair(w))
+                    .collect::<Result<Vec<_>, _>>()?;
                 if pairs.is_empty() {
                     return Err(usage("usage: apps:set APP KEY=VAL ..."));
                 }
@@ -285,10 +435,18 @@ impl Command {
                     } else if reference.is_none() && !w.starts_with('-') {
                         reference = Some(w);
                     } else {
-                        return Err(usage(format!("unexpected argument '{}'; usage: {}", printable(&w), usage_of("apps:deploy"))));
+                        return Err(usage(format!(
+                            "unexpected argument '{}'; usage: {}",
+                            printable(&w),
+                            usage_of("apps:deploy")
+                        )));
                     }
                 }
-                Command::AppsDeploy { app, reference, no_cache }
+                Command::AppsDeploy {
+                    app,
+                    reference,
+                    no_cache,
+                }
             }
             "builds" => {
                 let app = a.app("builds")?;
@@ -297,7 +455,10 @@ impl Command {
             }
             "builds:info" => {
                 let app = a.app("builds:info")?;
-                let build = a.words.next().ok_or_else(|| usage("usage: builds:info APP BUILD"))?;
+                let build = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage("usage: builds:info APP BUILD"))?;
                 a.done("builds:info")?;
                 Command::BuildsInfo { app, build }
             }
@@ -322,7 +483,10 @@ impl Command {
             }
             "releases:info" => {
                 let app = a.app("releases:info")?;
-                let version = a.words.next().ok_or_else(|| usage("usage: releases:info APP vN"))?;
+                let version = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage("usage: releases:info APP vN"))?;
                 a.done("releases:info")?;
                 Command::ReleasesInfo { app, version }
             }
@@ -358,7 +522,10 @@ impl Command {
             }
             "domains:add" | "domains:remove" => {
                 let app = a.app(&name)?;
-                let host = a.words.next().ok_or_else(|| usage(format!("usage: {}", usage_of(&name))))?;
+                let host = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage(format!("usage: {}", usage_of(&name))))?;
                 a.done(&name)?;
                 if name == "domains:add" {
                     Command::DomainsAdd { app, host }
@@ -374,16 +541,33 @@ impl Command {
                 while let Some(w) = it.next() {
                     match w.as_str() {
                         "-f" | "--follow" => follow = true,
-                        "-n" | "--num" => lines = Some(parse_count(&it.next().ok_or_else(|| usage("-n needs a number"))?)?),
+                        "-n" | "--num" => {
+                            lines = Some(parse_count(
+                                &it.next().ok_or_else(|| usage("-n needs a number"))?,
+                            )?)
+                        }
                         "--type" | "-t" => {
-                            let t = it.next().ok_or_else(|| usage("--type needs a process type"))?;
+                            let t = it
+                                .next()
+                                .ok_or_else(|| usage("--type needs a process type"))?;
                             crate::names::validate_process_type(&t).map_err(CmdError::Usage)?;
                             kind = Some(t);
                         }
-                        other => return Err(usage(format!("unexpected argument '{}'; usage: {}", printable(other), usage_of("logs")))),
+                        other => {
+                            return Err(usage(format!(
+                                "unexpected argument '{}'; usage: {}",
+                                printable(other),
+                                usage_of("logs")
+                            )))
+                        }
                     }
                 }
-                Command::Logs { app, follow, lines, kind }
+                Command::Logs {
+                    app,
+                    follow,
+                    lines,
+                    kind,
+                }
             }
             "run" => {
                 let app = a.app("run")?;
@@ -403,7 +587,10 @@ impl Command {
             }
             "config:get" => {
                 let app = a.app("config:get")?;
-                let key = a.words.next().ok_or_else(|| usage("usage: config:get APP KEY"))?;
+                let key = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage("usage: config:get APP KEY"))?;
                 a.done("config:get")?;
                 Command::ConfigGet { app, key }
             }
@@ -423,7 +610,9 @@ impl Command {
                 }
                 let stdin_key = if stdin {
                     if bare.len() != 1 || !pairs.is_empty() {
-                        return Err(usage("usage: config:set APP KEY --stdin (one key, value on stdin)"));
+                        return Err(usage(
+                            "usage: config:set APP KEY --stdin (one key, value on stdin)",
+                        ));
                     }
                     bare.pop()
                 } else {
@@ -435,7 +624,12 @@ impl Command {
                     }
                     None
                 };
-                Command::ConfigSet { app, pairs, stdin_key, no_restart }
+                Command::ConfigSet {
+                    app,
+                    pairs,
+                    stdin_key,
+                    no_restart,
+                }
             }
             "config:unset" => {
                 let app = a.app("config:unset")?;
@@ -451,19 +645,29 @@ impl Command {
                 if keys.is_empty() {
                     return Err(usage("usage: config:unset APP KEY ... [--no-restart]"));
                 }
-                Command::ConfigUnset { app, keys, no_restart }
+                Command::ConfigUnset {
+                    app,
+                    keys,
+                    no_restart,
+                }
             }
             "keys" | "keys:list" => {
                 a.done("keys")?;
                 Command::Keys
             }
             "keys:add" => {
-                let name = a.words.next().ok_or_else(|| usage(format!("usage: {}", usage_of("keys:add"))))?;
+                let name = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage(format!("usage: {}", usage_of("keys:add"))))?;
                 let (admin, apps) = keys::parse_scope(a.rest())?;
                 Command::KeysAdd { name, admin, apps }
             }
             "keys:remove" => {
-                let name = a.words.next().ok_or_else(|| usage("usage: keys:remove NAME"))?;
+                let name = a
+                    .words
+                    .next()
+                    .ok_or_else(|| usage("usage: keys:remove NAME"))?;
                 a.done("keys:remove")?;
                 Command::KeysRemove { name }
             }
@@ -504,14 +708,22 @@ impl Command {
         match self {
             Help | Version | Apps | Events { app: None, .. } => Access::Anyone,
             AppsInfo { app } | Events { app: Some(app), .. } => Access::Read(app.clone()),
-            Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Access::Read(app.clone()),
+            Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => {
+                Access::Read(app.clone())
+            }
             AppsDeploy { .. } => Access::Admin,
-            Releases { app } | ReleasesInfo { app, .. } | Ps { app } | Logs { app, .. } => Access::Read(app.clone()),
+            Releases { app } | ReleasesInfo { app, .. } | Ps { app } | Logs { app, .. } => {
+                Access::Read(app.clone())
+            }
             Run { .. } => Access::Admin,
             ReleasesRollback { .. } | PsScale { .. } | PsRestart { .. } => Access::Admin,
             Domains { .. } | DomainsAdd { .. } | DomainsRemove { .. } => Access::Admin,
-            AppsCreate { .. } | AppsDestroy { .. } | AppsSet { .. } | AppsUnset { .. } => Access::Admin,
-            Config { .. } | ConfigGet { .. } | ConfigSet { .. } | ConfigUnset { .. } => Access::Admin,
+            AppsCreate { .. } | AppsDestroy { .. } | AppsSet { .. } | AppsUnset { .. } => {
+                Access::Admin
+            }
+            Config { .. } | ConfigGet { .. } | ConfigSet { .. } | ConfigUnset { .. } => {
+                Access::Admin
+            }
             Keys | KeysAdd { .. } | KeysRemove { .. } => Access::Admin,
         }
     }
@@ -520,13 +732,30 @@ impl Command {
     pub fn app(&self) -> Option<&str> {
         use Command::*;
         match self {
-            AppsCreate { app } | AppsInfo { app } | AppsDestroy { app, .. } | AppsSet { app, .. }
-            | AppsUnset { app, .. } | Config { app } | ConfigGet { app, .. }
-            | ConfigSet { app, .. } | ConfigUnset { app, .. } => Some(app),
-            AppsDeploy { app, .. } | Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => Some(app),
-            Releases { app } | ReleasesInfo { app, .. } | ReleasesRollback { app, .. } | Ps { app }
-            | PsScale { app, .. } | PsRestart { app, .. } | Domains { app } | DomainsAdd { app, .. }
-            | DomainsRemove { app, .. } | Logs { app, .. } | Run { app, .. } => Some(app),
+            AppsCreate { app }
+            | AppsInfo { app }
+            | AppsDestroy { app, .. }
+            | AppsSet { app, .. }
+            | AppsUnset { app, .. }
+            | Config { app }
+            | ConfigGet { app, .. }
+            | ConfigSet { app, .. }
+            | ConfigUnset { app, .. } => Some(app),
+            AppsDeploy { app, .. }
+            | Builds { app }
+            | BuildsInfo { app, .. }
+            | BuildsLogs { app, .. } => Some(app),
+            Releases { app }
+            | ReleasesInfo { app, .. }
+            | ReleasesRollback { app, .. }
+            | Ps { app }
+            | PsScale { app, .. }
+            | PsRestart { app, .. }
+            | Domains { app }
+            | DomainsAdd { app, .. }
+            | DomainsRemove { app, .. }
+            | Logs { app, .. }
+            | Run { app, .. } => Some(app),
             Events { app, .. } => app.as_deref(),
             Help | Version | Apps | Keys | KeysAdd { .. } | KeysRemove { .. } => None,
         }
@@ -541,10 +770,19 @@ impl Command {
             AppsDestroy { app, .. } => format!("apps:destroy {app}"),
             AppsSet { app, pairs } => format!(
                 "apps:set {app} {}",
-                pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             AppsUnset { app, keys } => format!("apps:unset {app} {}", keys.join(" ")),
-            ConfigSet { app, pairs, stdin_key, .. } => {
+            ConfigSet {
+                app,
+                pairs,
+                stdin_key,
+                ..
+            } => {
                 let keys: Vec<&str> = pairs
                     .iter()
                     .map(|(k, _)| k.as_str())
@@ -562,17 +800,33 @@ impl Command {
             }
             KeysRemove { name } => format!("keys:remove {name}"),
             ReleasesRollback { app, version } => {
-                format!("releases:rollback {app}{}", version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())
+                format!(
+                    "releases:rollback {app}{}",
+                    version
+                        .as_ref()
+                        .map(|v| format!(" {v}"))
+                        .unwrap_or_default()
+                )
             }
             PsScale { app, pairs } => format!("ps:scale {app} {}", pairs.join(" ")),
-            PsRestart { app, kind } => format!("ps:restart {app}{}", kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()),
+            PsRestart { app, kind } => format!(
+                "ps:restart {app}{}",
+                kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
+            ),
             DomainsAdd { app, host } => format!("domains:add {app} {host}"),
             DomainsRemove { app, host } => format!("domains:remove {app} {host}"),
             // Only the program name: arguments may carry secrets.
             Run { app, argv } => format!("run {app} {}", argv[0]),
-            AppsDeploy { app, reference, no_cache } => format!(
+            AppsDeploy {
+                app,
+                reference,
+                no_cache,
+            } => format!(
                 "apps:deploy {app}{}{}",
-                reference.as_ref().map(|r| format!(" {r}")).unwrap_or_default(),
+                reference
+                    .as_ref()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default(),
                 if *no_cache { " --no-cache" } else { "" }
             ),
             _ => return None,
@@ -583,7 +837,10 @@ impl Command {
 fn parse_count(s: &str) -> Result<usize, CmdError> {
     match s.parse::<usize>() {
         Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-        _ => Err(usage(format!("-n expects a number from 1 to 10000, got '{}'", printable(s)))),
+        _ => Err(usage(format!(
+            "-n expects a number from 1 to 10000, got '{}'",
+            printable(s)
+        ))),
     }
 }
 
@@ -618,7 +875,10 @@ pub struct Ctx<'a, R> {
 impl<R> Ctx<'_, R> {
     /// Runs `work` with a progress sink whose lines go to stderr as they
     /// come (stage lines of a build, like a push's `remote:` lines).
-    pub async fn with_progress<T, F>(&mut self, work: impl FnOnce(crate::progress::Progress) -> F) -> T
+    pub async fn with_progress<T, F>(
+        &mut self,
+        work: impl FnOnce(crate::progress::Progress) -> F,
+    ) -> T
     where
         F: std::future::Future<Output = T>,
     {
@@ -663,7 +923,12 @@ impl<R: AsyncRead + Unpin> Ctx<'_, R> {
 }
 
 /// Runs one command line for `who` and returns the exit status.
-pub async fn run<R, W, E>(rack: &Arc<Rack>, who: &Identity, words: Vec<String>, mut io: Io<R, W, E>) -> u32
+pub async fn run<R, W, E>(
+    rack: &Arc<Rack>,
+    who: &Identity,
+    words: Vec<String>,
+    mut io: Io<R, W, E>,
+) -> u32
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + Sync,
@@ -692,7 +957,11 @@ where
                     Ok(_) => "ok".to_string(),
                     Err(e) => format!("error: {e}"),
                 };
-                if let Err(e) = rack.store.add_event(&who.key_name, app.as_deref(), &line, &outcome) {
+                if let Err(e) = rack
+                    .store
+                    .add_event(&who.key_name, app.as_deref(), &line, &outcome)
+                    .await
+                {
                     tracing::error!(error = %e, "writing audit event");
                 }
             }
@@ -702,7 +971,8 @@ where
     match result {
         Ok((out, json)) => {
             let mut text = if json && !out.json.is_null() {
-                serde_json::to_string_pretty(&out.json).expect("serde_json::Value always serializes")
+                serde_json::to_string_pretty(&out.json)
+                    .expect("serde_json::Value always serializes")
             } else {
                 out.text
             };
@@ -728,41 +998,65 @@ where
     }
 }
 
-async fn execute<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, cmd: Command) -> Result<Output, CmdError> {
+async fn execute<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    cmd: Command,
+) -> Result<Output, CmdError> {
     use Command::*;
     match cmd {
         Help => Ok(help()),
-        Version => Ok(Output::raw("version", format!("rack {}", env!("CARGO_PKG_VERSION")))),
-        Apps => apps::list(ctx),
+        Version => Ok(Output::raw(
+            "version",
+            format!("rack {}", env!("CARGO_PKG_VERSION")),
+        )),
+        Apps => apps::list(ctx).await,
         AppsCreate { app } => apps::create(ctx, &app).await,
-        AppsInfo { app } => apps::info(ctx, &app),
+        AppsInfo { app } => apps::info(ctx, &app).await,
         AppsDestroy { app, confirm } => apps::destroy(ctx, &app, confirm.as_deref()).await,
-        AppsSet { app, pairs } => apps::set(ctx, &app, &pairs),
-        AppsUnset { app, keys } => apps::unset(ctx, &app, &keys),
-        Config { app } => config::show(ctx, &app),
-        ConfigGet { app, key } => config::get(ctx, &app, &key),
-        ConfigSet { app, pairs, stdin_key, no_restart } => {
-            config::set(ctx, &app, pairs, stdin_key, no_restart).await
-        }
-        ConfigUnset { app, keys, no_restart } => config::unset(ctx, &app, &keys, no_restart).await,
-        Keys => keys::list(ctx),
+        AppsSet { app, pairs } => apps::set(ctx, &app, &pairs).await,
+        AppsUnset { app, keys } => apps::unset(ctx, &app, &keys).await,
+        Config { app } => config::show(ctx, &app).await,
+        ConfigGet { app, key } => config::get(ctx, &app, &key).await,
+        ConfigSet {
+            app,
+            pairs,
+            stdin_key,
+            no_restart,
+        } => config::set(ctx, &app, pairs, stdin_key, no_restart).await,
+        ConfigUnset {
+            app,
+            keys,
+            no_restart,
+        } => config::unset(ctx, &app, &keys, no_restart).await,
+        Keys => keys::list(ctx).await,
         KeysAdd { name, admin, apps } => keys::add(ctx, &name, admin, &apps).await,
-        KeysRemove { name } => keys::remove(ctx, &name),
-        Events { app, limit } => events::list(ctx, app.as_deref(), limit),
-        AppsDeploy { app, reference, no_cache } => builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
-        Builds { app } => builds::list(ctx, &app),
-        BuildsInfo { app, build } => builds::info(ctx, &app, &build),
+        KeysRemove { name } => keys::remove(ctx, &name).await,
+        Events { app, limit } => events::list(ctx, app.as_deref(), limit).await,
+        AppsDeploy {
+            app,
+            reference,
+            no_cache,
+        } => builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
+        Builds { app } => builds::list(ctx, &app).await,
+        BuildsInfo { app, build } => builds::info(ctx, &app, &build).await,
         BuildsLogs { app, build, follow } => builds::logs(ctx, &app, &build, follow).await,
-        Releases { app } => releases::list(ctx, &app),
-        ReleasesInfo { app, version } => releases::info(ctx, &app, &version),
-        ReleasesRollback { app, version } => releases::rollback(ctx, &app, version.as_deref()).await,
+        Releases { app } => releases::list(ctx, &app).await,
+        ReleasesInfo { app, version } => releases::info(ctx, &app, &version).await,
+        ReleasesRollback { app, version } => {
+            releases::rollback(ctx, &app, version.as_deref()).await
+        }
         Ps { app } => ps::list(ctx, &app).await,
         PsScale { app, pairs } => ps::scale(ctx, &app, &pairs).await,
         PsRestart { app, kind } => ps::restart(ctx, &app, kind.as_deref()).await,
-        Domains { app } => domains::list(ctx, &app),
+        Domains { app } => domains::list(ctx, &app).await,
         DomainsAdd { app, host } => domains::add(ctx, &app, &host).await,
         DomainsRemove { app, host } => domains::remove(ctx, &app, &host).await,
-        Logs { app, follow, lines, kind } => run::logs(ctx, &app, follow, lines, kind).await,
+        Logs {
+            app,
+            follow,
+            lines,
+            kind,
+        } => run::logs(ctx, &app, follow, lines, kind).await,
         Run { app, argv } => run::run(ctx, &app, argv).await,
     }
 }
@@ -799,7 +1093,13 @@ mod tests {
         let (c, json) = Command::parse(words("apps:info a --json")).unwrap();
         assert!(json);
         assert!(deploy.may(&c.access()));
-        for line in ["apps:info b", "config:set a K=V", "keys", "apps:create a", "apps:set a port=1"] {
+        for line in [
+            "apps:info b",
+            "config:set a K=V",
+            "keys",
+            "apps:create a",
+            "apps:set a port=1",
+        ] {
             let (c, _) = Command::parse(words(line)).unwrap();
             assert!(!deploy.may(&c.access()), "{line}");
         }

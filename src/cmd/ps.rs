@@ -9,9 +9,12 @@ use crate::deploy::rollout;
 use crate::names::{printable, validate_process_type};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
-    let mut procs = runtime.processes(app).await.map_err(|e| CmdError::Failed(e.to_string()))?;
+    let mut procs = runtime
+        .processes(app)
+        .await
+        .map_err(|e| CmdError::Failed(e.to_string()))?;
     procs.sort_by(|a, b| (a.kind.as_str(), a.number).cmp(&(b.kind.as_str(), b.number)));
     let now = time::OffsetDateTime::now_utc();
     let items = procs
@@ -20,7 +23,10 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
             let uptime = p
                 .started_at
                 .as_deref()
-                .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+                .and_then(|s| {
+                    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .map(|t| format!("{}s", (now - t).whole_seconds().max(0)));
             json!({
                 "name": p.name,
@@ -35,7 +41,12 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
         })
         .collect();
     Ok(Output::list(
-        &[("PROCESS", "name"), ("RELEASE", "release"), ("STATE", "state"), ("UPTIME", "uptime")],
+        &[
+            ("PROCESS", "name"),
+            ("RELEASE", "release"),
+            ("STATE", "state"),
+            ("UPTIME", "uptime"),
+        ],
         items,
     ))
 }
@@ -44,39 +55,57 @@ pub fn parse_counts(pairs: &[String]) -> Result<Vec<(String, u32)>, CmdError> {
     pairs
         .iter()
         .map(|p| {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| CmdError::Usage(format!("expected TYPE=N, got '{}'", printable(p))))?;
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                CmdError::Usage(format!("expected TYPE=N, got '{}'", printable(p)))
+            })?;
             validate_process_type(k).map_err(CmdError::Usage)?;
-            let n = v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| CmdError::Usage(format!("expected a count 0-100 for {k}, got '{}'", printable(v))))?;
+            let n = v.parse::<u32>().ok().filter(|n| *n <= 100).ok_or_else(|| {
+                CmdError::Usage(format!(
+                    "expected a count 0-100 for {k}, got '{}'",
+                    printable(v)
+                ))
+            })?;
             Ok((k.to_string(), n))
         })
         .collect()
 }
 
-pub async fn scale<R>(ctx: &mut Ctx<'_, R>, app: &str, pairs: &[String]) -> Result<Output, CmdError> {
+pub async fn scale<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    pairs: &[String],
+) -> Result<Output, CmdError> {
     let counts = parse_counts(pairs)?;
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let rack = ctx.rack.clone();
     let app_s = app.to_string();
     let counts2 = counts.clone();
     let result = ctx
         .with_progress(|progress| async move {
             let _guard = rack.locks.acquire(&app_s, &progress).await;
-            let state = rack.store.app_state(&app_s).map_err(|e| e.to_string())?;
+            let state = rack
+                .store
+                .app_state(&app_s)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut formation = state.formation.clone();
             let known: Option<BTreeMap<String, u32>> = match state.current_release {
-                Some(v) => Some(rack.store.release(&app_s, v).map_err(|e| e.to_string())?.formation),
+                Some(v) => Some(
+                    rack.store
+                        .release(&app_s, v)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .formation,
+                ),
                 None => None,
             };
             for (k, n) in &counts2 {
                 if let Some(types) = &known {
                     if !types.contains_key(k) {
-                        return Err(format!("{app_s} has no process type '{k}' (types: {})", types.keys().cloned().collect::<Vec<_>>().join(", ")));
+                        return Err(format!(
+                            "{app_s} has no process type '{k}' (types: {})",
+                            types.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ));
                     }
                 }
                 formation.insert(k.clone(), *n);
@@ -98,17 +127,25 @@ pub async fn scale<R>(ctx: &mut Ctx<'_, R>, app: &str, pairs: &[String]) -> Resu
     Ok(out)
 }
 
-pub async fn restart<R>(ctx: &mut Ctx<'_, R>, app: &str, kind: Option<&str>) -> Result<Output, CmdError> {
+pub async fn restart<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    kind: Option<&str>,
+) -> Result<Output, CmdError> {
     if let Some(k) = kind {
         validate_process_type(k).map_err(CmdError::Usage)?;
     }
-    ctx.rack.store.app(app)?;
+    ctx.rack.store.app(app).await?;
     let rack = ctx.rack.clone();
     let app_s = app.to_string();
     let result = ctx
         .with_progress(|progress| async move {
             let _guard = rack.locks.acquire(&app_s, &progress).await;
-            let state = rack.store.app_state(&app_s).map_err(|e| e.to_string())?;
+            let state = rack
+                .store
+                .app_state(&app_s)
+                .await
+                .map_err(|e| e.to_string())?;
             if state.current_release.is_none() {
                 return Err(format!("{app_s} has nothing running"));
             }

@@ -31,52 +31,80 @@ pub fn parse_version(s: &str) -> Result<i64, CmdError> {
         .parse::<i64>()
         .ok()
         .filter(|v| *v > 0)
-        .ok_or_else(|| CmdError::Usage(format!("expected a release such as v3, got '{}'", crate::names::printable(s))))
+        .ok_or_else(|| {
+            CmdError::Usage(format!(
+                "expected a release such as v3, got '{}'",
+                crate::names::printable(s)
+            ))
+        })
 }
 
-pub fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    let current = ctx.rack.store.app_state(app)?.current_release;
+pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    let current = ctx.rack.store.app_state(app).await?.current_release;
     let items = ctx
         .rack
         .store
-        .releases(app, 50)?
+        .releases(app, 50)
+        .await?
         .iter()
         .map(|r| release_json(r, current))
         .collect();
     Ok(Output::list(
-        &[("RELEASE", "name"), ("STATUS", "status"), ("CURRENT", "current"), ("BUILD", "build_id"), ("DESCRIPTION", "description"), ("BY", "created_by"), ("CREATED", "created_at")],
+        &[
+            ("RELEASE", "name"),
+            ("STATUS", "status"),
+            ("CURRENT", "current"),
+            ("BUILD", "build_id"),
+            ("DESCRIPTION", "description"),
+            ("BY", "created_by"),
+            ("CREATED", "created_at"),
+        ],
         items,
     ))
 }
 
-pub fn info<R>(ctx: &Ctx<'_, R>, app: &str, version: &str) -> Result<Output, CmdError> {
+pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str, version: &str) -> Result<Output, CmdError> {
     let v = parse_version(version)?;
-    let current = ctx.rack.store.app_state(app)?.current_release;
-    let r = ctx.rack.store.release(app, v)?;
+    let current = ctx.rack.store.app_state(app).await?.current_release;
+    let r = ctx.rack.store.release(app, v).await?;
     let mut obj = release_json(&r, current);
-    let keys: Vec<String> = ctx.rack.configs.at(app, r.config_version)?.keys().map(str::to_string).collect();
+    let keys: Vec<String> = ctx
+        .rack
+        .configs
+        .at(app, r.config_version)
+        .await?
+        .keys()
+        .map(str::to_string)
+        .collect();
     obj["config_keys"] = json!(keys);
     Ok(Output::info(&format!("{app} v{v}"), obj))
 }
 
-pub async fn rollback<R>(ctx: &mut Ctx<'_, R>, app: &str, target: Option<&str>) -> Result<Output, CmdError> {
-    let state = ctx.rack.store.app_state(app)?;
+pub async fn rollback<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    target: Option<&str>,
+) -> Result<Output, CmdError> {
+    let state = ctx.rack.store.app_state(app).await?;
     let current = state
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release to roll back from")))?;
     let target = match target {
-        Some(t) => ctx.rack.store.release(app, parse_version(t)?)?,
+        Some(t) => ctx.rack.store.release(app, parse_version(t)?).await?,
         None => ctx
             .rack
             .store
-            .releases(app, 1000)?
+            .releases(app, 1000)
+            .await?
             .into_iter()
             .find(|r| r.version < current && r.status == "succeeded")
-            .ok_or_else(|| CmdError::Failed(format!("{app} has no earlier release to roll back to")))?,
+            .ok_or_else(|| {
+                CmdError::Failed(format!("{app} has no earlier release to roll back to"))
+            })?,
     };
     let tv = target.version;
-    let old = ctx.rack.configs.at(app, target.config_version)?;
-    let now = ctx.rack.configs.current(app)?;
+    let old = ctx.rack.configs.at(app, target.config_version).await?;
+    let now = ctx.rack.configs.current(app).await?;
     let mut changed: Vec<String> = now
         .keys()
         .filter(|k| old.get(k) != now.get(k))
@@ -92,8 +120,16 @@ pub async fn rollback<R>(ctx: &mut Ctx<'_, R>, app: &str, target: Option<&str>) 
         .with_progress(|progress| async move {
             let started = Instant::now();
             let _guard = rack.locks.acquire(&app_s, &progress).await;
-            let build = rack.store.build(&app_s, &target.build_id).map_err(|e| e.to_string())?;
-            let cv = rack.configs.restore(&app_s, &actor, &old).map_err(|e| e.to_string())?;
+            let build = rack
+                .store
+                .build(&app_s, &target.build_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let cv = rack
+                .configs
+                .restore(&app_s, &actor, &old)
+                .await
+                .map_err(|e| e.to_string())?;
             let req = NewRelease {
                 app: &app_s,
                 build: &build,
@@ -108,8 +144,15 @@ pub async fn rollback<R>(ctx: &mut Ctx<'_, R>, app: &str, target: Option<&str>) 
         .await;
     match result {
         Ok(r) => {
-            let keys = if changed.is_empty() { "none".to_string() } else { changed.join(", ") };
-            let mut out = Output::message(format!("Rolled back {app} to v{tv} as v{}; config keys changed: {keys}", r.version));
+            let keys = if changed.is_empty() {
+                "none".to_string()
+            } else {
+                changed.join(", ")
+            };
+            let mut out = Output::message(format!(
+                "Rolled back {app} to v{tv} as v{}; config keys changed: {keys}",
+                r.version
+            ));
             out.json = json!({ "app": app, "release": r.version, "rolled_back_to": tv, "changed_keys": changed });
             Ok(out)
         }
@@ -119,9 +162,13 @@ pub async fn rollback<R>(ctx: &mut Ctx<'_, R>, app: &str, target: Option<&str>) 
 
 /// A new release of the current build with the newest config, after a
 /// config change. `None` when the app has nothing running yet.
-pub async fn release_config_change<R>(ctx: &mut Ctx<'_, R>, app: &str, description: String) -> Result<Option<i64>, CmdError> {
+pub async fn release_config_change<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    description: String,
+) -> Result<Option<i64>, CmdError> {
     let rack: Arc<Rack> = ctx.rack.clone();
-    if rack.store.app_state(app)?.current_release.is_none() {
+    if rack.store.app_state(app).await?.current_release.is_none() {
         return Ok(None);
     }
     let actor = ctx.who.key_name.clone();
@@ -132,11 +179,25 @@ pub async fn release_config_change<R>(ctx: &mut Ctx<'_, R>, app: &str, descripti
             let _guard = rack.locks.acquire(&app_s, &progress).await;
             // Read the current release under the lock: a deploy that
             // finished while we waited is the one to build on.
-            let Some(v) = rack.store.app_state(&app_s).map_err(|e| e.to_string())?.current_release else {
+            let Some(v) = rack
+                .store
+                .app_state(&app_s)
+                .await
+                .map_err(|e| e.to_string())?
+                .current_release
+            else {
                 return Ok(None);
             };
-            let cur = rack.store.release(&app_s, v).map_err(|e| e.to_string())?;
-            let build = rack.store.build(&app_s, &cur.build_id).map_err(|e| e.to_string())?;
+            let cur = rack
+                .store
+                .release(&app_s, v)
+                .await
+                .map_err(|e| e.to_string())?;
+            let build = rack
+                .store
+                .build(&app_s, &cur.build_id)
+                .await
+                .map_err(|e| e.to_string())?;
             let req = NewRelease {
                 app: &app_s,
                 build: &build,
@@ -146,7 +207,9 @@ pub async fn release_config_change<R>(ctx: &mut Ctx<'_, R>, app: &str, descripti
                 push: None,
                 started,
             };
-            rollout::release(&rack, req, &progress).await.map(|r| Some(r.version))
+            rollout::release(&rack, req, &progress)
+                .await
+                .map(|r| Some(r.version))
         })
         .await;
     result.map_err(CmdError::Failed)

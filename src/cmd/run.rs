@@ -9,8 +9,14 @@ use super::{output::Output, CmdError, Ctx};
 use crate::deploy::rollout::{new_deploy_id, spec_for};
 use crate::runtime::{LogOptions, OneOff, OneOffIo};
 
-pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, follow: bool, lines: Option<usize>, kind: Option<String>) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app)?;
+pub async fn logs<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    follow: bool,
+    lines: Option<usize>,
+    kind: Option<String>,
+) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app).await?;
     let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
     let (tx, mut rx) = mpsc::channel(1024);
     let opts = LogOptions {
@@ -22,7 +28,8 @@ pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, follow: bool, lines: Optio
     let producer = tokio::spawn(async move { runtime.logs(&app_s, opts, tx).await });
     while let Some(line) = rx.recv().await {
         let text = format!("{} | {}\n", line.source, line.text);
-        if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err() {
+        if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err()
+        {
             break; // the client went away: dropping rx stops the producer
         }
     }
@@ -33,13 +40,19 @@ pub async fn logs<R>(ctx: &mut Ctx<'_, R>, app: &str, follow: bool, lines: Optio
     }
 }
 
-pub async fn run<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, app: &str, argv: Vec<String>) -> Result<Output, CmdError> {
-    let state = ctx.rack.store.app_state(app)?;
+pub async fn run<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    argv: Vec<String>,
+) -> Result<Output, CmdError> {
+    let state = ctx.rack.store.app_state(app).await?;
     let v = state
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
-    let release = ctx.rack.store.release(app, v)?;
-    let spec = spec_for(ctx.rack, &release, &BTreeMap::new(), new_deploy_id()).map_err(CmdError::Failed)?;
+    let release = ctx.rack.store.release(app, v).await?;
+    let spec = spec_for(ctx.rack, &release, &BTreeMap::new(), new_deploy_id())
+        .await
+        .map_err(CmdError::Failed)?;
     let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
 
     let tty = ctx.tty.take();
@@ -66,7 +79,8 @@ pub async fn run<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, app: &str, argv: Ve
     };
     let mut process = runtime.run(&spec, cmd, io);
     let mut stdin_w = Some(stdin_w);
-    let (mut inbuf, mut outbuf, mut errbuf) = (vec![0u8; 16384], vec![0u8; 16384], vec![0u8; 16384]);
+    let (mut inbuf, mut outbuf, mut errbuf) =
+        (vec![0u8; 16384], vec![0u8; 16384], vec![0u8; 16384]);
     let (mut out_open, mut err_open) = (true, true);
     let code = loop {
         tokio::select! {

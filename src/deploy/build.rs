@@ -24,7 +24,7 @@ pub struct BuildJob {
 /// Marks the record cancelled if the build future is dropped before it
 /// finished (the client went away), so no build shows "running" forever.
 struct Pending {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     record: Option<BuildRecord>,
 }
 
@@ -34,13 +34,22 @@ impl Drop for Pending {
             r.status = "cancelled".into();
             r.finished_at = Some(now_rfc3339());
             r.error = Some("cancelled: the client went away".into());
-            let _ = self.store.finish_build(&r);
+            let store = self.store.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = store.finish_build(&r).await;
+                });
+            }
         }
     }
 }
 
 /// Builds `job.commit`; the user-facing `Err` is the push's `ng` reason.
-pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> Result<BuildRecord, String> {
+pub async fn run_build(
+    rack: &Arc<Rack>,
+    job: BuildJob,
+    progress: &Progress,
+) -> Result<BuildRecord, String> {
     let started = Instant::now();
     let id = new_build_id();
     let record = BuildRecord {
@@ -58,7 +67,7 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
         image_id: None,
         error: None,
     };
-    rack.store.insert_build(&record).map_err(internal)?;
+    rack.store.insert_build(&record).await.map_err(internal)?;
     let mut pending = Pending {
         store: rack.store.clone(),
         record: Some(record),
@@ -79,7 +88,9 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
                 return Err(e);
             }
         };
-        let build_args = build_args(rack, &job.app).map_err(crate::build::BuildError::Invalid)?;
+        let build_args = build_args(rack, &job.app)
+            .await
+            .map_err(crate::build::BuildError::Invalid)?;
         let req = BuildRequest {
             repo_path: rack.repo_path(&job.app),
             commit: job.commit,
@@ -94,10 +105,12 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
         // The Procfile decides the process types of releases of this build.
         let repo = rack.repo_path(&job.app);
         let commit = job.commit;
-        let procfile = tokio::task::spawn_blocking(move || crate::build::context::read_root_file(&repo, commit, "Procfile"))
-            .await
-            .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
-            .map_err(crate::build::BuildError::Context)?;
+        let procfile = tokio::task::spawn_blocking(move || {
+            crate::build::context::read_root_file(&repo, commit, "Procfile")
+        })
+        .await
+        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
+        .map_err(crate::build::BuildError::Context)?;
         if let Some(text) = procfile {
             let parsed = crate::release::procfile::parse(&text).map_err(|e| {
                 progress.stage(format!("Build {id} failed: {e}"));
@@ -105,13 +118,17 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
             })?;
             rack.store
                 .set_build_procfile(&id, &parsed)
+                .await
                 .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?;
         }
         Ok(res)
     }
     .await;
 
-    let mut rec = pending.record.take().expect("the record is only taken here");
+    let mut rec = pending
+        .record
+        .take()
+        .expect("the record is only taken here");
     rec.finished_at = Some(now_rfc3339());
     rec.duration_ms = Some(started.elapsed().as_millis() as i64);
     let result = match outcome {
@@ -130,17 +147,22 @@ pub async fn run_build(rack: &Arc<Rack>, job: BuildJob, progress: &Progress) -> 
             Err("build failed".to_string())
         }
     };
-    rack.store.finish_build(&rec).map_err(internal)?;
+    rack.store.finish_build(&rec).await.map_err(internal)?;
     result.map(|_| rec)
 }
 
 /// The config values named in the app's `build_args` setting.
-fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
-    let settings = rack.store.app(app).map_err(|e| e.to_string())?.settings;
+async fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
+    let settings = rack
+        .store
+        .app(app)
+        .await
+        .map_err(|e| e.to_string())?
+        .settings;
     let Some(names) = settings.get("build_args") else {
         return Ok(HashMap::new());
     };
-    let config = rack.configs.current(app).map_err(|e| e.to_string())?;
+    let config = rack.configs.current(app).await.map_err(|e| e.to_string())?;
     Ok(names
         .split(',')
         .map(str::trim)

@@ -55,7 +55,11 @@ pub struct PushDeploy {
 }
 
 impl PushHook for PushDeploy {
-    fn deploy<'a>(&'a self, push: &'a DeployPush, progress: Progress) -> BoxFuture<'a, Result<(), String>> {
+    fn deploy<'a>(
+        &'a self,
+        push: &'a DeployPush,
+        progress: Progress,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let _guard = self.rack.locks.acquire(&push.app, &progress).await;

@@ -11,30 +11,37 @@ use crate::progress::Progress;
 use crate::state::Rack;
 
 pub async fn recover(rack: &Arc<Rack>) -> Result<()> {
-    let failed = rack.store.fail_pending_releases()?;
+    let failed = rack.store.fail_pending_releases().await?;
     if failed > 0 {
-        tracing::warn!(releases = failed, "rolled back releases interrupted before their commit point");
+        tracing::warn!(
+            releases = failed,
+            "rolled back releases interrupted before their commit point"
+        );
     }
     let mut specs = Vec::new();
-    for app in rack.store.list_apps()? {
-        let state = rack.store.app_state(&app.name)?;
+    for app in rack.store.list_apps().await? {
+        let state = rack.store.app_state(&app.name).await?;
         let (Some(v), Some(deploy_id)) = (state.current_release, state.deploy_id.clone()) else {
             continue;
         };
-        let release = rack.store.release(&app.name, v)?;
+        let release = rack.store.release(&app.name, v).await?;
         if let Some(update) = &release.ref_update {
             // Committed but the ref had not moved yet: roll forward.
             match roll_ref_forward(&rack.repo_path(&app.name), update) {
                 Ok(()) => {
                     tracing::warn!(app = %app.name, version = v, "moved the deploy branch of a committed release");
-                    rack.store.clear_ref_update(&app.name, v)?;
+                    rack.store.clear_ref_update(&app.name, v).await?;
                 }
-                Err(e) => tracing::error!(app = %app.name, error = %e, "rolling the deploy branch forward"),
+                Err(e) => {
+                    tracing::error!(app = %app.name, error = %e, "rolling the deploy branch forward")
+                }
             }
         }
-        match spec_for(rack, &release, &state.formation, deploy_id) {
+        match spec_for(rack, &release, &state.formation, deploy_id).await {
             Ok(spec) => specs.push(spec),
-            Err(e) => tracing::error!(app = %app.name, error = %e, "cannot describe the current release"),
+            Err(e) => {
+                tracing::error!(app = %app.name, error = %e, "cannot describe the current release")
+            }
         }
     }
     let runtime = match rack.runtime().await {

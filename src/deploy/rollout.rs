@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::git::DeployPush;
 use crate::progress::Progress;
-use crate::runtime::{HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Runtime};
+use crate::runtime::{
+    HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Runtime,
+};
 use crate::state::Rack;
 use crate::store::{now_rfc3339, BuildRecord, ReleaseRecord};
 
@@ -40,18 +42,32 @@ pub struct NewRelease<'a> {
 
 /// Creates and rolls out a release; the caller holds the app's deploy lock.
 /// `Err` is the push's `ng` reason.
-pub async fn release(rack: &Arc<Rack>, req: NewRelease<'_>, progress: &Progress) -> Result<ReleaseRecord, String> {
+pub async fn release(
+    rack: &Arc<Rack>,
+    req: NewRelease<'_>,
+    progress: &Progress,
+) -> Result<ReleaseRecord, String> {
     let app = req.app;
     let runtime = rack.runtime().await.map_err(|e| {
         progress.stage(format!("Rollout failed: {e}"));
         ROLLOUT_FAILED.to_string()
     })?;
     let config_version = match req.config {
-        ConfigChoice::Latest => rack.store.latest_config(app).map_err(internal)?.map(|c| c.version).unwrap_or(0),
+        ConfigChoice::Latest => rack
+            .store
+            .latest_config(app)
+            .await
+            .map_err(internal)?
+            .map(|c| c.version)
+            .unwrap_or(0),
         ConfigChoice::Version(v) => v,
     };
-    let procfile = rack.store.build_procfile(&req.build.id).map_err(internal)?;
-    let state = rack.store.app_state(app).map_err(internal)?;
+    let procfile = rack
+        .store
+        .build_procfile(&req.build.id)
+        .await
+        .map_err(internal)?;
+    let state = rack.store.app_state(app).await.map_err(internal)?;
     let formation = crate::release::procfile::formation(procfile.as_ref(), &state.formation);
     let record = rack
         .store
@@ -65,35 +81,41 @@ pub async fn release(rack: &Arc<Rack>, req: NewRelease<'_>, progress: &Progress)
             created_by: req.actor.to_string(),
             created_at: now_rfc3339(),
             status: "pending".into(),
-            ref_update: req.push.map(|p| format!("{} {} {}", p.refname, p.old, p.new)),
+            ref_update: req
+                .push
+                .map(|p| format!("{} {} {}", p.refname, p.old, p.new)),
         })
+        .await
         .map_err(internal)?;
     let v = record.version;
     progress.stage(format!("Releasing v{v}"));
 
-    let spec = spec_for(rack, &record, &formation, new_deploy_id()).map_err(|e| {
-        let _ = rack.store.set_release_status(app, v, "failed");
-        progress.stage(format!("Release v{v} failed: {e}"));
-        RELEASE_FAILED.to_string()
-    })?;
+    let spec = match spec_for(rack, &record, &formation, new_deploy_id()).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = rack.store.set_release_status(app, v, "failed").await;
+            progress.stage(format!("Release v{v} failed: {e}"));
+            return Err(RELEASE_FAILED.to_string());
+        }
+    };
 
     if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
         if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
-            let _ = rack.store.set_release_status(app, v, "failed");
+            let _ = rack.store.set_release_status(app, v, "failed").await;
             progress.stage(format!("Release phase failed: {e}"));
             return Err(RELEASE_FAILED.to_string());
         }
     }
 
-    let result = roll(rack, &*runtime, &spec, progress, |rack| {
-        rack.store.commit_release(app, v, &spec.deploy_id, &formation).map_err(internal)?;
+    let result = roll(&*runtime, &spec, progress, async {
+        rack.store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
         if let Some(push) = req.push {
             // Under the app's lock nothing else moves the deploy branch, so
             // this cannot find it moved; if it does, the release still
             // stands and the log says why the ref lags.
             match push.apply() {
                 Ok(()) => {
-                    let _ = rack.store.clear_ref_update(app, v);
+                    let _ = rack.store.clear_ref_update(app, v).await;
                 }
                 Err(e) => tracing::error!(app, version = v, error = %e, "deploy branch update after commit"),
             }
@@ -114,7 +136,7 @@ pub async fn release(rack: &Arc<Rack>, req: NewRelease<'_>, progress: &Progress)
             })
         }
         Err(e) => {
-            let _ = rack.store.set_release_status(app, v, "failed");
+            let _ = rack.store.set_release_status(app, v, "failed").await;
             Err(e)
         }
     }
@@ -122,30 +144,48 @@ pub async fn release(rack: &Arc<Rack>, req: NewRelease<'_>, progress: &Progress)
 
 /// Rolls the current release again with new counts (`ps:scale`) or as is
 /// (`ps:restart`), under a new rollout id. No new release.
-pub async fn reroll(rack: &Arc<Rack>, app: &str, formation: BTreeMap<String, u32>, progress: &Progress) -> Result<(), String> {
-    let state = rack.store.app_state(app).map_err(internal)?;
+pub async fn reroll(
+    rack: &Arc<Rack>,
+    app: &str,
+    formation: BTreeMap<String, u32>,
+    progress: &Progress,
+) -> Result<(), String> {
+    let state = rack.store.app_state(app).await.map_err(internal)?;
     let Some(v) = state.current_release else {
-        rack.store.set_formation(app, &formation).map_err(internal)?;
+        rack.store
+            .set_formation(app, &formation)
+            .await
+            .map_err(internal)?;
         return Ok(());
     };
-    let runtime = rack.runtime().await.map_err(|e| format!("{ROLLOUT_FAILED}: {e}"))?;
-    let record = rack.store.release(app, v).map_err(internal)?;
-    let spec = spec_for(rack, &record, &formation, new_deploy_id())?;
-    roll(rack, &*runtime, &spec, progress, |rack| {
-        rack.store.commit_rollout(app, &spec.deploy_id, &formation).map_err(internal)
+    let runtime = rack
+        .runtime()
+        .await
+        .map_err(|e| format!("{ROLLOUT_FAILED}: {e}"))?;
+    let record = rack.store.release(app, v).await.map_err(internal)?;
+    let spec = spec_for(rack, &record, &formation, new_deploy_id()).await?;
+    roll(&*runtime, &spec, progress, async {
+        rack.store
+            .commit_rollout(app, &spec.deploy_id, &formation)
+            .await
+            .map_err(internal)
     })
     .await
 }
 
 /// start → commit → switch.
+/// `commit` is a future, so it runs only once the new instances are ready.
 async fn roll(
-    rack: &Arc<Rack>,
     runtime: &dyn Runtime,
     spec: &ReleaseSpec,
     progress: &Progress,
-    commit: impl FnOnce(&Arc<Rack>) -> Result<(), String>,
+    commit: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<(), String> {
-    let counts: Vec<String> = spec.processes.iter().map(|p| format!("{}={}", p.kind, p.count)).collect();
+    let counts: Vec<String> = spec
+        .processes
+        .iter()
+        .map(|p| format!("{}={}", p.kind, p.count))
+        .collect();
     progress.stage(format!("Rolling out {}", counts.join(" ")));
     let started = match runtime.start(spec, progress).await {
         Ok(s) => s,
@@ -153,11 +193,14 @@ async fn roll(
             for line in e.to_string().lines() {
                 progress.detail(line);
             }
-            progress.stage(format!("Rollout of v{} failed; the previous release keeps serving", spec.version));
+            progress.stage(format!(
+                "Rollout of v{} failed; the previous release keeps serving",
+                spec.version
+            ));
             return Err(ROLLOUT_FAILED.to_string());
         }
     };
-    if let Err(e) = commit(rack) {
+    if let Err(e) = commit.await {
         runtime.abort(started).await;
         return Err(e);
     }
@@ -172,7 +215,12 @@ async fn roll(
 
 /// Runs the Procfile's `release:` command once, in a one-off container of
 /// the new release, streaming its output into the progress sink.
-async fn release_phase(runtime: &dyn Runtime, spec: &ReleaseSpec, command: &str, progress: &Progress) -> Result<(), String> {
+async fn release_phase(
+    runtime: &dyn Runtime,
+    spec: &ReleaseSpec,
+    command: &str,
+    progress: &Progress,
+) -> Result<(), String> {
     progress.stage(format!("Running release command: {command}"));
     let (w, mut r) = tokio::io::duplex(64 * 1024);
     let cmd = OneOff {
@@ -210,13 +258,28 @@ async fn release_phase(runtime: &dyn Runtime, spec: &ReleaseSpec, command: &str,
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The complete description of `release` for the runtime.
-pub fn spec_for(rack: &Rack, release: &ReleaseRecord, formation: &BTreeMap<String, u32>, deploy_id: String) -> Result<ReleaseSpec, String> {
+pub async fn spec_for(
+    rack: &Rack,
+    release: &ReleaseRecord,
+    formation: &BTreeMap<String, u32>,
+    deploy_id: String,
+) -> Result<ReleaseSpec, String> {
     let app = &release.app;
-    let settings = rack.store.app(app).map_err(|e| e.to_string())?.settings;
-    let procfile = rack.store.build_procfile(&release.build_id).map_err(|e| e.to_string())?;
+    let settings = rack
+        .store
+        .app(app)
+        .await
+        .map_err(|e| e.to_string())?
+        .settings;
+    let procfile = rack
+        .store
+        .build_procfile(&release.build_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let env = rack
         .configs
         .secret_env(app, release.config_version)
+        .await
         .map_err(|e| e.to_string())?;
     let processes = formation
         .iter()
@@ -243,11 +306,14 @@ pub fn spec_for(rack: &Rack, release: &ReleaseRecord, formation: &BTreeMap<Strin
         Some("tcp") => HealthKind::Tcp,
         Some("none") => HealthKind::None,
         _ => HealthKind::Http {
-            path: settings.get("healthcheck.path").cloned().unwrap_or_else(|| "/".into()),
+            path: settings
+                .get("healthcheck.path")
+                .cloned()
+                .unwrap_or_else(|| "/".into()),
         },
     };
     let mut hosts = vec![format!("{app}.{}", rack.settings.domain)];
-    hosts.extend(rack.store.domains(app).map_err(|e| e.to_string())?);
+    hosts.extend(rack.store.domains(app).await.map_err(|e| e.to_string())?);
     Ok(ReleaseSpec {
         app: app.clone(),
         version: release.version,

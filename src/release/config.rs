@@ -50,7 +50,7 @@ pub enum Change {
 }
 
 pub struct Configs {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     key: MasterKey,
 }
 
@@ -64,14 +64,14 @@ pub fn validate_value(key: &str, value: &str) -> Result<(), ConfigError> {
 }
 
 impl Configs {
-    pub fn new(store: Arc<Store>, key: MasterKey) -> Configs {
+    pub fn new(store: Arc<dyn Store>, key: MasterKey) -> Configs {
         Configs { store, key }
     }
 
     /// The newest config version (version 0 and empty when none was set).
-    pub fn current(&self, app: &str) -> Result<ConfigVars, ConfigError> {
-        match self.store.latest_config(app)? {
-            Some(cv) => self.open(app, &cv),
+    pub async fn current(&self, app: &str) -> Result<ConfigVars, ConfigError> {
+        match self.store.latest_config(app).await? {
+            Some(cv) => self.open(app, &cv).await,
             None => Ok(ConfigVars {
                 version: 0,
                 vars: BTreeMap::new(),
@@ -80,34 +80,44 @@ impl Configs {
     }
 
     /// One value of the newest version; only that value is decrypted.
-    pub fn get(&self, app: &str, key: &str) -> Result<Option<String>, ConfigError> {
-        let Some(cv) = self.store.latest_config(app)? else {
+    pub async fn get(&self, app: &str, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(cv) = self.store.latest_config(app).await? else {
             return Ok(None);
         };
         match cv.values.iter().find(|v| v.key == key) {
-            Some(v) => Ok(Some(self.key.open(app, key, cv.version, &v.nonce, &v.ciphertext)?)),
+            Some(v) => Ok(Some(self.key.open(
+                app,
+                key,
+                cv.version,
+                &v.nonce,
+                &v.ciphertext,
+            )?)),
             None => Ok(None),
         }
     }
 
-    pub fn at(&self, app: &str, version: i64) -> Result<ConfigVars, ConfigError> {
+    pub async fn at(&self, app: &str, version: i64) -> Result<ConfigVars, ConfigError> {
         if version == 0 {
             return Ok(ConfigVars {
                 version: 0,
                 vars: BTreeMap::new(),
             });
         }
-        let cv = self.store.config_version(app, version)?;
-        self.open(app, &cv)
+        let cv = self.store.config_version(app, version).await?;
+        self.open(app, &cv).await
     }
 
     /// The config of `version` as the environment handed to a runtime.
-    pub fn secret_env(&self, app: &str, version: i64) -> Result<super::SecretEnv, ConfigError> {
-        let vars = self.at(app, version)?;
+    pub async fn secret_env(
+        &self,
+        app: &str,
+        version: i64,
+    ) -> Result<super::SecretEnv, ConfigError> {
+        let vars = self.at(app, version).await?;
         Ok(super::SecretEnv::new(vars.vars.into_iter().collect()))
     }
 
-    fn open(&self, app: &str, cv: &ConfigVersion) -> Result<ConfigVars, ConfigError> {
+    async fn open(&self, app: &str, cv: &ConfigVersion) -> Result<ConfigVars, ConfigError> {
         let mut vars = BTreeMap::new();
         for v in &cv.values {
             let plain = self
@@ -126,7 +136,12 @@ impl Configs {
     /// changed. A concurrent writer makes the insert conflict; then the
     /// newest version is re-read and the changes applied again, so neither
     /// writer's change is lost.
-    pub fn update(&self, app: &str, actor: &str, changes: &[Change]) -> Result<Option<i64>, ConfigError> {
+    pub async fn update(
+        &self,
+        app: &str,
+        actor: &str,
+        changes: &[Change],
+    ) -> Result<Option<i64>, ConfigError> {
         for c in changes {
             match c {
                 Change::Set(k, v) => {
@@ -139,7 +154,7 @@ impl Configs {
             }
         }
         loop {
-            let cur = self.current(app)?;
+            let cur = self.current(app).await?;
             let mut vars = cur.vars.clone();
             for c in changes {
                 match c {
@@ -155,7 +170,11 @@ impl Configs {
                 return Ok(None);
             }
             let version = cur.version + 1;
-            match self.store.put_config_version(app, &self.seal(app, actor, version, &vars)) {
+            match self
+                .store
+                .put_config_version(app, &self.seal(app, actor, version, &vars))
+                .await
+            {
                 Ok(()) => return Ok(Some(version)),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -164,12 +183,18 @@ impl Configs {
     }
 
     /// Records `source`'s values as a new version (rollback).
-    pub fn restore(&self, app: &str, actor: &str, source: &ConfigVars) -> Result<i64, ConfigError> {
+    pub async fn restore(
+        &self,
+        app: &str,
+        actor: &str,
+        source: &ConfigVars,
+    ) -> Result<i64, ConfigError> {
         loop {
-            let version = self.store.next_config_version(app)?;
+            let version = self.store.next_config_version(app).await?;
             match self
                 .store
                 .put_config_version(app, &self.seal(app, actor, version, &source.vars))
+                .await
             {
                 Ok(()) => return Ok(version),
                 Err(StoreError::Conflict(_)) => continue,
@@ -178,7 +203,13 @@ impl Configs {
         }
     }
 
-    fn seal(&self, app: &str, actor: &str, version: i64, vars: &BTreeMap<String, String>) -> ConfigVersion {
+    fn seal(
+        &self,
+        app: &str,
+        actor: &str,
+        version: i64,
+        vars: &BTreeMap<String, String>,
+    ) -> ConfigVersion {
         let values = vars
             .iter()
             .map(|(k, v)| {

@@ -33,15 +33,23 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
 /// types (never `release`, which runs once per release), else one `web`
 /// running the image's CMD. Known counts persist; new types start at web=1,
 /// others 0.
-pub fn formation(procfile: Option<&BTreeMap<String, String>>, counts: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+pub fn formation(
+    procfile: Option<&BTreeMap<String, String>>,
+    counts: &BTreeMap<String, u32>,
+) -> BTreeMap<String, u32> {
     let types: Vec<String> = match procfile {
-        Some(p) if p.keys().any(|k| k != "release") => p.keys().filter(|k| *k != "release").cloned().collect(),
+        Some(p) if p.keys().any(|k| k != "release") => {
+            p.keys().filter(|k| *k != "release").cloned().collect()
+        }
         _ => vec!["web".to_string()],
     };
     types
         .into_iter()
         .map(|t| {
-            let n = counts.get(&t).copied().unwrap_or(if t == "web" { 1 } else { 0 });
+            let n = counts
+                .get(&t)
+                .copied()
+                .unwrap_or(if t == "web" { 1 } else { 0 });
             (t, n)
         })
         .collect()

@@ -34,6 +34,8 @@ impl SecretEnv {
 
     /// A copy for a second consumer (the release phase and the rollout).
     pub fn duplicate(&self) -> SecretEnv {
-        SecretEnv { vars: self.vars.clone() }
+        SecretEnv {
+            vars: self.vars.clone(),
+        }
     }
 }

@@ -55,7 +55,9 @@ pub struct ProcessSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthKind {
     /// HTTP GET of `path` answering < 500.
-    Http { path: String },
+    Http {
+        path: String,
+    },
     Tcp,
     /// Ready once running (web) — still subject to the 5 s no-restart rule.
     None,
@@ -166,29 +168,55 @@ pub trait Runtime: Send + Sync {
     /// Brings up every instance of `spec` (each type at its count) and waits
     /// until all are ready; nothing is switched. On failure nothing of this
     /// rollout is left running.
-    fn start<'a>(&'a self, spec: &'a ReleaseSpec, progress: &'a Progress) -> BoxFuture<'a, Result<Started, RuntimeError>>;
+    fn start<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>>;
 
     /// Moves traffic to the started instances at once, then lets in-flight
     /// requests on the previous ones finish and stops them in the
     /// background.
-    fn switch<'a>(&'a self, spec: &'a ReleaseSpec, started: Started, progress: &'a Progress) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn switch<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        started: Started,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Removes what `start` brought up.
     fn abort(&self, started: Started) -> BoxFuture<'_, ()>;
 
-    fn processes<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<Vec<ProcessInfo>, RuntimeError>>;
+    fn processes<'a>(
+        &'a self,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ProcessInfo>, RuntimeError>>;
 
     /// Sends log lines of the app's running instances to `tx`, merged in
     /// time order with `TYPE.N` sources; with `follow`, keeps going (also
     /// across deploys) until `tx` is closed.
-    fn logs<'a>(&'a self, app: &'a str, opts: LogOptions, tx: mpsc::Sender<LogLine>) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn logs<'a>(
+        &'a self,
+        app: &'a str,
+        opts: LogOptions,
+        tx: mpsc::Sender<LogLine>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Runs a one-off process from `spec`'s image and config, streams its
     /// output, removes it, and returns its exit code.
-    fn run<'a>(&'a self, spec: &'a ReleaseSpec, cmd: OneOff, io: OneOffIo) -> BoxFuture<'a, Result<i64, RuntimeError>>;
+    fn run<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        cmd: OneOff,
+        io: OneOffIo,
+    ) -> BoxFuture<'a, Result<i64, RuntimeError>>;
 
     /// The router's host names for the app changed (`domains:add`).
-    fn set_hosts<'a>(&'a self, app: &'a str, hosts: Vec<String>) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn set_hosts<'a>(
+        &'a self,
+        app: &'a str,
+        hosts: Vec<String>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Removes every instance, network and image of the app.
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
@@ -196,5 +224,9 @@ pub trait Runtime: Send + Sync {
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other
     /// instance of rack's (stray rollouts, one-off processes).
-    fn recover<'a>(&'a self, current: &'a [ReleaseSpec], progress: &'a Progress) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn recover<'a>(
+        &'a self,
+        current: &'a [ReleaseSpec],
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 }

@@ -35,7 +35,7 @@ where
     if !who.may(&access) {
         return refuse(stdout, "permission denied").await;
     }
-    let record = match rack.store.get_app(&app) {
+    let record = match rack.store.get_app(&app).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             let msg = format!(
@@ -51,46 +51,62 @@ where
     };
     let repo = rack.repo_path(&app);
     match service {
-        GitService::UploadPack { .. } => match git::upload_pack(&repo, git_protocol, stdin, stdout).await {
-            Ok(code) => code as u32,
-            Err(e) => {
-                tracing::warn!(app, error = %e, "upload-pack");
-                let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
-                1
+        GitService::UploadPack { .. } => {
+            match git::upload_pack(&repo, git_protocol, stdin, stdout).await {
+                Ok(code) => code as u32,
+                Err(e) => {
+                    tracing::warn!(app, error = %e, "upload-pack");
+                    let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
+                    1
+                }
             }
-        },
+        }
         GitService::ReceivePack { .. } => {
             let limits = &rack.settings.limits;
             let req = ReceiveRequest {
                 app: app.clone(),
                 repo: repo.clone(),
-                deploy_branch: crate::appsettings::deploy_branch(&record.settings).map(str::to_string),
+                deploy_branch: crate::appsettings::deploy_branch(&record.settings)
+                    .map(str::to_string),
                 limits: ReceiveLimits {
                     max_pack_bytes: limits.max_pack_bytes,
                     max_object_bytes: limits.max_object_bytes,
                     ..ReceiveLimits::default()
                 },
             };
-            let hook = PushDeploy { rack: rack.clone(), actor: who.key_name.clone() };
+            let hook = PushDeploy {
+                rack: rack.clone(),
+                actor: who.key_name.clone(),
+            };
             let result = git::receive_pack(req, stdin, stdout, &hook).await;
             match result {
                 Ok(outcome) => {
                     if let Some(branch) = &outcome.new_deploy_branch {
-                        if let Ok(mut rec) = rack.store.app(&app) {
-                            rec.settings.entry("deploy_branch".into()).or_insert_with(|| branch.clone());
-                            if let Err(e) = rack.store.set_app_settings(&app, &rec.settings) {
+                        if let Ok(mut rec) = rack.store.app(&app).await {
+                            rec.settings
+                                .entry("deploy_branch".into())
+                                .or_insert_with(|| branch.clone());
+                            if let Err(e) = rack.store.set_app_settings(&app, &rec.settings).await {
                                 tracing::error!(app, error = %e, "recording the deploy branch");
                             }
                         }
                     }
                     if !outcome.refs.is_empty() {
-                        audit_push(rack, who, &app, &outcome);
+                        audit_push(rack, who, &app, &outcome).await;
                     }
                     0
                 }
                 Err(e) => {
                     tracing::warn!(app, error = %e, "receive-pack");
-                    let _ = rack.store.add_event(&who.key_name, Some(&app), "git push", &format!("error: {e}"));
+                    let _ = rack
+                        .store
+                        .add_event(
+                            &who.key_name,
+                            Some(&app),
+                            "git push",
+                            &format!("error: {e}"),
+                        )
+                        .await;
                     1
                 }
             }
@@ -98,7 +114,7 @@ where
     }
 }
 
-fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::ReceiveOutcome) {
+async fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::ReceiveOutcome) {
     let refs: Vec<String> = outcome
         .refs
         .iter()
@@ -111,14 +127,23 @@ fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::ReceiveOutc
     let failures: Vec<String> = outcome
         .refs
         .iter()
-        .filter_map(|r| r.result.as_ref().err().map(|e| format!("{} {e}", r.refname)))
+        .filter_map(|r| {
+            r.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{} {e}", r.refname))
+        })
         .collect();
     let result = if failures.is_empty() {
         "ok".to_string()
     } else {
         format!("error: {}", failures.join("; "))
     };
-    if let Err(e) = rack.store.add_event(&who.key_name, Some(app), &action, &result) {
+    if let Err(e) = rack
+        .store
+        .add_event(&who.key_name, Some(app), &action, &result)
+        .await
+    {
         tracing::error!(error = %e, "writing audit event");
     }
 }

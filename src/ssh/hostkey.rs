@@ -19,7 +19,9 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
             let mut seed = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut seed);
             let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let pem = key.to_openssh(LineEnding::LF).context("encoding the host key")?;
+            let pem = key
+                .to_openssh(LineEnding::LF)
+                .context("encoding the host key")?;
             let tmp = path.with_extension("tmp");
             let mut f = std::fs::OpenOptions::new()
                 .write(true)

@@ -6,8 +6,8 @@
 //! module knows nothing about Docker or AWS: it hands an exec line either
 //! to `git/` or to `cmd/` together with the channel's streams.
 
-pub mod hostkey;
 mod git_bridge;
+pub mod hostkey;
 mod session;
 mod stream;
 

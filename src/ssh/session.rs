@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId};
 use tokio::io::AsyncWriteExt;
 
@@ -50,9 +52,9 @@ impl Connection {
         }
     }
 
-    fn lookup(&self, key: &russh::keys::PublicKey) -> Option<crate::store::KeyRecord> {
+    async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<crate::store::KeyRecord> {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
-        match self.rack.store.key_by_fingerprint(&fp) {
+        match self.rack.store.key_by_fingerprint(&fp).await {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "looking up a key");
@@ -62,12 +64,20 @@ impl Connection {
     }
 
     fn hint(&self) -> String {
-        format!("{NO_SHELL}; try: ssh -p {} git@HOST help\n", self.rack.settings.ssh_port())
+        format!(
+            "{NO_SHELL}; try: ssh -p {} git@HOST help\n",
+            self.rack.settings.ssh_port()
+        )
     }
 
     /// Refuses a request on a channel that will never run anything, telling
     /// the client why, and closes it.
-    fn refuse_channel(&mut self, channel: ChannelId, session: &mut Session, msg: String) -> Result<(), russh::Error> {
+    fn refuse_channel(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+        msg: String,
+    ) -> Result<(), russh::Error> {
         // Success first, so the client shows our message and exit status
         // instead of a bare "request failed".
         session.channel_success(channel)?;
@@ -83,18 +93,26 @@ impl Connection {
 impl Handler for Connection {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         // Only spares the client a signature for a key we would refuse; no
         // identity is bound here (the key's owner is not proven yet).
-        Ok(if self.lookup(offer.public_key).is_some() {
+        Ok(if self.lookup(offer.public_key).await.is_some() {
             Auth::Accept
         } else {
             Auth::reject()
         })
     }
 
-    async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        match self.lookup(key.public_key) {
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.lookup(key.public_key).await {
             Some(k) => {
                 tracing::info!(key = %k.name, peer = ?self.peer, "authenticated");
                 self.identity = Some(Identity {
@@ -123,7 +141,11 @@ impl Handler for Connection {
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
         self.git_protocol.remove(&channel);
         self.pending_pty.remove(&channel);
@@ -166,7 +188,8 @@ impl Handler for Connection {
         }
         // Answered in exec_request: granted to `run`, refused otherwise (the
         // command still runs; OpenSSH prints "PTY allocation request failed").
-        self.pending_pty.insert(channel, (clamp_dim(col), clamp_dim(row)));
+        self.pending_pty
+            .insert(channel, (clamp_dim(col), clamp_dim(row)));
         Ok(())
     }
 
@@ -185,7 +208,11 @@ impl Handler for Connection {
         Ok(())
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if self.pending_pty.remove(&channel).is_some() {
             session.channel_failure(channel)?;
         }
@@ -193,7 +220,12 @@ impl Handler for Connection {
         self.refuse_channel(channel, session, msg)
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let msg = format!(
             "rack offers no '{}' subsystem; try: ssh -p {} git@HOST help\n",
             crate::names::printable(name),
@@ -215,7 +247,12 @@ impl Handler for Connection {
         Ok(())
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let mut tty = None;
         if let Some((cols, rows)) = self.pending_pty.remove(&channel) {
             let is_run = std::str::from_utf8(data)
@@ -226,12 +263,17 @@ impl Handler for Connection {
                 session.channel_success(channel)?;
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 self.resizers.insert(channel, tx);
-                tty = Some(cmd::Tty { cols, rows, resize: rx });
+                tty = Some(cmd::Tty {
+                    cols,
+                    rows,
+                    resize: rx,
+                });
             } else {
                 session.channel_failure(channel)?;
             }
         }
-        let (Some(identity), Some(ch)) = (self.identity.clone(), self.channels.remove(&channel)) else {
+        let (Some(identity), Some(ch)) = (self.identity.clone(), self.channels.remove(&channel))
+        else {
             session.channel_failure(channel)?;
             return Ok(());
         };
@@ -248,7 +290,14 @@ impl Handler for Connection {
 
 /// Runs one exec request to completion on its own task and reports the
 /// exit status; the session loop is never blocked by a command.
-async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channel<Msg>, git_protocol: Option<String>, tty: Option<cmd::Tty>) {
+async fn run_exec(
+    rack: Arc<Rack>,
+    who: Identity,
+    line: Vec<u8>,
+    channel: Channel<Msg>,
+    git_protocol: Option<String>,
+    tty: Option<cmd::Tty>,
+) {
     let (mut read_half, write_half) = channel.split();
     let mut stdout = write_half.make_writer();
     let mut stderr = write_half.make_writer_ext(Some(1));
@@ -261,17 +310,39 @@ async fn run_exec(rack: Arc<Rack>, who: Identity, line: Vec<u8>, channel: Channe
         Ok((text, words)) => match crate::git::parse_exec(&text) {
             Ok(Some(service)) => {
                 tracing::info!(key = %who.key_name, ?service, "git");
-                super::git_bridge::run(&rack, &who, service, git_protocol.as_deref(), stdin, &mut stdout, &mut stderr).await
+                super::git_bridge::run(
+                    &rack,
+                    &who,
+                    service,
+                    git_protocol.as_deref(),
+                    stdin,
+                    &mut stdout,
+                    &mut stderr,
+                )
+                .await
             }
             Err(e) => {
                 // A git client reads this as `fatal: remote error: ...`.
-                let _ = stdout.write_all(&crate::git::err_response(&e.to_string())).await;
+                let _ = stdout
+                    .write_all(&crate::git::err_response(&e.to_string()))
+                    .await;
                 let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
                 1
             }
             Ok(None) => {
                 tracing::info!(key = %who.key_name, command = %words[0], "exec");
-                cmd::run(&rack, &who, words, cmd::Io { stdin, stdout: &mut stdout, stderr: &mut stderr, tty }).await
+                cmd::run(
+                    &rack,
+                    &who,
+                    words,
+                    cmd::Io {
+                        stdin,
+                        stdout: &mut stdout,
+                        stderr: &mut stderr,
+                        tty,
+                    },
+                )
+                .await
             }
         },
     };
@@ -298,7 +369,8 @@ fn parse_line(rack: &Rack, line: &[u8]) -> Result<(String, Vec<String>), String>
     if text.contains('\0') {
         return Err("command line contains a NUL byte".into());
     }
-    let words = shell_words::split(text).map_err(|_| "unbalanced quotes in the command line".to_string())?;
+    let words = shell_words::split(text)
+        .map_err(|_| "unbalanced quotes in the command line".to_string())?;
     if words.is_empty() {
         return Err(format!("no command given; {NO_SHELL}; try: help"));
     }

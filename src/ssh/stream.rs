@@ -32,8 +32,14 @@ impl<S> PreauthDeadline<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PreauthDeadline<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.state.authenticated.load(Ordering::SeqCst) && self.deadline.as_mut().poll(cx).is_ready() {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.state.authenticated.load(Ordering::SeqCst)
+            && self.deadline.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "not authenticated in time",
@@ -44,7 +50,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreauthDeadline<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for PreauthDeadline<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -159,7 +159,7 @@ pub struct AppState {
     pub formation: BTreeMap<String, u32>,
 }
 
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
@@ -254,14 +254,103 @@ pub fn now_rfc3339() -> String {
         .expect("formatting the current UTC time as RFC 3339 cannot fail")
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
+/// Durable state behind one small interface: SQLite for the local
+/// provider, S3 for aws. Every method is one short, atomic operation.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    async fn add_key(&self, key: &KeyRecord) -> Result<()>;
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+    async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>>;
+    /// Removes a key; refuses to remove the last admin key, checked in the
+    /// same transaction so two concurrent removals cannot both pass.
+    async fn remove_key(&self, name: &str) -> Result<()>;
+    async fn create_app(&self, name: &str) -> Result<AppRecord>;
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>>;
+    /// The app, or a NotFound error phrased for users.
+    async fn app(&self, name: &str) -> Result<AppRecord>;
+    async fn list_apps(&self) -> Result<Vec<AppRecord>>;
+    async fn set_app_settings(&self, name: &str, settings: &BTreeMap<String, String>)
+        -> Result<()>;
+    /// Removes the app and everything stored about it except audit events.
+    async fn delete_app(&self, name: &str) -> Result<()>;
+    async fn latest_config(&self, app: &str) -> Result<Option<ConfigVersion>>;
+    async fn config_version(&self, app: &str, version: i64) -> Result<ConfigVersion>;
+    /// Next version number the app's config would get.
+    async fn next_config_version(&self, app: &str) -> Result<i64>;
+    /// Records a whole config version. Fails with Conflict if `version` is
+    /// taken (a concurrent writer won): the caller re-reads and retries, so
+    /// no acknowledged change is ever lost.
+    async fn put_config_version(&self, app: &str, cv: &ConfigVersion) -> Result<()>;
+    async fn domains(&self, app: &str) -> Result<Vec<String>>;
+    async fn insert_build(&self, b: &BuildRecord) -> Result<()>;
+    /// Records the end of a build (every field but the identity).
+    async fn finish_build(&self, b: &BuildRecord) -> Result<()>;
+    async fn build(&self, app: &str, id: &str) -> Result<BuildRecord>;
+    /// Newest first.
+    async fn builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>>;
+    /// At start-up: builds that were running when the process died can never
+    /// finish; mark them failed so nothing shows "running" forever.
+    async fn fail_running_builds(&self, reason: &str) -> Result<usize>;
+    async fn set_build_procfile(&self, id: &str, procfile: &BTreeMap<String, String>)
+        -> Result<()>;
+    /// The Procfile entries recorded with a build (`None`: no Procfile).
+    async fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>>;
+    async fn app_state(&self, app: &str) -> Result<AppState>;
+    async fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()>;
+    /// Creates the next `vN` (pending). Version allocation and insert are
+    /// one transaction, so concurrent creators never share a number.
+    async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord>;
+    async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()>;
+    /// The commit point of a deploy: in one transaction the release becomes
+    /// current (with its rollout id and counts) and succeeded.
+    async fn commit_release(
+        &self,
+        app: &str,
+        version: i64,
+        deploy_id: &str,
+        formation: &BTreeMap<String, u32>,
+    ) -> Result<()>;
+    /// A rollout of the current release (scale, restart) committed.
+    async fn commit_rollout(
+        &self,
+        app: &str,
+        deploy_id: &str,
+        formation: &BTreeMap<String, u32>,
+    ) -> Result<()>;
+    async fn clear_ref_update(&self, app: &str, version: i64) -> Result<()>;
+    async fn release(&self, app: &str, version: i64) -> Result<ReleaseRecord>;
+    /// Newest first.
+    async fn releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>>;
+    /// At start-up: releases that were rolling out when the process died and
+    /// never became current are failed (rolled back).
+    async fn fail_pending_releases(&self) -> Result<usize>;
+    async fn add_domain(&self, app: &str, host: &str) -> Result<()>;
+    async fn remove_domain(&self, app: &str, host: &str) -> Result<()>;
+    async fn add_event(
+        &self,
+        actor: &str,
+        app: Option<&str>,
+        action: &str,
+        outcome: &str,
+    ) -> Result<()>;
+    /// Newest `limit` events, oldest first. `apps` restricts to those apps
+    /// (for deploy keys); `app` to one app.
+    async fn events(
+        &self,
+        app: Option<&str>,
+        apps: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let store = Store {
+        let store = SqliteStore {
             conn: Mutex::new(conn),
         };
         store.migrate()?;
@@ -285,10 +374,13 @@ impl Store {
         // write is a transaction that SQLite rolled back.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+#[async_trait::async_trait]
+impl Store for SqliteStore {
     // ---- keys ----
 
-    pub fn add_key(&self, key: &KeyRecord) -> Result<()> {
+    async fn add_key(&self, key: &KeyRecord) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let by_name: Option<String> = tx
@@ -328,7 +420,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT name, fingerprint, public_key, admin, created_at FROM keys ORDER BY name",
@@ -351,7 +443,7 @@ impl Store {
         Ok(keys)
     }
 
-    pub fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>> {
+    async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>> {
         let conn = self.lock();
         let key = conn
             .query_row(
@@ -380,7 +472,7 @@ impl Store {
 
     /// Removes a key; refuses to remove the last admin key, checked in the
     /// same transaction so two concurrent removals cannot both pass.
-    pub fn remove_key(&self, name: &str) -> Result<()> {
+    async fn remove_key(&self, name: &str) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let admin: Option<bool> = tx
@@ -392,9 +484,10 @@ impl Store {
             return Err(StoreError::NotFound(format!("no key named '{name}'")));
         };
         if admin {
-            let admins: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE admin = 1", [], |r| {
-                r.get(0)
-            })?;
+            let admins: i64 =
+                tx.query_row("SELECT COUNT(*) FROM keys WHERE admin = 1", [], |r| {
+                    r.get(0)
+                })?;
             if admins <= 1 {
                 return Err(StoreError::Refused(format!(
                     "'{name}' is the last admin key; add another admin key first"
@@ -409,7 +502,7 @@ impl Store {
 
     // ---- apps ----
 
-    pub fn create_app(&self, name: &str) -> Result<AppRecord> {
+    async fn create_app(&self, name: &str) -> Result<AppRecord> {
         let conn = self.lock();
         let created_at = now_rfc3339();
         match conn.execute(
@@ -430,7 +523,7 @@ impl Store {
         }
     }
 
-    pub fn get_app(&self, name: &str) -> Result<Option<AppRecord>> {
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>> {
         let conn = self.lock();
         let row: Option<(String, String)> = conn
             .query_row(
@@ -447,12 +540,13 @@ impl Store {
     }
 
     /// The app, or a NotFound error phrased for users.
-    pub fn app(&self, name: &str) -> Result<AppRecord> {
-        self.get_app(name)?
+    async fn app(&self, name: &str) -> Result<AppRecord> {
+        self.get_app(name)
+            .await?
             .ok_or_else(|| StoreError::NotFound(format!("app '{name}' does not exist")))
     }
 
-    pub fn list_apps(&self) -> Result<Vec<AppRecord>> {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>> {
         let conn = self.lock();
         let mut stmt = conn.prepare("SELECT name, created_at, settings FROM apps ORDER BY name")?;
         let apps = stmt
@@ -468,7 +562,11 @@ impl Store {
         Ok(apps)
     }
 
-    pub fn set_app_settings(&self, name: &str, settings: &BTreeMap<String, String>) -> Result<()> {
+    async fn set_app_settings(
+        &self,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let conn = self.lock();
         let json = serde_json::to_string(settings).expect("a map of strings always serializes");
         let n = conn.execute(
@@ -482,7 +580,7 @@ impl Store {
     }
 
     /// Removes the app and everything stored about it except audit events.
-    pub fn delete_app(&self, name: &str) -> Result<()> {
+    async fn delete_app(&self, name: &str) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute("DELETE FROM apps WHERE name = ?1", [name])?;
@@ -501,7 +599,7 @@ impl Store {
 
     // ---- config (ciphertext only) ----
 
-    pub fn latest_config(&self, app: &str) -> Result<Option<ConfigVersion>> {
+    async fn latest_config(&self, app: &str) -> Result<Option<ConfigVersion>> {
         let conn = self.lock();
         let v: Option<i64> = conn
             .query_row(
@@ -517,13 +615,13 @@ impl Store {
         }
     }
 
-    pub fn config_version(&self, app: &str, version: i64) -> Result<ConfigVersion> {
+    async fn config_version(&self, app: &str, version: i64) -> Result<ConfigVersion> {
         let conn = self.lock();
         config_version(&conn, app, version)
     }
 
     /// Next version number the app's config would get.
-    pub fn next_config_version(&self, app: &str) -> Result<i64> {
+    async fn next_config_version(&self, app: &str) -> Result<i64> {
         let conn = self.lock();
         let v: Option<i64> = conn.query_row(
             "SELECT MAX(version) FROM config_versions WHERE app = ?1",
@@ -536,7 +634,7 @@ impl Store {
     /// Records a whole config version. Fails with Conflict if `version` is
     /// taken (a concurrent writer won): the caller re-reads and retries, so
     /// no acknowledged change is ever lost.
-    pub fn put_config_version(&self, app: &str, cv: &ConfigVersion) -> Result<()> {
+    async fn put_config_version(&self, app: &str, cv: &ConfigVersion) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
@@ -561,7 +659,7 @@ impl Store {
 
     // ---- domains ----
 
-    pub fn domains(&self, app: &str) -> Result<Vec<String>> {
+    async fn domains(&self, app: &str) -> Result<Vec<String>> {
         let conn = self.lock();
         let mut stmt = conn.prepare("SELECT host FROM domains WHERE app = ?1 ORDER BY host")?;
         let hosts = stmt
@@ -572,7 +670,7 @@ impl Store {
 
     // ---- builds ----
 
-    pub fn insert_build(&self, b: &BuildRecord) -> Result<()> {
+    async fn insert_build(&self, b: &BuildRecord) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             &format!("INSERT INTO builds ({BUILD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
@@ -596,17 +694,26 @@ impl Store {
     }
 
     /// Records the end of a build (every field but the identity).
-    pub fn finish_build(&self, b: &BuildRecord) -> Result<()> {
+    async fn finish_build(&self, b: &BuildRecord) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE builds SET status = ?2, kind = ?3, finished_at = ?4, duration_ms = ?5,
                     context_bytes = ?6, image_id = ?7, error = ?8 WHERE id = ?1",
-            params![b.id, b.status, b.kind, b.finished_at, b.duration_ms, b.context_bytes, b.image_id, b.error],
+            params![
+                b.id,
+                b.status,
+                b.kind,
+                b.finished_at,
+                b.duration_ms,
+                b.context_bytes,
+                b.image_id,
+                b.error
+            ],
         )?;
         Ok(())
     }
 
-    pub fn build(&self, app: &str, id: &str) -> Result<BuildRecord> {
+    async fn build(&self, app: &str, id: &str) -> Result<BuildRecord> {
         let conn = self.lock();
         conn.query_row(
             &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 AND id = ?2"),
@@ -618,7 +725,7 @@ impl Store {
     }
 
     /// Newest first.
-    pub fn builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>> {
+    async fn builds(&self, app: &str, limit: usize) -> Result<Vec<BuildRecord>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY id DESC LIMIT ?2"
@@ -631,7 +738,7 @@ impl Store {
 
     /// At start-up: builds that were running when the process died can never
     /// finish; mark them failed so nothing shows "running" forever.
-    pub fn fail_running_builds(&self, reason: &str) -> Result<usize> {
+    async fn fail_running_builds(&self, reason: &str) -> Result<usize> {
         let conn = self.lock();
         let n = conn.execute(
             "UPDATE builds SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running'",
@@ -640,20 +747,29 @@ impl Store {
         Ok(n)
     }
 
-    pub fn set_build_procfile(&self, id: &str, procfile: &BTreeMap<String, String>) -> Result<()> {
+    async fn set_build_procfile(
+        &self,
+        id: &str,
+        procfile: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE builds SET procfile = ?2 WHERE id = ?1",
-            params![id, serde_json::to_string(procfile).expect("strings serialize")],
+            params![
+                id,
+                serde_json::to_string(procfile).expect("strings serialize")
+            ],
         )?;
         Ok(())
     }
 
     /// The Procfile entries recorded with a build (`None`: no Procfile).
-    pub fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+    async fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
         let conn = self.lock();
         let text: Option<String> = conn
-            .query_row("SELECT procfile FROM builds WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT procfile FROM builds WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?
             .flatten();
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
@@ -661,7 +777,7 @@ impl Store {
 
     // ---- releases and the app's running state ----
 
-    pub fn app_state(&self, app: &str) -> Result<AppState> {
+    async fn app_state(&self, app: &str) -> Result<AppState> {
         let conn = self.lock();
         let row: Option<(Option<i64>, Option<String>, String)> = conn
             .query_row(
@@ -679,18 +795,21 @@ impl Store {
         })
     }
 
-    pub fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    async fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE apps SET formation = ?2 WHERE name = ?1",
-            params![app, serde_json::to_string(formation).expect("counts serialize")],
+            params![
+                app,
+                serde_json::to_string(formation).expect("counts serialize")
+            ],
         )?;
         Ok(())
     }
 
     /// Creates the next `vN` (pending). Version allocation and insert are
     /// one transaction, so concurrent creators never share a number.
-    pub fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord> {
+    async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let v: Option<i64> = tx.query_row(
@@ -718,7 +837,7 @@ impl Store {
         Ok(r)
     }
 
-    pub fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()> {
+    async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2",
@@ -729,7 +848,13 @@ impl Store {
 
     /// The commit point of a deploy: in one transaction the release becomes
     /// current (with its rollout id and counts) and succeeded.
-    pub fn commit_release(&self, app: &str, version: i64, deploy_id: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    async fn commit_release(
+        &self,
+        app: &str,
+        version: i64,
+        deploy_id: &str,
+        formation: &BTreeMap<String, u32>,
+    ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -738,23 +863,37 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE apps SET current_release = ?2, deploy_id = ?3, formation = ?4 WHERE name = ?1",
-            params![app, version, deploy_id, serde_json::to_string(formation).expect("counts serialize")],
+            params![
+                app,
+                version,
+                deploy_id,
+                serde_json::to_string(formation).expect("counts serialize")
+            ],
         )?;
         tx.commit()?;
         Ok(())
     }
 
     /// A rollout of the current release (scale, restart) committed.
-    pub fn commit_rollout(&self, app: &str, deploy_id: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    async fn commit_rollout(
+        &self,
+        app: &str,
+        deploy_id: &str,
+        formation: &BTreeMap<String, u32>,
+    ) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE apps SET deploy_id = ?2, formation = ?3 WHERE name = ?1",
-            params![app, deploy_id, serde_json::to_string(formation).expect("counts serialize")],
+            params![
+                app,
+                deploy_id,
+                serde_json::to_string(formation).expect("counts serialize")
+            ],
         )?;
         Ok(())
     }
 
-    pub fn clear_ref_update(&self, app: &str, version: i64) -> Result<()> {
+    async fn clear_ref_update(&self, app: &str, version: i64) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "UPDATE releases SET ref_update = NULL WHERE app = ?1 AND version = ?2",
@@ -763,7 +902,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn release(&self, app: &str, version: i64) -> Result<ReleaseRecord> {
+    async fn release(&self, app: &str, version: i64) -> Result<ReleaseRecord> {
         let conn = self.lock();
         conn.query_row(
             &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND version = ?2"),
@@ -775,7 +914,7 @@ impl Store {
     }
 
     /// Newest first.
-    pub fn releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>> {
+    async fn releases(&self, app: &str, limit: usize) -> Result<Vec<ReleaseRecord>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
             "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 ORDER BY version DESC LIMIT ?2"
@@ -788,7 +927,7 @@ impl Store {
 
     /// At start-up: releases that were rolling out when the process died and
     /// never became current are failed (rolled back).
-    pub fn fail_pending_releases(&self) -> Result<usize> {
+    async fn fail_pending_releases(&self) -> Result<usize> {
         let conn = self.lock();
         let n = conn.execute(
             "UPDATE releases SET status = 'failed', ref_update = NULL WHERE status = 'pending'
@@ -800,29 +939,47 @@ impl Store {
 
     // ---- domains ----
 
-    pub fn add_domain(&self, app: &str, host: &str) -> Result<()> {
+    async fn add_domain(&self, app: &str, host: &str) -> Result<()> {
         let conn = self.lock();
-        match conn.execute("INSERT INTO domains (host, app) VALUES (?1, ?2)", params![host, app]) {
+        match conn.execute(
+            "INSERT INTO domains (host, app) VALUES (?1, ?2)",
+            params![host, app],
+        ) {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                Err(StoreError::Conflict(format!("{host} is already routed to an app")))
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "{host} is already routed to an app"
+                )))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub fn remove_domain(&self, app: &str, host: &str) -> Result<()> {
+    async fn remove_domain(&self, app: &str, host: &str) -> Result<()> {
         let conn = self.lock();
-        let n = conn.execute("DELETE FROM domains WHERE app = ?1 AND host = ?2", params![app, host])?;
+        let n = conn.execute(
+            "DELETE FROM domains WHERE app = ?1 AND host = ?2",
+            params![app, host],
+        )?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("{host} is not a domain of {app}")));
+            return Err(StoreError::NotFound(format!(
+                "{host} is not a domain of {app}"
+            )));
         }
         Ok(())
     }
 
     // ---- audit events ----
 
-    pub fn add_event(&self, actor: &str, app: Option<&str>, action: &str, outcome: &str) -> Result<()> {
+    async fn add_event(
+        &self,
+        actor: &str,
+        app: Option<&str>,
+        action: &str,
+        outcome: &str,
+    ) -> Result<()> {
         let conn = self.lock();
         conn.execute(
             "INSERT INTO events (time, actor, app, action, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -833,7 +990,12 @@ impl Store {
 
     /// Newest `limit` events, oldest first. `apps` restricts to those apps
     /// (for deploy keys); `app` to one app.
-    pub fn events(&self, app: Option<&str>, apps: Option<&[String]>, limit: usize) -> Result<Vec<Event>> {
+    async fn events(
+        &self,
+        app: Option<&str>,
+        apps: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT id, time, actor, app, action, outcome FROM events
@@ -884,7 +1046,11 @@ fn config_version(conn: &Connection, app: &str, version: i64) -> Result<ConfigVe
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("config version {version} of '{app}' does not exist")))?;
+        .ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "config version {version} of '{app}' does not exist"
+            ))
+        })?;
     let mut stmt = conn.prepare(
         "SELECT key, nonce, ciphertext FROM config_values WHERE app = ?1 AND version = ?2 ORDER BY key",
     )?;
@@ -920,29 +1086,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn last_admin_cannot_be_removed() {
+    #[tokio::test]
+    async fn last_admin_cannot_be_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db")).unwrap();
-        s.add_key(&key("root", true)).unwrap();
-        s.add_key(&key("ci", false)).unwrap();
-        assert!(matches!(s.remove_key("root"), Err(StoreError::Refused(_))));
-        s.add_key(&key("root2", true)).unwrap();
-        s.remove_key("root").unwrap();
-        assert_eq!(s.list_keys().unwrap().len(), 2);
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.add_key(&key("root", true)).await.unwrap();
+        s.add_key(&key("ci", false)).await.unwrap();
+        assert!(matches!(
+            s.remove_key("root").await,
+            Err(StoreError::Refused(_))
+        ));
+        s.add_key(&key("root2", true)).await.unwrap();
+        s.remove_key("root").await.unwrap();
+        assert_eq!(s.list_keys().await.unwrap().len(), 2);
         assert_eq!(
-            s.key_by_fingerprint("SHA256:ci").unwrap().unwrap().apps,
+            s.key_by_fingerprint("SHA256:ci")
+                .await
+                .unwrap()
+                .unwrap()
+                .apps,
             vec!["a".to_string()]
         );
     }
 
-    #[test]
-    fn migrations_are_idempotent_across_opens() {
+    #[tokio::test]
+    async fn migrations_are_idempotent_across_opens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        Store::open(&path).unwrap().create_app("a").unwrap();
-        let s = Store::open(&path).unwrap();
-        assert!(matches!(s.create_app("a"), Err(StoreError::Conflict(_))));
-        assert_eq!(s.list_apps().unwrap().len(), 1);
+        SqliteStore::open(&path)
+            .unwrap()
+            .create_app("a")
+            .await
+            .unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(matches!(
+            s.create_app("a").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.list_apps().await.unwrap().len(), 1);
     }
 }

@@ -10,15 +10,22 @@ fn admin_runs_every_command_with_text_and_json() {
     assert!(rack.ssh(a, "help").ok().stdout.contains("config:set"));
     assert!(rack.ssh(a, "apps").ok().stdout.contains("(none)"));
 
-    assert!(rack.ssh(a, "apps:create web").ok().stdout.contains("Created web"));
+    assert!(rack
+        .ssh(a, "apps:create web")
+        .ok()
+        .stdout
+        .contains("Created web"));
     rack.ssh(a, "apps:create web").err("already exists");
     let apps = rack.ssh(a, "apps --json").ok().json();
     assert_eq!(apps.as_array().unwrap().len(), 1);
     assert_eq!(apps[0]["name"], "web");
     assert!(apps[0]["created_at"].as_str().unwrap().ends_with('Z'));
 
-    rack.ssh(a, "apps:set web port=8081 healthcheck.path=/up resources.web.memory=256m")
-        .ok();
+    rack.ssh(
+        a,
+        "apps:set web port=8081 healthcheck.path=/up resources.web.memory=256m",
+    )
+    .ok();
     let info = rack.ssh(a, "apps:info web --json").ok().json();
     assert_eq!(info["name"], "web");
     assert_eq!(info["settings"]["port"], "8081");
@@ -29,52 +36,97 @@ fn admin_runs_every_command_with_text_and_json() {
     assert!(info["settings"].get("port").is_none());
 
     // Config values round-trip exactly, including shell-looking text.
-    rack.ssh(a, r#"config:set web 'A=hello world' 'B=x=y' 'C="q" \back' 'D=ünï ✓'"#)
-        .ok();
+    rack.ssh(
+        a,
+        r#"config:set web 'A=hello world' 'B=x=y' 'C="q" \back' 'D=ünï ✓'"#,
+    )
+    .ok();
     let value = "line1\nline2 with 'quotes'\n";
-    rack.ssh_in(a, "config:set web PEM --stdin", value.as_bytes()).ok();
+    rack.ssh_in(a, "config:set web PEM --stdin", value.as_bytes())
+        .ok();
     assert_eq!(rack.ssh(a, "config:get web A").ok().stdout, "hello world\n");
     assert_eq!(rack.ssh(a, "config:get web B").ok().stdout, "x=y\n");
-    assert_eq!(rack.ssh(a, "config:get web C").ok().stdout, "\"q\" \\back\n");
+    assert_eq!(
+        rack.ssh(a, "config:get web C").ok().stdout,
+        "\"q\" \\back\n"
+    );
     assert_eq!(rack.ssh(a, "config:get web D").ok().stdout, "ünï ✓\n");
     let cfg = rack.ssh(a, "config web --json").ok().json();
     assert_eq!(cfg["PEM"], value);
     assert_eq!(cfg["D"], "ünï ✓");
     let set = rack.ssh(a, "config:set web E=1 --json").ok().json();
     assert_eq!(set["config_version"], 3);
-    assert!(rack.ssh(a, "config:set web F=1").ok().stdout.contains("no build yet"));
+    assert!(rack
+        .ssh(a, "config:set web F=1")
+        .ok()
+        .stdout
+        .contains("no build yet"));
     rack.ssh(a, "config:unset web E F").ok();
     rack.ssh(a, "config:get web E").err("not set");
 
     // Keys: add, list, remove, never the last admin.
     let ci = rack.add_key("ci", "--app web");
     let keys = rack.ssh(a, "keys --json").ok().json();
-    let ci_json = keys.as_array().unwrap().iter().find(|k| k["name"] == "ci").unwrap();
+    let ci_json = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap();
     assert_eq!(ci_json["admin"], false);
     assert_eq!(ci_json["apps"][0], "web");
-    assert!(ci_json["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(ci_json["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
     rack.ssh(a, "keys:remove admin").err("last admin key");
     rack.ssh(a, "keys:remove ci").ok();
-    rack.ssh(&ci, "apps").code.eq(&255).then_some(()).expect("removed key must be refused");
+    rack.ssh(&ci, "apps")
+        .code
+        .eq(&255)
+        .then_some(())
+        .expect("removed key must be refused");
 
     // The audit trail has every change, with no config values.
     let events = rack.ssh(a, "events web --json").ok().json();
-    let actions: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert!(actions.contains(&"apps:create web"), "{actions:?}");
     assert!(actions.contains(&"config:set web A B C D"), "{actions:?}");
     assert!(actions.contains(&"config:set web PEM"), "{actions:?}");
-    assert!(events.as_array().unwrap().iter().all(|e| e["actor"] == "admin"));
+    assert!(events
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == "admin"));
     assert!(!events.to_string().contains("hello world"));
     let failed = rack.ssh(a, "events --json").ok().json();
-    assert!(failed.as_array().unwrap().iter().any(|e| e["action"] == "keys:remove admin"
-        && e["outcome"].as_str().unwrap().starts_with("error:")));
-    assert_eq!(rack.ssh(a, "events -n 1 --json").ok().json().as_array().unwrap().len(), 1);
+    assert!(failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "keys:remove admin"
+            && e["outcome"].as_str().unwrap().starts_with("error:")));
+    assert_eq!(
+        rack.ssh(a, "events -n 1 --json")
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     rack.ssh(a, "apps:destroy web").err("--confirm web");
     rack.ssh(a, "apps:destroy web --confirm web").ok();
     assert!(!rack.data_dir().join("repos/web.git").exists());
     rack.ssh(a, "apps:info web").err("does not exist");
-    rack.ssh(a, "nope").err("unknown command 'nope'; see 'help'");
+    rack.ssh(a, "nope")
+        .err("unknown command 'nope'; see 'help'");
 }
 
 #[test]
@@ -89,10 +141,18 @@ fn deploy_key_reads_its_app_and_nothing_else() {
     let info = rack.ssh(&ci, "apps:info one --json").ok().json();
     assert_eq!(info["name"], "one");
     let apps = rack.ssh(&ci, "apps --json").ok().json();
-    assert_eq!(apps.as_array().unwrap().len(), 1, "deploy keys see only their apps");
+    assert_eq!(
+        apps.as_array().unwrap().len(),
+        1,
+        "deploy keys see only their apps"
+    );
     rack.ssh(&ci, "events one").ok();
     let all_events = rack.ssh(&ci, "events --json").ok().json();
-    assert!(all_events.as_array().unwrap().iter().all(|e| e["app"] == "one"));
+    assert!(all_events
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["app"] == "one"));
 
     let before_config = rack.ssh(a, "config one --json").ok().stdout.clone();
     let before_keys = rack.ssh(a, "keys --json").ok().stdout.clone();
@@ -117,7 +177,15 @@ fn deploy_key_reads_its_app_and_nothing_else() {
         .err("permission denied");
     assert_eq!(rack.ssh(a, "config one --json").ok().stdout, before_config);
     assert_eq!(rack.ssh(a, "keys --json").ok().stdout, before_keys);
-    assert_eq!(rack.ssh(a, "apps --json").ok().json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        rack.ssh(a, "apps --json")
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -126,17 +194,30 @@ fn unknown_keys_and_other_methods_are_refused_at_authentication() {
     let stranger = keygen(rack.dir.path(), "stranger");
     let out = rack.ssh(&stranger, "apps");
     assert_eq!(out.code, 255);
-    assert!(out.stderr.contains("Permission denied (publickey)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{}",
+        out.stderr
+    );
     // Password and keyboard-interactive are not offered at all: the
     // server's list of methods is publickey only.
     let out = rack.ssh_opts(
         &stranger,
-        &["-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "LogLevel=INFO"],
+        &[
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "LogLevel=INFO",
+        ],
         "apps",
         b"",
     );
     assert_eq!(out.code, 255);
-    assert!(out.stderr.contains("Permission denied (publickey)."), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Permission denied (publickey)."),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Regression: offering the admin's public key (without its private key)
@@ -166,7 +247,11 @@ fn offered_but_unsigned_admin_key_grants_nothing() {
         "the admin key should have been offered first: {}",
         out.stderr
     );
-    assert!(out.stderr.contains("error: permission denied"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: permission denied"),
+        "{}",
+        out.stderr
+    );
     assert_ne!(out.code, 0);
 }
 
@@ -186,7 +271,10 @@ fn state_keys_and_host_key_survive_a_restart() {
         known_after.split_once(' ').unwrap().1
     );
     let a = &rack.admin;
-    assert_eq!(rack.ssh(a, "config:get keep SECRET").ok().stdout, "s3cr3t\n");
+    assert_eq!(
+        rack.ssh(a, "config:get keep SECRET").ok().stdout,
+        "s3cr3t\n"
+    );
     rack.ssh(&ci, "apps:info keep").ok();
     assert!(rack.logs().contains("host key"));
 }
@@ -197,10 +285,28 @@ fn offline_key_administration() {
     let data = dir.path().join("data");
     let k1 = keygen(dir.path(), "one");
     let k2 = keygen(dir.path(), "two");
-    rack_cli(&data, &["keys", "add", "one", "--admin"], k1.public().as_bytes()).ok();
-    rack_cli(&data, &["keys", "add", "two", "--app", "web"], k2.public().as_bytes()).ok();
-    rack_cli(&data, &["keys", "add", "dup", "--admin"], k1.public().as_bytes());
-    let dup = rack_cli(&data, &["keys", "add", "dup", "--admin"], k1.public().as_bytes());
+    rack_cli(
+        &data,
+        &["keys", "add", "one", "--admin"],
+        k1.public().as_bytes(),
+    )
+    .ok();
+    rack_cli(
+        &data,
+        &["keys", "add", "two", "--app", "web"],
+        k2.public().as_bytes(),
+    )
+    .ok();
+    rack_cli(
+        &data,
+        &["keys", "add", "dup", "--admin"],
+        k1.public().as_bytes(),
+    );
+    let dup = rack_cli(
+        &data,
+        &["keys", "add", "dup", "--admin"],
+        k1.public().as_bytes(),
+    );
     assert_ne!(dup.code, 0);
     assert!(dup.stderr.contains("already registered"), "{}", dup.stderr);
     let bad = rack_cli(&data, &["keys", "add", "x", "--admin"], b"not a key");
@@ -211,5 +317,8 @@ fn offline_key_administration() {
     let last = rack_cli(&data, &["keys", "remove", "one"], b"");
     assert!(last.stderr.contains("last admin key"), "{}", last.stderr);
     rack_cli(&data, &["keys", "remove", "two"], b"").ok();
-    assert!(rack_cli(&data, &["version"], b"").ok().stdout.starts_with("rack "));
+    assert!(rack_cli(&data, &["version"], b"")
+        .ok()
+        .stdout
+        .starts_with("rack "));
 }

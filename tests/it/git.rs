@@ -50,16 +50,22 @@ impl Work {
         }
         std::fs::write(p, content).unwrap();
         self.git(&["add", "-A"]).ok();
-        self.git(&["commit", "-q", "-m", &format!("change {file}")]).ok();
+        self.git(&["commit", "-q", "-m", &format!("change {file}")])
+            .ok();
         self.head()
     }
     pub fn head(&self) -> String {
-        self.git(&["rev-parse", "HEAD"]).ok().stdout.trim().to_string()
+        self.git(&["rev-parse", "HEAD"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
     }
 }
 
 pub fn server_ref(rack: &Rack, app: &str, refname: &str) -> Option<String> {
-    let repo = git2::Repository::open_bare(rack.data_dir().join(format!("repos/{app}.git"))).unwrap();
+    let repo =
+        git2::Repository::open_bare(rack.data_dir().join(format!("repos/{app}.git"))).unwrap();
     repo.refname_to_id(refname).ok().map(|o| o.to_string())
 }
 
@@ -103,12 +109,27 @@ fn push_clone_fetch_and_deploy_branch() {
     w.commit("README", "one\n");
     let url = rack.git_url("web");
     w.git(&["remote", "add", "rack", &url]).ok();
-    let out = w.git(&["push", "rack", "main", "-o", "note=first", "-o", "skip-deploy"]);
+    let out = w.git(&[
+        "push",
+        "rack",
+        "main",
+        "-o",
+        "note=first",
+        "-o",
+        "skip-deploy",
+    ]);
     out.ok();
-    assert!(!out.stderr.contains("Building"), "skip-deploy stores only: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("Building"),
+        "skip-deploy stores only: {}",
+        out.stderr
+    );
     assert_eq!(server_ref(&rack, "web", "refs/heads/main"), Some(w.head()));
     let info = rack.ssh(a, "apps:info web --json").ok().json();
-    assert_eq!(info["deploy_branch"], "main", "the first push of main fixes the deploy branch");
+    assert_eq!(
+        info["deploy_branch"], "main",
+        "the first push of main fixes the deploy branch"
+    );
     fsck(&rack, "web");
 
     // Incremental push, a second branch, tags.
@@ -117,13 +138,20 @@ fn push_clone_fetch_and_deploy_branch() {
     w.git(&["push", "rack", "main:feature"]).ok();
     w.git(&["tag", "-a", "v1", "-m", "v1"]).ok();
     w.git(&["push", "rack", "v1"]).ok();
-    assert_eq!(server_ref(&rack, "web", "refs/heads/feature"), Some(second.clone()));
+    assert_eq!(
+        server_ref(&rack, "web", "refs/heads/feature"),
+        Some(second.clone())
+    );
     let up = w.git(&["push", "rack", "main"]);
     assert!(up.stderr.contains("Everything up-to-date"), "{}", up.stderr);
     // Deleting the deploy branch is refused; other branches delete fine.
     let del = w.git(&["push", "rack", ":main"]);
     assert_ne!(del.code, 0);
-    assert!(del.stderr.contains("cannot delete the deploy branch"), "{}", del.stderr);
+    assert!(
+        del.stderr.contains("cannot delete the deploy branch"),
+        "{}",
+        del.stderr
+    );
     w.git(&["push", "rack", ":feature"]).ok();
     assert_eq!(server_ref(&rack, "web", "refs/heads/feature"), None);
     fsck(&rack, "web");
@@ -138,7 +166,10 @@ fn push_clone_fetch_and_deploy_branch() {
         .unwrap()
         .into();
     out.ok();
-    assert_eq!(std::fs::read_to_string(clone_dir.join("src/app.sh")).unwrap(), "echo hi\n");
+    assert_eq!(
+        std::fs::read_to_string(clone_dir.join("src/app.sh")).unwrap(),
+        "echo hi\n"
+    );
     let ls = w.git(&["ls-remote", "rack"]).ok().stdout.clone();
     assert!(ls.contains(&format!("{second}\trefs/heads/main")), "{ls}");
     assert!(ls.contains("refs/tags/v1"), "{ls}");
@@ -146,7 +177,10 @@ fn push_clone_fetch_and_deploy_branch() {
     // The push's audit event carries its refs and options.
     let events = rack.ssh(a, "events web --json").ok().json();
     assert!(
-        events.as_array().unwrap().iter().any(|e| e["action"].as_str().unwrap().contains("-o note=first -o skip-deploy")),
+        events.as_array().unwrap().iter().any(|e| e["action"]
+            .as_str()
+            .unwrap()
+            .contains("-o note=first -o skip-deploy")),
         "{events}"
     );
 }
@@ -173,7 +207,8 @@ fn pushes_are_gated_by_key_and_app() {
     let out = wa.git(&["push", &rack.git_url("ghost"), "main"]);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("app 'ghost' does not exist; create it with: ssh -p"),
+        out.stderr
+            .contains("app 'ghost' does not exist; create it with: ssh -p"),
         "{}",
         out.stderr
     );
@@ -184,7 +219,10 @@ fn pushes_are_gated_by_key_and_app() {
     }
     // A path that tries to smuggle an option to upload-pack runs nothing.
     let marker = std::env::temp_dir().join(format!("rack-y-{}", std::process::id()));
-    let out = rack.ssh(a, &format!("git-upload-pack '--upload-pack=touch {}'", marker.display()));
+    let out = rack.ssh(
+        a,
+        &format!("git-upload-pack '--upload-pack=touch {}'", marker.display()),
+    );
     assert_ne!(out.code, 0);
     assert!(!marker.exists());
 }
@@ -213,7 +251,10 @@ fn client_environment_never_reaches_upload_pack() {
         .into();
     out.ok();
     assert!(dest.join("f").exists());
-    assert!(!marker.exists(), "a client env request reached git upload-pack");
+    assert!(
+        !marker.exists(),
+        "a client env request reached git upload-pack"
+    );
 }
 
 #[test]
@@ -251,11 +292,17 @@ fn shallow_clone_pushes_and_refused_content() {
     // An object over the limit is refused and adds nothing.
     let repo = rack.data_dir().join("repos/one.git");
     let before = count_objects(&repo);
-    let big: String = (0..200_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
     w.commit("big.txt", &big);
     let out = w.git(&["push", &rack.git_url("one"), "main"]);
     assert_ne!(out.code, 0);
     assert_eq!(server_ref(&rack, "one", "refs/heads/main"), None);
-    assert_eq!(count_objects(&repo), before, "a refused push must add no objects");
+    assert_eq!(
+        count_objects(&repo),
+        before,
+        "a refused push must add no objects"
+    );
     fsck(&rack, "one");
 }

@@ -31,7 +31,11 @@ pub struct Out {
 impl Out {
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected success; stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success; stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     /// Asserts a clean command failure: non-zero, one `error:` line.
@@ -52,7 +56,8 @@ impl Out {
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
@@ -99,7 +104,11 @@ impl Rack {
             std::fs::write(data.join("rack.toml"), toml).unwrap();
         }
         let admin = keygen(dir.path(), "admin");
-        let out = rack_cli(&data, &["keys", "add", "admin", "--admin"], admin.public().as_bytes());
+        let out = rack_cli(
+            &data,
+            &["keys", "add", "admin", "--admin"],
+            admin.public().as_bytes(),
+        );
         out.ok();
         let mut rack = Rack {
             dir,
@@ -123,7 +132,15 @@ impl Rack {
 
     fn spawn(&mut self) {
         let mut child = Command::new(RACK)
-            .args(["server", "--log-format", "json", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args([
+                "server",
+                "--log-format",
+                "json",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "info")
@@ -140,10 +157,14 @@ impl Rack {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     let f = &v["fields"];
-                    if let (Some("ssh listening"), Some(addr)) = (f["message"].as_str(), f["addr"].as_str()) {
+                    if let (Some("ssh listening"), Some(addr)) =
+                        (f["message"].as_str(), f["addr"].as_str())
+                    {
                         let _ = tx.send(("ssh", addr.to_string()));
                     }
-                    if let (Some("http listening"), Some(addr)) = (f["message"].as_str(), f["addr"].as_str()) {
+                    if let (Some("http listening"), Some(addr)) =
+                        (f["message"].as_str(), f["addr"].as_str())
+                    {
                         let _ = tx.send(("http", addr.to_string()));
                     }
                 }
@@ -162,9 +183,20 @@ impl Rack {
         }
         self.child = Some(child);
         // Pin the host key as a user would: from `rack host-key`.
-        let line = rack_cli(&self.data_dir(), &["host-key"], b"").ok().stdout.clone();
-        let key = line.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
-        std::fs::write(self.known_hosts(), format!("[127.0.0.1]:{} {key}\n", self.port)).unwrap();
+        let line = rack_cli(&self.data_dir(), &["host-key"], b"")
+            .ok()
+            .stdout
+            .clone();
+        let key = line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ");
+        std::fs::write(
+            self.known_hosts(),
+            format!("[127.0.0.1]:{} {key}\n", self.port),
+        )
+        .unwrap();
     }
 
     pub fn known_hosts(&self) -> PathBuf {
@@ -174,7 +206,12 @@ impl Rack {
     /// SIGTERM, wait for a clean exit, start again on the same data dir.
     pub fn restart(&mut self) {
         let code = self.stop();
-        assert_eq!(code, Some(0), "rack should exit 0 on SIGTERM; logs:\n{}", self.logs());
+        assert_eq!(
+            code,
+            Some(0),
+            "rack should exit 0 on SIGTERM; logs:\n{}",
+            self.logs()
+        );
         self.spawn();
     }
 
@@ -248,8 +285,12 @@ impl Rack {
     /// or `--app A`).
     pub fn add_key(&self, name: &str, scope: &str) -> Key {
         let key = keygen(self.dir.path(), name);
-        self.ssh_in(&self.admin, &format!("keys:add {name} {scope}"), key.public().as_bytes())
-            .ok();
+        self.ssh_in(
+            &self.admin,
+            &format!("keys:add {name} {scope}"),
+            key.public().as_bytes(),
+        )
+        .ok();
         key
     }
 
@@ -273,7 +314,9 @@ impl Drop for Rack {
 }
 
 pub fn run_with_stdin(mut c: Command, stdin: &[u8]) -> Out {
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut si = child.stdin.take().unwrap();
     let data = stdin.to_vec();

@@ -16,7 +16,10 @@ pub struct Response {
 pub fn get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut r = BufReader::new(s);
     let (status, len) = read_head(&mut r)?;
     let mut body = Vec::new();
@@ -52,9 +55,14 @@ impl KeepAlive {
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
-        write!(self.r.get_mut(), "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host)?;
+        write!(
+            self.r.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.host
+        )?;
         let (status, len) = read_head(&mut self.r)?;
-        let n = len.ok_or_else(|| std::io::Error::other("no Content-Length on a keep-alive response"))?;
+        let n =
+            len.ok_or_else(|| std::io::Error::other("no Content-Length on a keep-alive response"))?;
         let mut body = vec![0; n];
         self.r.read_exact(&mut body)?;
         Ok(Response {
@@ -67,7 +75,10 @@ impl KeepAlive {
 fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status = line
         .split_whitespace()

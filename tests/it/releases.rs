@@ -20,7 +20,13 @@ fn page(rack: &Rack, app: &str, path: &str) -> String {
 }
 
 fn containers(app: &str) -> Vec<String> {
-    let out = docker(&["ps", "-a", "-q", "--filter", &format!("label=rack.app={app}")]);
+    let out = docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=rack.app={app}"),
+    ]);
     out.stdout.lines().map(str::to_string).collect()
 }
 
@@ -30,8 +36,17 @@ fn deploy_fixture(rack: &Rack, app: &str) -> Work {
     add_fixture(&w, "procfile-web");
     let out = w.git(&["push", &rack.git_url(app), "main"]);
     out.ok();
-    assert!(out.stderr.contains(&format!("remote: -----> Deployed {app} v1 in")), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("http://{app}.localhost:")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("remote: -----> Deployed {app} v1 in")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("http://{app}.localhost:")),
+        "{}",
+        out.stderr
+    );
     w
 }
 
@@ -50,11 +65,17 @@ fn push_deploys_and_config_rollback_scale_work() {
 
     // Config reaches the containers exactly, through a new release.
     let tricky = "two words, 'quotes' \"dq\" and\nnewline";
-    rack.ssh_in(a, &format!("config:set {app} GREETING --stdin"), tricky.as_bytes()).ok();
+    rack.ssh_in(
+        a,
+        &format!("config:set {app} GREETING --stdin"),
+        tricky.as_bytes(),
+    )
+    .ok();
     assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
     assert!(page(&rack, &app, "/").ends_with("v2\n"));
     // --no-restart records the value without rolling.
-    rack.ssh(a, &format!("config:set {app} GREETING=later --no-restart")).ok();
+    rack.ssh(a, &format!("config:set {app} GREETING=later --no-restart"))
+        .ok();
     assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
 
     // A new build.
@@ -67,39 +88,65 @@ fn push_deploys_and_config_rollback_scale_work() {
     // Rollback to v2: old build, old config, as a new release v4.
     let out = rack.ssh(a, &format!("releases:rollback {app} v2"));
     out.ok();
-    assert!(out.stdout.contains("GREETING"), "changed keys are listed: {}", out.stdout);
+    assert!(
+        out.stdout.contains("GREETING"),
+        "changed keys are listed: {}",
+        out.stdout
+    );
     assert!(page(&rack, &app, "/").starts_with("version 1 v4"));
     assert_eq!(page(&rack, &app, "/greeting.txt"), tricky);
     let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
     assert_eq!(rels[0]["name"], "v4");
     assert_eq!(rels[0]["description"], "Rollback to v2");
     assert_eq!(rels[0]["current"], true);
-    assert_eq!(rels[3]["description"].as_str().unwrap().split(' ').next(), Some("Deploy"));
-    let info = rack.ssh(a, &format!("releases:info {app} v4 --json")).ok().json();
+    assert_eq!(
+        rels[3]["description"].as_str().unwrap().split(' ').next(),
+        Some("Deploy")
+    );
+    let info = rack
+        .ssh(a, &format!("releases:info {app} v4 --json"))
+        .ok()
+        .json();
     assert_eq!(info["config_keys"][0], "GREETING");
 
     // Scaling: three web instances share the traffic, a worker runs.
     rack.ssh(a, &format!("ps:scale {app} web=3 worker=1")).ok();
     let ps = rack.ssh(a, &format!("ps {app} --json")).ok().json();
-    let names: Vec<&str> = ps.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web.1", "web.2", "web.3", "worker.1"], "{ps}");
     let mut seen = std::collections::HashSet::new();
     for _ in 0..30 {
         seen.insert(page(&rack, &app, "/host.txt"));
     }
-    assert_eq!(seen.len(), 3, "requests spread over the three instances: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "requests spread over the three instances: {seen:?}"
+    );
     rack.ssh(a, &format!("ps:scale {app} worker=0 web=1")).ok();
     let ps = rack.ssh(a, &format!("ps {app} --json")).ok().json();
     assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
     assert_eq!(containers(&app).len(), 1, "old instances are removed");
 
     // An extra domain is routed.
-    rack.ssh(a, &format!("domains:add {app} www.example.test")).ok();
+    rack.ssh(a, &format!("domains:add {app} www.example.test"))
+        .ok();
     let r = http::get(rack.http_port, "www.example.test", "/").unwrap();
     assert!(r.body.starts_with("version 1"), "{}", r.body);
-    assert_eq!(http::get(rack.http_port, "nobody.localhost", "/").unwrap().status, 404);
+    assert_eq!(
+        http::get(rack.http_port, "nobody.localhost", "/")
+            .unwrap()
+            .status,
+        404
+    );
 
-    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}")).ok();
+    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
     assert!(containers(&app).is_empty());
 }
 
@@ -110,19 +157,33 @@ fn a_release_that_never_gets_ready_is_rejected_and_the_old_one_serves() {
     let a = &rack.admin;
     let app = unique("nr");
     let w = deploy_fixture(&rack, &app);
-    rack.ssh(a, &format!("apps:set {app} healthcheck.timeout=4")).ok();
+    rack.ssh(a, &format!("apps:set {app} healthcheck.timeout=4"))
+        .ok();
     std::fs::remove_file(w.dir.join("Procfile")).unwrap();
     std::fs::write(
         w.dir.join("Dockerfile"),
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/apps/never-ready/Dockerfile")).unwrap(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/apps/never-ready/Dockerfile"
+        ))
+        .unwrap(),
     )
     .unwrap();
     w.git(&["commit", "-qam", "broken"]).ok();
     let before = containers(&app);
     let out = w.git(&["push", &rack.git_url(&app), "main"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("[remote rejected] main -> main (rollout failed)"), "{}", out.stderr);
-    assert!(out.stderr.contains("never-ready-fixture starting"), "the failing log is shown: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("[remote rejected] main -> main (rollout failed)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("never-ready-fixture starting"),
+        "the failing log is shown: {}",
+        out.stderr
+    );
     assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
     assert_eq!(containers(&app), before, "no new container is left behind");
     let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
@@ -153,7 +214,10 @@ fn zero_downtime_across_twenty_deploys() {
                     Ok(r) if r.status == 200 && r.body.starts_with("version") => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", r.status, r.body)),
                     Err(e) => {
                         failures.lock().unwrap().push(format!("transport: {e}"));
                         conn = http::KeepAlive::connect(port, &h).unwrap();
@@ -170,8 +234,14 @@ fn zero_downtime_across_twenty_deploys() {
                     Ok(r) if r.status == 200 && r.body.contains("slow done") => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(r) => failures.lock().unwrap().push(format!("slow: {} {}", r.status, r.body)),
-                    Err(e) => failures.lock().unwrap().push(format!("slow transport: {e}")),
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("slow: {} {}", r.status, r.body)),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("slow transport: {e}")),
                 }
             }
         }));
@@ -189,7 +259,8 @@ fn zero_downtime_across_twenty_deploys() {
                 rack.ssh(a, &format!("config:set {app} GREETING=g{i}")).ok();
             }
             2 => {
-                rack.ssh(a, &format!("ps:scale {app} web={}", 1 + i % 3)).ok();
+                rack.ssh(a, &format!("ps:scale {app} web={}", 1 + i % 3))
+                    .ok();
             }
             _ => {
                 rack.ssh(a, &format!("releases:rollback {app}")).ok();
@@ -205,7 +276,12 @@ fn zero_downtime_across_twenty_deploys() {
         t.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
     assert!(ok.load(Ordering::SeqCst) > 100);
 }
 
@@ -218,13 +294,27 @@ fn restart_and_kill_keep_apps_served() {
     let before = containers(&app);
     rack.restart();
     assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
-    assert_eq!(containers(&app), before, "a restart keeps the running containers");
+    assert_eq!(
+        containers(&app),
+        before,
+        "a restart keeps the running containers"
+    );
     rack.kill9();
     // A stray container from an interrupted rollout, and a missing one.
     docker(&["rm", "-f", &before[0]]).ok();
     rack.start_again();
     assert!(page(&rack, &app, "/").starts_with("version 1 v1"));
     assert_eq!(containers(&app).len(), 1);
-    let rels = rack.ssh(&rack.admin, &format!("releases {app} --json")).ok().json();
-    assert_eq!(rels.as_array().unwrap().iter().filter(|r| r["current"] == true).count(), 1);
+    let rels = rack
+        .ssh(&rack.admin, &format!("releases {app} --json"))
+        .ok()
+        .json();
+    assert_eq!(
+        rels.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["current"] == true)
+            .count(),
+        1
+    );
 }

@@ -23,7 +23,9 @@ fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..=c.len() {
             s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -40,9 +42,13 @@ fn config_values_are_encrypted_and_bound() {
     let secret: String = (0..32)
         .map(|i| (b'a' + ((std::process::id() as usize * 7 + i * 13) % 26) as u8) as char)
         .collect();
-    rack.ssh(a, &format!("config:set one SECRET={secret} OTHER=x")).ok();
+    rack.ssh(a, &format!("config:set one SECRET={secret} OTHER=x"))
+        .ok();
     rack.ssh(a, "config:set two SECRET=y").ok();
-    assert_eq!(rack.ssh(a, "config:get one SECRET").ok().stdout, format!("{secret}\n"));
+    assert_eq!(
+        rack.ssh(a, "config:get one SECRET").ok().stdout,
+        format!("{secret}\n")
+    );
 
     // Nothing under the data dir holds the value, its base64 or hex form.
     let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
@@ -60,13 +66,23 @@ fn config_values_are_encrypted_and_bound() {
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for form in &forms {
-            assert!(!contains(&bytes, &form.as_bytes()[..24]), "{} holds the secret as {form}", f.display());
+            assert!(
+                !contains(&bytes, &form.as_bytes()[..24]),
+                "{} holds the secret as {form}",
+                f.display()
+            );
         }
     }
-    assert!(!rack.logs().contains(&secret), "the secret reached the server log");
+    assert!(
+        !rack.logs().contains(&secret),
+        "the secret reached the server log"
+    );
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(rack.data_dir().join("master.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(rack.data_dir().join("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     let db = rusqlite::Connection::open(rack.data_dir().join("state.db")).unwrap();
@@ -78,7 +94,8 @@ fn config_values_are_encrypted_and_bound() {
         [],
     )
     .unwrap();
-    rack.ssh(a, "config:get two SECRET").err("cannot decrypt config value SECRET of app two");
+    rack.ssh(a, "config:get two SECRET")
+        .err("cannot decrypt config value SECRET of app two");
     // ... and onto another key of the same app.
     db.execute(
         "UPDATE config_values SET nonce = (SELECT nonce FROM config_values WHERE app='one' AND key='SECRET'),
@@ -90,7 +107,11 @@ fn config_values_are_encrypted_and_bound() {
     rack.ssh(a, "config:get one OTHER").err("cannot decrypt");
     // One flipped bit is detected.
     let ct: Vec<u8> = db
-        .query_row("SELECT ciphertext FROM config_values WHERE app='one' AND key='SECRET'", [], |r| r.get(0))
+        .query_row(
+            "SELECT ciphertext FROM config_values WHERE app='one' AND key='SECRET'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     let mut flipped = ct.clone();
     flipped[3] ^= 0x01;
