@@ -17,7 +17,12 @@ const KEYS: &[&str] = &[
 
 /// Checks one `KEY=VAL` of `apps:set`. The error is the user-facing line.
 pub fn validate(key: &str, value: &str) -> Result<(), String> {
-    let bad = |what: &str| Err(format!("invalid value '{}' for {key}: {what}", printable(value)));
+    let bad = |what: &str| {
+        Err(format!(
+            "invalid value '{}' for {key}: {what}",
+            printable(value)
+        ))
+    };
     match key {
         "deploy_branch" => {
             if !value.is_empty()

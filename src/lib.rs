@@ -3,6 +3,8 @@
 //! See ARCHITECTURE.md for the map of modules and the invariants between them.
 
 pub mod appsettings;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod build;
 pub mod cmd;
 pub mod config;

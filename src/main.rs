@@ -211,9 +211,24 @@ async fn serve(settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding SSH on {}", settings.listen))?;
+    let http = tokio::net::TcpListener::bind(&settings.http)
+        .await
+        .with_context(|| format!("binding the app router on {}", settings.http))?;
     let rack = rack::state::Rack::open(settings).await?;
-    tracing::info!(addr = %listener.local_addr()?, "ssh listening");
+    // Created before anything is announced, so `rack host-key` run after
+    // start-up always sees the key the server uses.
+    rack::ssh::hostkey::load_or_create(&rack.settings.host_key_path())?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    tracing::info!(addr = %http.local_addr()?, "http listening");
+    let router = tokio::spawn(rack::router::serve(
+        http,
+        rack.router.clone(),
+        rack.settings.trusted_proxy.clone(),
+        rx.clone(),
+    ));
+    // Routes for the apps that were serving come back before new sessions.
+    rack::deploy::recovery::recover(&rack).await?;
+    tracing::info!(addr = %listener.local_addr()?, "ssh listening");
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -225,5 +240,9 @@ async fn serve(settings: Settings) -> Result<()> {
         tracing::info!("signal received; stopping");
         let _ = tx.send(true);
     });
-    rack::server::run(listener, rack, rx).await
+    rack::server::run(listener, rack, rx).await?;
+    match router.await {
+        Ok(r) => r,
+        Err(e) => Err(anyhow::anyhow!("router task: {e}")),
+    }
 }

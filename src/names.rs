@@ -54,7 +54,11 @@ pub fn validate_process_type(name: &str) -> Result<(), String> {
 /// Echo user input back in an error without letting it forge lines or
 /// terminal escapes: control characters are escaped and the text is capped.
 pub fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).flat_map(|c| c.escape_default()).collect();
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .flat_map(|c| c.escape_default())
+        .collect();
     if s.chars().count() > 64 {
         out.push_str("...");
     }
@@ -70,7 +74,18 @@ mod tests {
         for good in ["a", "myapp", "a-1", &"a".repeat(30)] {
             assert!(validate_app(good).is_ok(), "{good}");
         }
-        for bad in ["", "A", "../x", "a/b", "a;id", "$(id)", "-x", "1a", &"a".repeat(31), "a b"] {
+        for bad in [
+            "",
+            "A",
+            "../x",
+            "a/b",
+            "a;id",
+            "$(id)",
+            "-x",
+            "1a",
+            &"a".repeat(31),
+            "a b",
+        ] {
             assert!(validate_app(bad).is_err(), "{bad}");
         }
     }

@@ -15,6 +15,9 @@ pub struct Rack {
     pub configs: Configs,
     pub locks: crate::deploy::Locks,
     builder: tokio::sync::OnceCell<crate::build::Builder>,
+    /// The local provider's HTTP router (served by `rack server --http`).
+    pub router: crate::router::Router,
+    runtime: tokio::sync::OnceCell<Arc<dyn crate::runtime::Runtime>>,
 }
 
 impl Rack {
@@ -52,6 +55,8 @@ impl Rack {
             configs: Configs::new(store.clone(), key),
             locks: Default::default(),
             builder: tokio::sync::OnceCell::new(),
+            router: crate::router::Router::new(),
+            runtime: tokio::sync::OnceCell::new(),
             store,
             settings,
         }))
@@ -77,7 +82,18 @@ impl Rack {
 
     /// The runtime releases run on, connected on first use.
     pub async fn runtime(&self) -> Result<Arc<dyn crate::runtime::Runtime>, String> {
-        Err("no runtime is wired yet".to_string())
+        self.runtime
+            .get_or_try_init(|| async {
+                let docker = crate::build::connect_docker(self.settings.docker.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let rt: Arc<dyn crate::runtime::Runtime> = Arc::new(
+                    crate::runtime::local::LocalRuntime::new(docker, self.router.clone()),
+                );
+                Ok(rt)
+            })
+            .await
+            .cloned()
     }
 
     pub fn build_log_path(&self, app: &str, build_id: &str) -> std::path::PathBuf {

@@ -51,7 +51,7 @@ impl MasterKey {
                 rand::rngs::OsRng.fill_bytes(&mut bytes);
                 // Write to a temp file and rename so a crash never leaves a
                 // short key behind.
-                let tmp = path.with_extension("tmp");
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)
@@ -61,8 +61,17 @@ impl MasterKey {
                     .with_context(|| format!("creating {}", tmp.display()))?;
                 f.write_all(&bytes)?;
                 f.sync_all()?;
-                std::fs::rename(&tmp, path)?;
-                Ok(MasterKey::from_bytes(&bytes))
+                // Hard link: atomic, and never replaces a key that another
+                // process created meanwhile (that one is then used).
+                let linked = std::fs::hard_link(&tmp, path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(MasterKey::from_bytes(&bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        MasterKey::load_or_create(path)
+                    }
+                    Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+                }
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }

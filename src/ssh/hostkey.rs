@@ -22,7 +22,9 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
             let pem = key
                 .to_openssh(LineEnding::LF)
                 .context("encoding the host key")?;
-            let tmp = path.with_extension("tmp");
+            // A unique temp file, then a hard link: creation is atomic and
+            // never replaces a key another process created meanwhile.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -32,8 +34,13 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
                 .with_context(|| format!("creating {}", tmp.display()))?;
             f.write_all(pem.as_bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            Ok(key)
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(key),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            }
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }

@@ -276,7 +276,7 @@ fn concurrent_pushes_wait_and_never_overwrite() {
     let w1 = work(&rack, a, "w1");
     std::fs::write(
         w1.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 3\nCMD [\"sh\"]\n",
+        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 3\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
     )
     .unwrap();
     w1.git(&["add", "-A"]).ok();
@@ -285,7 +285,7 @@ fn concurrent_pushes_wait_and_never_overwrite() {
     let w2 = work(&rack, a, "w2");
     std::fs::write(
         w2.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCMD [\"sh\"]\n",
+        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
     )
     .unwrap();
     w2.git(&["add", "-A"]).ok();
@@ -330,7 +330,7 @@ fn kill_during_build_leaves_nothing_stuck() {
     let w = work(&rack, a, "w");
     std::fs::write(
         w.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 5\nCMD [\"sh\"]\n",
+        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 5\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
     )
     .unwrap();
     w.git(&["add", "-A"]).ok();
@@ -353,7 +353,7 @@ fn kill_during_build_leaves_nothing_stuck() {
     // Not locked: a new push (a quicker build) goes through.
     std::fs::write(
         w.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCMD [\"sh\"]\n",
+        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
     )
     .unwrap();
     w.commit("x", "y");

@@ -173,13 +173,16 @@ impl Rack {
                 l.push('\n');
             }
         });
-        let (kind, addr) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("rack server did not start; logs:\n{}", self.logs()));
-        assert_eq!(kind, "ssh");
-        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        if let Ok(("http", addr)) = rx.recv_timeout(Duration::from_millis(200)) {
-            self.http_port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        for _ in 0..2 {
+            let (kind, addr) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("rack server did not start; logs:\n{}", self.logs()));
+            let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            if kind == "ssh" {
+                self.port = port;
+            } else {
+                self.http_port = port;
+            }
         }
         self.child = Some(child);
         // Pin the host key as a user would: from `rack host-key`.

@@ -7,5 +7,6 @@ mod git;
 mod harness;
 mod hostile;
 mod http;
+mod oneoff;
 mod releases;
 mod secrets;

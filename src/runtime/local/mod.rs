@@ -1,1 +1,659 @@
-//! The local provider: Docker containers behind the built-in router.
+//! The local provider: one Docker container per process instance, on the
+//! app's own bridge network, behind the built-in router.
+//!
+//! - `docker.rs`: names, labels, listing, the network, container creation.
+//!   Everything rack creates carries `rack.managed=1` and `rack.ns=NS` (the
+//!   namespace, `rack` by default), so a rack only ever touches its own
+//!   containers, even when several share one engine (tests do).
+//! - `health.rs`: readiness. Web instances are probed at the container's own
+//!   address on the app network (never through a published port: there is
+//!   none); other types must run 5 s without a restart.
+//! - `logs.rs`: merged, time-ordered logs of an app's instances, following
+//!   across deploys.
+//! - `oneoff.rs`: `run` (attach, tty, resize, timeout, always removed).
+//!
+//! What this module does NOT know: git, builds, the store, releases beyond
+//! the `ReleaseSpec` it is handed. It never decides which release is
+//! current: `recover` is told.
+
+mod docker;
+mod health;
+mod logs;
+mod oneoff;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use crate::progress::Progress;
+use crate::router::Router;
+use crate::runtime::{
+    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Runtime,
+    RuntimeError, Started,
+};
+
+use docker::{Instance, NewInstance};
+use health::{Check, Probe};
+
+/// Tunables of the local runtime. `Default` is what the server uses.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// `docker stop` grace period: SIGTERM, then SIGKILL after this long.
+    pub stop_grace: Duration,
+    /// How long the old instances may finish in-flight requests after a
+    /// switch before they are stopped anyway.
+    pub drain_max: Duration,
+    /// json-file log rotation of every container.
+    pub log_max_size: String,
+    pub log_max_file: u32,
+    /// Processes (and threads) per container; `None`: unlimited.
+    pub pids_limit: Option<i64>,
+    /// Names (`NS-APP`, `NS-APP-web-1-DEPLOY`) and the `rack.ns` label. Two
+    /// racks sharing one engine need different namespaces.
+    pub namespace: String,
+    /// How long a non-web instance must run without a restart to be ready.
+    pub settle: Duration,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            stop_grace: Duration::from_secs(10),
+            drain_max: Duration::from_secs(30),
+            log_max_size: "10m".into(),
+            log_max_file: 3,
+            pids_limit: Some(4096),
+            namespace: "rack".into(),
+            settle: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Docker-backed `Runtime`. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct LocalRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    router: Router,
+    opts: LocalOptions,
+    /// Serialises network creation: Docker's API 1.41 lets two networks
+    /// share a name, which would make the name ambiguous.
+    net_lock: tokio::sync::Mutex<()>,
+}
+
+impl LocalRuntime {
+    /// `docker` should come from `build::connect_docker` (version
+    /// negotiated).
+    pub fn new(docker: Docker, router: Router) -> LocalRuntime {
+        LocalRuntime::with_options(docker, router, LocalOptions::default())
+    }
+
+    pub fn with_options(docker: Docker, router: Router, opts: LocalOptions) -> LocalRuntime {
+        LocalRuntime {
+            inner: Arc::new(Inner {
+                docker,
+                router,
+                opts,
+                net_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub fn options(&self) -> &LocalOptions {
+        &self.inner.opts
+    }
+
+    fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// Removes the app's images (`rack/APP:*`) that are not in `keep` (full
+    /// references, `rack/APP:BUILD`) and that no container (in any state)
+    /// was created from. Returns the references removed.
+    pub async fn prune_images(
+        &self,
+        app: &str,
+        keep: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
+        // Untagging succeeds even while a container runs the image (when
+        // another tag names it): never untag what a container was made from.
+        let in_use = self.images_in_use().await?;
+        let mut removed = Vec::new();
+        for tag in self.app_image_tags(app).await? {
+            if keep.contains(tag.as_str()) || in_use.contains(&tag) {
+                continue;
+            }
+            if self.remove_image_tag(&tag).await {
+                removed.push(tag);
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- start ------------------------------------------------------------
+
+    async fn start_impl(
+        &self,
+        spec: &ReleaseSpec,
+        progress: &Progress,
+    ) -> Result<Started, RuntimeError> {
+        let t0 = Instant::now();
+        let net = self.ensure_network(&spec.app).await?;
+        let port = self.port_for(spec).await?;
+        let mut guard = RemoveOnDrop::new(self.clone());
+
+        // Create every instance, then start them together.
+        let mut wanted = Vec::new();
+        for p in spec.processes.iter().filter(|p| p.count > 0) {
+            for n in 1..=p.count {
+                wanted.push(NewInstance {
+                    process: p,
+                    number: n,
+                });
+            }
+        }
+        let mut created: Vec<(String, String, bool)> = Vec::new(); // (id, source, web)
+        for w in &wanted {
+            let id = self.create_instance(spec, &net, port, w).await?;
+            guard.ids.push(id.clone());
+            created.push((
+                id,
+                format!("{}.{}", w.process.kind, w.number),
+                w.process.kind == "web",
+            ));
+        }
+        let starts = join_all(created.iter().map(|(id, _, _)| self.start_container(id))).await;
+        for ((_, source, _), r) in created.iter().zip(starts) {
+            r.map_err(|e| RuntimeError::Engine(format!("starting {source}: {e}")))?;
+        }
+
+        // Readiness, all in parallel under one deadline.
+        let deadline = Instant::now() + spec.health.timeout;
+        let tally = Tally::new(spec, progress);
+        let host = spec.hosts.first().cloned();
+        let settle = self.inner.opts.settle;
+        let checks = created.iter().map(|(id, source, web)| {
+            let tally = &tally;
+            let probe = Probe {
+                check: if *web {
+                    Check::for_web(&spec.health.kind, settle)
+                } else {
+                    Check::Settle(settle)
+                },
+                port,
+                host: host.as_deref(),
+                deadline,
+                timeout: spec.health.timeout,
+            };
+            let kind_name = source.split('.').next().unwrap_or("").to_string();
+            async move {
+                let r = self.wait_ready(id, source, &probe).await;
+                if r.is_ok() {
+                    tally.ready(&kind_name);
+                }
+                r.map_err(|reason| (id.clone(), source.clone(), reason))
+            }
+        });
+        let results = first_error(checks).await;
+        if let Err((id, source, reason)) = results {
+            let lines = self.last_log_lines(&id, 10).await;
+            let ids = std::mem::take(&mut guard.ids);
+            self.remove_all(&ids).await;
+            let mut msg = reason;
+            if lines.is_empty() {
+                msg.push_str(&format!("\n(no output from {source})"));
+            } else {
+                msg.push_str(&format!("\nlast log lines of {source}:"));
+                for l in lines {
+                    msg.push_str("\n  ");
+                    msg.push_str(&l);
+                }
+            }
+            return Err(RuntimeError::NotReady(msg));
+        }
+        tracing::info!(app = %spec.app, deploy = %spec.deploy_id, instances = created.len(),
+            ms = t0.elapsed().as_millis() as u64, "instances ready");
+        let instances = std::mem::take(&mut guard.ids);
+        Ok(Started {
+            app: spec.app.clone(),
+            deploy_id: spec.deploy_id.clone(),
+            instances,
+        })
+    }
+
+    // ---- switch -------------------------------------------------------------
+
+    async fn switch_impl(&self, spec: &ReleaseSpec, started: Started) -> Result<(), RuntimeError> {
+        let all = self.list(Some(&spec.app)).await?;
+        let mut web: Vec<&Instance> = all
+            .iter()
+            .filter(|i| i.deploy == started.deploy_id && i.kind == "web" && !i.oneoff)
+            .collect();
+        web.sort_by_key(|i| i.number);
+        let mut backends = Vec::new();
+        for i in web {
+            match i.addr() {
+                Some(a) => backends.push(a),
+                None => {
+                    return Err(RuntimeError::Other(format!(
+                        "web.{} of {} has no address on the app network",
+                        i.number, spec.app
+                    )))
+                }
+            }
+        }
+        self.inner
+            .router
+            .set_app(&spec.app, spec.hosts.clone(), backends);
+        let old: Vec<Instance> = all
+            .into_iter()
+            .filter(|i| i.deploy != started.deploy_id && !i.oneoff)
+            .collect();
+        if !old.is_empty() {
+            let me = self.clone();
+            tokio::spawn(async move { me.retire(old).await });
+        }
+        Ok(())
+    }
+
+    /// Drains the old web instances, then stops and removes everything old.
+    /// Non-web instances stop at once.
+    async fn retire(&self, old: Vec<Instance>) {
+        let (web, other): (Vec<Instance>, Vec<Instance>) =
+            old.into_iter().partition(|i| i.kind == "web");
+        let addrs: Vec<SocketAddr> = web.iter().filter_map(Instance::addr).collect();
+        let drain = async {
+            if !addrs.is_empty() {
+                self.inner
+                    .router
+                    .drain(&addrs, self.inner.opts.drain_max)
+                    .await;
+            }
+            join_all(web.iter().map(|i| self.stop_and_remove(&i.id))).await;
+        };
+        let others = join_all(other.iter().map(|i| self.stop_and_remove(&i.id)));
+        futures::join!(drain, others);
+    }
+
+    // ---- processes ----------------------------------------------------------
+
+    async fn processes_impl(&self, app: &str) -> Result<Vec<ProcessInfo>, RuntimeError> {
+        let list = self.list(Some(app)).await?;
+        let infos = join_all(list.into_iter().map(|i| async move {
+            let started_at = if i.state == "running" || i.state == "restarting" {
+                self.started_at(&i.id).await
+            } else {
+                None
+            };
+            ProcessInfo {
+                name: i.source(),
+                kind: i.kind.clone(),
+                number: i.number,
+                release: i.release,
+                state: i.state.clone(),
+                started_at,
+                id: i.id.clone(),
+            }
+        }))
+        .await;
+        let mut infos = infos;
+        infos.sort_by(|a, b| {
+            (a.kind != "web", &a.kind, a.number, a.release).cmp(&(
+                b.kind != "web",
+                &b.kind,
+                b.number,
+                b.release,
+            ))
+        });
+        Ok(infos)
+    }
+
+    // ---- destroy ------------------------------------------------------------
+
+    async fn destroy_impl(&self, app: &str) -> Result<(), RuntimeError> {
+        self.inner.router.remove_app(app);
+        let list = self.list(Some(app)).await?;
+        let ids: Vec<String> = list.into_iter().map(|i| i.id).collect();
+        self.remove_all(&ids).await;
+        self.remove_network(app).await?;
+        for tag in self.app_image_tags(app).await? {
+            self.remove_image_tag(&tag).await;
+        }
+        Ok(())
+    }
+
+    // ---- recover ------------------------------------------------------------
+
+    async fn recover_impl(
+        &self,
+        current: &[ReleaseSpec],
+        progress: &Progress,
+    ) -> Result<(), RuntimeError> {
+        let all = self.list(None).await?;
+        let mut keep: HashSet<String> = HashSet::new();
+        let mut by_app: HashMap<&str, &ReleaseSpec> = HashMap::new();
+        for spec in current {
+            by_app.insert(spec.app.as_str(), spec);
+        }
+        // Per current release: the instances to keep (one per type/number).
+        let mut plan: Vec<Plan<'_>> = Vec::new();
+        for spec in current {
+            let mut have: BTreeMap<(String, u32), Instance> = BTreeMap::new();
+            for i in all
+                .iter()
+                .filter(|i| i.app == spec.app && i.deploy == spec.deploy_id && !i.oneoff)
+            {
+                let wanted = spec
+                    .processes
+                    .iter()
+                    .any(|p| p.kind == i.kind && i.number >= 1 && i.number <= p.count);
+                let alive = i.state != "dead" && i.state != "removing";
+                if wanted && alive && !have.contains_key(&(i.kind.clone(), i.number)) {
+                    have.insert((i.kind.clone(), i.number), i.clone());
+                }
+            }
+            let mut missing = Vec::new();
+            for (pi, p) in spec.processes.iter().enumerate() {
+                for n in 1..=p.count {
+                    if !have.contains_key(&(p.kind.clone(), n)) {
+                        missing.push((pi, n));
+                    }
+                }
+            }
+            let kept: Vec<Instance> = have.into_values().collect();
+            keep.extend(kept.iter().map(|i| i.id.clone()));
+            plan.push((spec, kept, missing));
+        }
+        let strays: Vec<String> = all
+            .iter()
+            .filter(|i| !keep.contains(&i.id))
+            .map(|i| i.id.clone())
+            .collect();
+        if !strays.is_empty() {
+            progress.stage(format!("Removing {} stray container(s)", strays.len()));
+        }
+        let remove = async {
+            join_all(strays.iter().map(|id| self.stop_and_remove(id))).await;
+        };
+        let converge = join_all(plan.into_iter().map(|(spec, kept, missing)| async move {
+            if let Err(e) = self.converge(spec, kept, missing, progress).await {
+                progress.stage(format!("{}: {e}", spec.app));
+                tracing::error!(app = %spec.app, error = %e, "recovering");
+            }
+        }));
+        futures::join!(remove, converge);
+        Ok(())
+    }
+
+    /// Brings one current release back to its formation and routes to it.
+    async fn converge(
+        &self,
+        spec: &ReleaseSpec,
+        kept: Vec<Instance>,
+        missing: Vec<(usize, u32)>,
+        progress: &Progress,
+    ) -> Result<(), RuntimeError> {
+        let net = self.ensure_network(&spec.app).await?;
+        let port = self.port_for(spec).await?;
+        let mut ids: Vec<(String, String, bool)> = Vec::new();
+        for i in &kept {
+            if i.state != "running" && i.state != "restarting" {
+                self.start_container(&i.id)
+                    .await
+                    .map_err(|e| RuntimeError::Engine(format!("starting {}: {e}", i.source())))?;
+            }
+            ids.push((i.id.clone(), i.source(), i.kind == "web"));
+        }
+        if !missing.is_empty() {
+            progress.stage(format!(
+                "{}: re-creating {} missing instance(s)",
+                spec.app,
+                missing.len()
+            ));
+        }
+        for (pi, n) in missing {
+            let p = &spec.processes[pi];
+            let id = self
+                .create_instance(
+                    spec,
+                    &net,
+                    port,
+                    &NewInstance {
+                        process: p,
+                        number: n,
+                    },
+                )
+                .await?;
+            if let Err(e) = self.start_container(&id).await {
+                self.remove_all(std::slice::from_ref(&id)).await;
+                return Err(RuntimeError::Engine(format!(
+                    "starting {}.{n}: {e}",
+                    p.kind
+                )));
+            }
+            ids.push((id, format!("{}.{n}", p.kind), p.kind == "web"));
+        }
+        // Route to every web instance that answers; wait for them in
+        // parallel (running ones answer on the first probe).
+        let deadline = Instant::now() + spec.health.timeout;
+        let host = spec.hosts.first().cloned();
+        let web: Vec<&(String, String, bool)> = ids.iter().filter(|(_, _, w)| *w).collect();
+        let results = join_all(web.iter().map(|(id, source, _)| {
+            let probe = Probe {
+                check: match &spec.health.kind {
+                    // Recovery routes to what runs; no new settle period.
+                    HealthKind::None => Check::Settle(Duration::ZERO),
+                    k => Check::for_web(k, Duration::ZERO),
+                },
+                port,
+                host: host.as_deref(),
+                deadline,
+                timeout: spec.health.timeout,
+            };
+            async move {
+                let r = self.wait_ready(id, source, &probe).await;
+                (id.clone(), source.clone(), r)
+            }
+        }))
+        .await;
+        let mut ready = Vec::new();
+        for (id, source, r) in &results {
+            match r {
+                Ok(()) => ready.push(id.clone()),
+                Err(reason) => {
+                    progress.stage(format!("{}: {source} not ready: {reason}", spec.app))
+                }
+            }
+        }
+        let instances = self.list(Some(&spec.app)).await?;
+        let addr_of = |id: &str| {
+            instances
+                .iter()
+                .find(|i| i.id == id)
+                .and_then(Instance::addr)
+        };
+        let mut backends: Vec<SocketAddr> = ready.iter().filter_map(|id| addr_of(id)).collect();
+        if backends.is_empty() {
+            // Better a flaky instance than none: route to what runs.
+            backends = results
+                .iter()
+                .filter_map(|(id, _, _)| addr_of(id))
+                .collect();
+        }
+        self.inner
+            .router
+            .set_app(&spec.app, spec.hosts.clone(), backends.clone());
+        progress.stage(format!(
+            "{}: v{} serving on {} web instance(s)",
+            spec.app,
+            spec.version,
+            backends.len()
+        ));
+        Ok(())
+    }
+
+    /// `-----> web.1`-style helpers shared by the submodules.
+    async fn remove_all(&self, ids: &[String]) {
+        join_all(ids.iter().map(|id| self.force_remove(id))).await;
+    }
+}
+
+/// Recovery of one current release: the instances kept, and the
+/// (process index, number) pairs to re-create.
+type Plan<'a> = (&'a ReleaseSpec, Vec<Instance>, Vec<(usize, u32)>);
+
+/// Runs every future; the first `Err` wins (the others are dropped).
+async fn first_error<T, E>(
+    futs: impl IntoIterator<Item = impl std::future::Future<Output = Result<T, E>>>,
+) -> Result<Vec<T>, E> {
+    futures::future::try_join_all(futs).await
+}
+
+/// `-----> web: 1/2 healthy` as instances become ready.
+struct Tally<'a> {
+    progress: &'a Progress,
+    counts: Mutex<BTreeMap<String, (u32, u32)>>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(spec: &ReleaseSpec, progress: &'a Progress) -> Tally<'a> {
+        let counts = spec
+            .processes
+            .iter()
+            .filter(|p| p.count > 0)
+            .map(|p| (p.kind.clone(), (0, p.count)))
+            .collect();
+        Tally {
+            progress,
+            counts: Mutex::new(counts),
+        }
+    }
+
+    fn ready(&self, kind: &str) {
+        let line = {
+            let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(entry) = c.get_mut(kind) else { return };
+            entry.0 += 1;
+            let word = if kind == "web" { "healthy" } else { "running" };
+            format!("{kind}: {}/{} {word}", entry.0, entry.1)
+        };
+        self.progress.stage(line);
+    }
+}
+
+/// Containers of a rollout in progress: removed (in the background) if the
+/// future creating them is dropped before it hands them over.
+struct RemoveOnDrop {
+    rt: LocalRuntime,
+    ids: Vec<String>,
+}
+
+impl RemoveOnDrop {
+    fn new(rt: LocalRuntime) -> RemoveOnDrop {
+        RemoveOnDrop {
+            rt,
+            ids: Vec::new(),
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.ids);
+        let rt = self.rt.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move { rt.remove_all(&ids).await });
+        }
+    }
+}
+
+impl Runtime for LocalRuntime {
+    fn start<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
+        self.start_impl(spec, progress).boxed()
+    }
+
+    fn switch<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        started: Started,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.switch_impl(spec, started).boxed()
+    }
+
+    fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
+        async move { self.remove_all(&started.instances).await }.boxed()
+    }
+
+    fn processes<'a>(
+        &'a self,
+        app: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ProcessInfo>, RuntimeError>> {
+        self.processes_impl(app).boxed()
+    }
+
+    fn logs<'a>(
+        &'a self,
+        app: &'a str,
+        opts: LogOptions,
+        tx: mpsc::Sender<LogLine>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.logs_impl(app, opts, tx).boxed()
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        cmd: OneOff,
+        io: OneOffIo,
+    ) -> BoxFuture<'a, Result<i64, RuntimeError>> {
+        self.run_impl(spec, cmd, io).boxed()
+    }
+
+    fn set_hosts<'a>(
+        &'a self,
+        app: &'a str,
+        hosts: Vec<String>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            self.inner.router.set_hosts(app, hosts);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.destroy_impl(app).boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        current: &'a [ReleaseSpec],
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.recover_impl(current, progress).boxed()
+    }
+}

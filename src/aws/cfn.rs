@@ -1,0 +1,378 @@
+//! CloudFormation plumbing shared by the rack's and the apps' stacks:
+//! create-or-update with a no-change check, progress lines from stack
+//! events, waiting for a terminal state, deletion.
+//!
+//! Idempotence does not rely on CloudFormation's "No updates are to be
+//! performed" (moto raises it only when Parameters are passed): before
+//! updating, the stack's stored template (`GetTemplate`, original stage) and
+//! parameter values are compared with what would be sent, and an unchanged
+//! stack is not touched at all (no event is added).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudformation::types::{Capability, Parameter, Stack, StackEvent, Tag};
+
+use super::{AwsContext, AwsError, Result};
+use crate::progress::Progress;
+
+/// How long a stack operation may take (an ALB alone takes minutes on AWS).
+const STACK_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    /// Template and parameters equal to the stack's: nothing was sent.
+    Unchanged,
+}
+
+/// A stack as deployed: its id and outputs.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub outcome: Outcome,
+    pub stack_id: String,
+    pub outputs: BTreeMap<String, String>,
+}
+
+fn is_missing_stack(e: &AwsError) -> bool {
+    matches!(e, AwsError::Api { message, .. } if message.contains("does not exist"))
+}
+
+/// The stack, or `None` when there is none by that name (or id).
+pub async fn describe(ctx: &AwsContext, name: &str) -> Result<Option<Stack>> {
+    match ctx.cfn.describe_stacks().stack_name(name).send().await {
+        Ok(out) => Ok(out.stacks().first().cloned()),
+        Err(e) => {
+            let e = AwsError::api("CloudFormation.DescribeStacks", e);
+            if is_missing_stack(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+pub fn outputs(stack: &Stack) -> BTreeMap<String, String> {
+    stack
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+        .collect()
+}
+
+fn status(stack: &Stack) -> &str {
+    stack
+        .stack_status()
+        .map(|s| s.as_str())
+        .unwrap_or("UNKNOWN")
+}
+
+/// Every event of the stack (newest first, as CloudFormation answers).
+pub async fn events(ctx: &AwsContext, stack_id: &str) -> Result<Vec<StackEvent>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .cfn
+            .describe_stack_events()
+            .stack_name(stack_id)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| AwsError::api("CloudFormation.DescribeStackEvents", e))?;
+        out.extend(page.stack_events().iter().cloned());
+        token = page.next_token().map(str::to_string);
+        if token.is_none() || out.len() > 10_000 {
+            return Ok(out);
+        }
+    }
+}
+
+fn event_line(e: &StackEvent) -> String {
+    let status = e.resource_status().map(|s| s.as_str()).unwrap_or("");
+    let mut line = format!(
+        "{status} {} {}",
+        e.resource_type().unwrap_or(""),
+        e.logical_resource_id().unwrap_or("")
+    );
+    if let Some(reason) = e.resource_status_reason().filter(|r| !r.is_empty()) {
+        line.push_str(": ");
+        line.push_str(reason);
+    }
+    line
+}
+
+/// Prints the events newer than `seen` (oldest first) and returns the new
+/// newest event id.
+async fn print_new_events(
+    ctx: &AwsContext,
+    stack_id: &str,
+    seen: &mut std::collections::HashSet<String>,
+    progress: &Progress,
+) -> Result<Vec<StackEvent>> {
+    let all = events(ctx, stack_id).await?;
+    let mut fresh: Vec<StackEvent> = all
+        .into_iter()
+        .filter(|e| e.event_id().is_some_and(|id| !seen.contains(id)))
+        .collect();
+    fresh.reverse();
+    for e in &fresh {
+        if let Some(id) = e.event_id() {
+            seen.insert(id.to_string());
+        }
+        progress.detail(event_line(e));
+    }
+    Ok(fresh)
+}
+
+async fn seen_events(
+    ctx: &AwsContext,
+    stack_id: &str,
+) -> Result<std::collections::HashSet<String>> {
+    Ok(events(ctx, stack_id)
+        .await?
+        .iter()
+        .filter_map(|e| e.event_id().map(str::to_string))
+        .collect())
+}
+
+/// Waits until the stack leaves its `*_IN_PROGRESS` state, printing events.
+/// Returns the final stack; `Err(Stack)` when it ended in a failed state.
+async fn wait(
+    ctx: &AwsContext,
+    stack_id: &str,
+    mut seen: std::collections::HashSet<String>,
+    want: &[&str],
+    progress: &Progress,
+) -> Result<Stack> {
+    let started = Instant::now();
+    let mut first_failure: Option<String> = None;
+    loop {
+        let fresh = print_new_events(ctx, stack_id, &mut seen, progress).await?;
+        for e in &fresh {
+            let failed = e
+                .resource_status()
+                .is_some_and(|s| s.as_str().ends_with("_FAILED"));
+            if failed && first_failure.is_none() {
+                first_failure = Some(event_line(e));
+            }
+        }
+        let stack = describe(ctx, stack_id).await?.ok_or_else(|| {
+            AwsError::NotFound(format!("stack {stack_id} disappeared while waiting for it"))
+        })?;
+        let st = status(&stack).to_string();
+        if !st.ends_with("_IN_PROGRESS") {
+            if want.contains(&st.as_str()) {
+                return Ok(stack);
+            }
+            let reason = first_failure
+                .or_else(|| stack.stack_status_reason().map(str::to_string))
+                .unwrap_or_default();
+            return Err(AwsError::Stack(format!(
+                "stack {} ended in {st}{}{reason}",
+                stack.stack_name().unwrap_or(stack_id),
+                if reason.is_empty() { "" } else { ": " }
+            )));
+        }
+        if started.elapsed() > STACK_TIMEOUT {
+            return Err(AwsError::Stack(format!(
+                "stack {stack_id} still {st} after {} minutes",
+                STACK_TIMEOUT.as_secs() / 60
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn params_of(params: &[(&str, String)]) -> Vec<Parameter> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(v.clone())
+                .build()
+        })
+        .collect()
+}
+
+fn tags_of(tags: &[(&str, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(*k).value(v.clone()).build())
+        .collect()
+}
+
+/// True when the stack already holds exactly this template and these
+/// parameter values.
+async fn unchanged(
+    ctx: &AwsContext,
+    stack: &Stack,
+    template: &str,
+    params: &[(&str, String)],
+) -> Result<bool> {
+    let id = stack.stack_id().unwrap_or_default();
+    let stored = ctx
+        .cfn
+        .get_template()
+        .stack_name(id)
+        .template_stage(aws_sdk_cloudformation::types::TemplateStage::Original)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.GetTemplate", e))?;
+    if stored.template_body().map(str::trim) != Some(template.trim()) {
+        return Ok(false);
+    }
+    let current: BTreeMap<&str, &str> = stack
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.parameter_key()?, p.parameter_value().unwrap_or(""))))
+        .collect();
+    Ok(params
+        .iter()
+        .all(|(k, v)| current.get(k).copied() == Some(v.as_str())))
+}
+
+/// Creates the stack, or updates it when its template or parameters
+/// differ, printing stack events as progress and waiting for the end.
+pub async fn deploy(
+    ctx: &AwsContext,
+    name: &str,
+    template: &str,
+    params: &[(&str, String)],
+    tags: &[(&str, String)],
+    progress: &Progress,
+) -> Result<Deployed> {
+    let mut existing = describe(ctx, name).await?;
+    if let Some(stack) = &existing {
+        let st = status(stack).to_string();
+        let id = stack.stack_id().unwrap_or(name).to_string();
+        if st.ends_with("_IN_PROGRESS") {
+            progress.detail(format!("stack {name} is {st}; waiting for it"));
+            let seen = seen_events(ctx, &id).await?;
+            let _ = wait(ctx, &id, seen, &[], progress).await;
+            existing = describe(ctx, name).await?;
+        }
+    }
+    if let Some(stack) = &existing {
+        let st = status(stack);
+        // A stack whose creation failed can only be deleted.
+        if st == "ROLLBACK_COMPLETE" || st == "CREATE_FAILED" || st == "ROLLBACK_FAILED" {
+            progress.detail(format!(
+                "stack {name} is {st} from an earlier failed create; deleting it"
+            ));
+            delete(ctx, name, progress).await?;
+            existing = None;
+        }
+    }
+    match existing {
+        None => {
+            let out = ctx
+                .cfn
+                .create_stack()
+                .stack_name(name)
+                .template_body(template)
+                .set_parameters(Some(params_of(params)))
+                .set_tags(Some(tags_of(tags)))
+                .capabilities(Capability::CapabilityIam)
+                .capabilities(Capability::CapabilityNamedIam)
+                .send()
+                .await
+                .map_err(|e| AwsError::api("CloudFormation.CreateStack", e))?;
+            let id = out.stack_id().unwrap_or(name).to_string();
+            let stack = wait(ctx, &id, Default::default(), &["CREATE_COMPLETE"], progress).await?;
+            Ok(Deployed {
+                outcome: Outcome::Created,
+                stack_id: id,
+                outputs: outputs(&stack),
+            })
+        }
+        Some(stack) => {
+            let id = stack.stack_id().unwrap_or(name).to_string();
+            if unchanged(ctx, &stack, template, params).await? {
+                return Ok(Deployed {
+                    outcome: Outcome::Unchanged,
+                    stack_id: id,
+                    outputs: outputs(&stack),
+                });
+            }
+            let seen = seen_events(ctx, &id).await?;
+            let sent = ctx
+                .cfn
+                .update_stack()
+                .stack_name(&id)
+                .template_body(template)
+                .set_parameters(Some(params_of(params)))
+                .set_tags(Some(tags_of(tags)))
+                .capabilities(Capability::CapabilityIam)
+                .capabilities(Capability::CapabilityNamedIam)
+                .send()
+                .await
+                .map_err(|e| AwsError::api("CloudFormation.UpdateStack", e));
+            match sent {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("No updates are to be performed") => {
+                    return Ok(Deployed {
+                        outcome: Outcome::Unchanged,
+                        stack_id: id,
+                        outputs: outputs(&stack),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+            let stack = wait(ctx, &id, seen, &["UPDATE_COMPLETE"], progress).await?;
+            Ok(Deployed {
+                outcome: Outcome::Updated,
+                stack_id: id,
+                outputs: outputs(&stack),
+            })
+        }
+    }
+}
+
+/// Deletes the stack and waits until it is gone. `Ok(false)` when there
+/// was none.
+pub async fn delete(ctx: &AwsContext, name: &str, progress: &Progress) -> Result<bool> {
+    let Some(stack) = describe(ctx, name).await? else {
+        return Ok(false);
+    };
+    let id = stack.stack_id().unwrap_or(name).to_string();
+    if status(&stack) == "DELETE_COMPLETE" {
+        return Ok(false);
+    }
+    let mut seen = seen_events(ctx, &id).await?;
+    ctx.cfn
+        .delete_stack()
+        .stack_name(&id)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.DeleteStack", e))?;
+    let started = Instant::now();
+    loop {
+        // Events of a deleted stack may no longer be readable: best effort.
+        let _ = print_new_events(ctx, &id, &mut seen, progress).await;
+        match describe(ctx, &id).await? {
+            None => return Ok(true),
+            Some(s) => {
+                let st = status(&s);
+                if st == "DELETE_COMPLETE" {
+                    return Ok(true);
+                }
+                if !st.ends_with("_IN_PROGRESS") {
+                    return Err(AwsError::Stack(format!(
+                        "deleting stack {name} ended in {st}: {}",
+                        s.stack_status_reason().unwrap_or("")
+                    )));
+                }
+            }
+        }
+        if started.elapsed() > STACK_TIMEOUT {
+            return Err(AwsError::Stack(format!(
+                "stack {name} is still being deleted"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,269 @@
+//! Pushing a built image (`rack/APP:BUILD` on the rack's Docker engine) to
+//! the app's ECR repository.
+//!
+//! Credentials come from `GetAuthorizationToken`, fetched for every push
+//! (tokens last 12 hours; a long-lived rack must never hold a stale one).
+//! The token is base64 of `AWS:PASSWORD`. The registry host is the token's
+//! proxy endpoint, unless `RACK_ECR_REGISTRY` names another (tests push to a
+//! local registry standing in for ECR's). The pushed image is then named by
+//! digest, `REGISTRY/rack-RACK/APP@sha256:...`, which is what task
+//! definitions reference: a tag could move, a digest cannot.
+
+use base64::Engine;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use super::{AwsContext, AwsError, Result};
+use crate::progress::Progress;
+
+/// The env var that overrides the registry host images are pushed to.
+pub const REGISTRY_ENV: &str = "RACK_ECR_REGISTRY";
+
+/// An image as pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedImage {
+    /// `sha256:...`
+    pub digest: String,
+    /// `REGISTRY/rack-RACK/APP@sha256:...`: what a task definition runs.
+    pub reference: String,
+    /// `REGISTRY/rack-RACK/APP:TAG`
+    pub tagged: String,
+}
+
+/// Registry credentials from a fresh `GetAuthorizationToken`: (host,
+/// username, password).
+async fn credentials(ctx: &AwsContext) -> Result<(String, String, String)> {
+    let out = ctx
+        .ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| AwsError::api("ECR.GetAuthorizationToken", e))?;
+    let data = out
+        .authorization_data()
+        .first()
+        .ok_or_else(|| AwsError::Invalid("ECR returned no authorization data".into()))?;
+    let token = data
+        .authorization_token()
+        .ok_or_else(|| AwsError::Invalid("ECR returned no authorization token".into()))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            AwsError::Invalid("ECR authorization token is not base64 of USER:PASSWORD".into())
+        })?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| AwsError::Invalid("ECR authorization token is not USER:PASSWORD".into()))?;
+    let host = data
+        .proxy_endpoint()
+        .unwrap_or_default()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    Ok((host, user.to_string(), password.to_string()))
+}
+
+/// `... digest: sha256:abc size: 527` → `sha256:abc`.
+fn digest_in(status: &str) -> Option<String> {
+    let rest = status.split("digest: ").nth(1)?;
+    let d = rest.split_whitespace().next()?;
+    (d.starts_with("sha256:") && d.len() == 71).then(|| d.to_string())
+}
+
+/// Pushes `local_tag` as `tag` to the app's repository and returns it by
+/// digest. The registry is the token's, or `RACK_ECR_REGISTRY`.
+pub async fn push_image(
+    ctx: &AwsContext,
+    docker: &Docker,
+    local_tag: &str,
+    app: &str,
+    tag: &str,
+    progress: &Progress,
+) -> Result<PushedImage> {
+    let registry = std::env::var(REGISTRY_ENV).ok().filter(|r| !r.is_empty());
+    push_image_to(ctx, docker, local_tag, app, tag, registry, progress).await
+}
+
+/// [`push_image`] with an explicit registry override.
+pub async fn push_image_to(
+    ctx: &AwsContext,
+    docker: &Docker,
+    local_tag: &str,
+    app: &str,
+    tag: &str,
+    registry_override: Option<String>,
+    progress: &Progress,
+) -> Result<PushedImage> {
+    let (token_host, user, password) = credentials(ctx).await?;
+    let registry = registry_override.unwrap_or(token_host);
+    if registry.is_empty() {
+        return Err(AwsError::Invalid(
+            "ECR returned no registry endpoint".into(),
+        ));
+    }
+    let repo = format!("{registry}/{}", ctx.repository_name(app));
+    let tagged = format!("{repo}:{tag}");
+    docker
+        .tag_image(
+            local_tag,
+            Some(TagImageOptionsBuilder::new().repo(&repo).tag(tag).build()),
+        )
+        .await
+        .map_err(|e| AwsError::Docker(format!("tagging {local_tag} as {tagged}: {e}")))?;
+    progress.stage(format!("Pushing {tagged}"));
+    let creds = DockerCredentials {
+        username: Some(user),
+        password: Some(password),
+        serveraddress: Some(registry.clone()),
+        ..Default::default()
+    };
+    let mut stream = docker.push_image(
+        &repo,
+        Some(PushImageOptionsBuilder::new().tag(tag).build()),
+        Some(creds),
+    );
+    let mut digest = None;
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                let Some(status) = info.status else { continue };
+                if let Some(d) = digest_in(&status) {
+                    digest = Some(d);
+                }
+                // Per-layer byte counters are noise in a push session;
+                // show each layer's outcome and the final digest.
+                if info.progress_detail.is_none()
+                    || matches!(
+                        status.as_str(),
+                        "Pushed" | "Layer already exists" | "Mounted from"
+                    )
+                {
+                    progress.detail(status);
+                }
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    // The pushed name is only a means of transport: drop the extra tag
+    // (the image keeps its rack/APP:BUILD tag).
+    let _ = docker
+        .remove_image(
+            &tagged,
+            Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
+            None,
+        )
+        .await;
+    if let Some(f) = failure {
+        return Err(AwsError::Docker(format!("pushing {tagged}: {f}")));
+    }
+    let digest = digest.ok_or_else(|| {
+        AwsError::Docker(format!("pushing {tagged}: the registry reported no digest"))
+    })?;
+    progress.detail(format!("pushed {repo}@{digest}"));
+    Ok(PushedImage {
+        reference: format!("{repo}@{digest}"),
+        digest,
+        tagged,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::testing;
+
+    #[test]
+    fn digests_are_parsed_from_the_final_status() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(digest_in(&format!("b-1: digest: {d} size: 527")), Some(d));
+        assert_eq!(digest_in("Pushed"), None);
+        assert_eq!(digest_in("digest: sha256:short size: 1"), None);
+    }
+
+    #[tokio::test]
+    async fn pushes_by_digest_to_the_registry() {
+        let Some(ctx) = testing::context("ecr").await else {
+            return;
+        };
+        let Ok(docker) = crate::build::connect_docker(None).await else {
+            eprintln!("skipped: Docker engine not reachable");
+            return;
+        };
+        if docker.inspect_image(testing::BASE_IMAGE).await.is_err() {
+            eprintln!(
+                "skipped: {} missing (scripts/test builds it)",
+                testing::BASE_IMAGE
+            );
+            return;
+        }
+        let local = format!("rack/ecrtest:{}", ctx.rack);
+        docker
+            .tag_image(
+                testing::BASE_IMAGE,
+                Some(
+                    TagImageOptionsBuilder::new()
+                        .repo("rack/ecrtest")
+                        .tag(&ctx.rack)
+                        .build(),
+                ),
+            )
+            .await
+            .unwrap();
+        ctx.ecr
+            .create_repository()
+            .repository_name(ctx.repository_name("ecrtest"))
+            .send()
+            .await
+            .unwrap();
+        let (progress, mut rx) = Progress::channel();
+        let registry = testing::registry();
+        let pushed = push_image_to(
+            &ctx,
+            &docker,
+            &local,
+            "ecrtest",
+            "b-1",
+            Some(registry.clone()),
+            &progress,
+        )
+        .await
+        .unwrap();
+        assert!(pushed
+            .reference
+            .starts_with(&format!("{registry}/rack-{}/ecrtest@sha256:", ctx.rack)));
+        let mut lines = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            lines.push(l);
+        }
+        assert!(
+            lines.iter().any(|l| l.contains(&pushed.digest)),
+            "{lines:?}"
+        );
+
+        // The registry has the manifest under that digest.
+        let path = format!("/v2/rack-{}/ecrtest/manifests/{}", ctx.rack, pushed.digest);
+        let status = testing::registry_get_status(&registry, &path).await;
+        assert_eq!(status, 200, "GET {path}");
+        // The transport tag is gone from the engine; the local tag stays.
+        assert!(docker.inspect_image(&pushed.tagged).await.is_err());
+        docker.inspect_image(&local).await.unwrap();
+        let _ = docker
+            .remove_image(
+                &local,
+                Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
+                None,
+            )
+            .await;
+    }
+}

@@ -1,0 +1,500 @@
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, TaskDefinition};
+
+use super::*;
+use crate::aws::testing;
+use crate::release::SecretEnv;
+use crate::runtime::HealthCheck;
+
+// ---------------------------------------------------------------- sizes
+
+#[test]
+fn fargate_sizes_cover_the_request() {
+    assert_eq!(fargate_size(None, None).unwrap(), (256, 512));
+    assert_eq!(
+        fargate_size(Some(250_000_000), Some(512 << 20)).unwrap(),
+        (256, 512)
+    );
+    assert_eq!(fargate_size(None, Some(1500 << 20)).unwrap(), (256, 2048));
+    assert_eq!(
+        fargate_size(Some(1_000_000_000), None).unwrap(),
+        (1024, 2048)
+    );
+    assert_eq!(
+        fargate_size(Some(500_000_000), Some(3 << 30)).unwrap(),
+        (512, 3072)
+    );
+    assert_eq!(fargate_size(None, Some(5 << 30)).unwrap(), (1024, 5120));
+    assert_eq!(
+        fargate_size(Some(2_000_000_000), Some(20 << 30)).unwrap(),
+        (4096, 20480)
+    );
+    assert!(fargate_size(Some(32_000_000_000), None).is_err());
+    assert!(fargate_size(None, Some(200 << 30)).is_err());
+}
+
+// ------------------------------------------- the waiter over recorded answers
+
+fn deployment(status: &str, td: &str, state: DeploymentRolloutState, reason: &str) -> Deployment {
+    Deployment::builder()
+        .id(format!("ecs-svc/{td}"))
+        .status(status)
+        .task_definition(td)
+        .rollout_state(state)
+        .rollout_state_reason(reason)
+        .build()
+}
+
+fn service(deployments: Vec<Deployment>) -> Service {
+    Service::builder()
+        .service_name("app_web")
+        .status("ACTIVE")
+        .set_deployments(Some(deployments))
+        .build()
+}
+
+const OLD: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:1";
+const NEW: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:2";
+
+#[test]
+fn waiter_completed() {
+    let s = service(vec![deployment(
+        "PRIMARY",
+        NEW,
+        DeploymentRolloutState::Completed,
+        "ECS deployment ecs-svc/1 completed.",
+    )]);
+    assert_eq!(rollout_state(&s, NEW), Rollout::Completed);
+}
+
+#[test]
+fn waiter_in_progress_while_old_tasks_drain() {
+    let s = service(vec![
+        deployment(
+            "PRIMARY",
+            NEW,
+            DeploymentRolloutState::InProgress,
+            "ECS deployment in progress.",
+        ),
+        deployment("ACTIVE", OLD, DeploymentRolloutState::Completed, ""),
+    ]);
+    assert_eq!(rollout_state(&s, NEW), Rollout::InProgress);
+}
+
+#[test]
+fn waiter_failed() {
+    let s = service(vec![deployment(
+        "PRIMARY",
+        NEW,
+        DeploymentRolloutState::Failed,
+        "ECS deployment circuit breaker: tasks failed to start.",
+    )]);
+    assert_eq!(
+        rollout_state(&s, NEW),
+        Rollout::Failed("ECS deployment circuit breaker: tasks failed to start.".into())
+    );
+}
+
+#[test]
+fn waiter_rolled_back() {
+    // The circuit breaker made a new PRIMARY deployment of the old task
+    // definition; ours is ACTIVE and FAILED.
+    let s = service(vec![
+        deployment(
+            "PRIMARY",
+            OLD,
+            DeploymentRolloutState::InProgress,
+            "ECS deployment detected rollback.",
+        ),
+        deployment(
+            "ACTIVE",
+            NEW,
+            DeploymentRolloutState::Failed,
+            "ECS deployment circuit breaker: task failed health checks.",
+        ),
+    ]);
+    assert_eq!(
+        rollout_state(&s, NEW),
+        Rollout::RolledBack("ECS deployment circuit breaker: task failed health checks.".into())
+    );
+}
+
+#[tokio::test]
+async fn waiter_times_out_and_restores_the_previous_task_definition() {
+    // Against moto: an updated service's deployment never completes, so a
+    // waiting runtime must time out, report NotReady and point the service
+    // back at the old task definition.
+    let Some(fx) = Fixture::new("tmo").await else {
+        return;
+    };
+    let mut rt = AwsRuntime::new(fx.ctx.clone(), fx.rack.clone())
+        .with_rollout_timeout(Duration::from_millis(1));
+    rt.wait_for_rollout = false;
+    let v1 = fx.spec(1, "one", &[("A", "1")], 1);
+    rt.start(&v1, &Progress::discard()).await.unwrap();
+    let (td1, _) = fx.service("web").await;
+    rt.wait_for_rollout = true;
+    let v2 = fx.spec(2, "two", &[("A", "2")], 1);
+    let err = rt.start(&v2, &Progress::discard()).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::NotReady(_)), "{err}");
+    assert!(err.to_string().contains("not complete"), "{err}");
+    let (td, _) = fx.service("web").await;
+    assert_eq!(
+        td, td1,
+        "the service must be back on the previous task definition"
+    );
+}
+
+// ------------------------------------------------------------ against moto
+
+struct Fixture {
+    ctx: AwsContext,
+    rack: AwsSection,
+    _dir: tempfile::TempDir,
+    app: String,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Option<Fixture> {
+        let (ctx, mut rack, dir) = testing::installed(prefix).await?;
+        rack.wait_for_rollout = Some(false);
+        let app = "shop".to_string();
+        app::create_app(
+            &ctx,
+            &rack,
+            &app,
+            &["shop.example.com".into()],
+            &Progress::discard(),
+        )
+        .await
+        .unwrap();
+        Some(Fixture {
+            ctx,
+            rack,
+            _dir: dir,
+            app,
+        })
+    }
+
+    fn runtime(&self) -> AwsRuntime {
+        AwsRuntime::new(self.ctx.clone(), self.rack.clone())
+    }
+
+    fn image(&self, tag: &str) -> String {
+        let digest = format!("{:016x}", fnv64(tag.as_bytes())).repeat(4);
+        format!(
+            "127.0.0.1:5000/rack-{}/{}@sha256:{digest}",
+            self.ctx.rack, self.app
+        )
+    }
+
+    fn spec(&self, version: i64, image_tag: &str, vars: &[(&str, &str)], web: u32) -> ReleaseSpec {
+        ReleaseSpec {
+            app: self.app.clone(),
+            version,
+            deploy_id: format!("d{version}-{web}"),
+            build_id: format!("b-{image_tag}"),
+            image: self.image(image_tag),
+            env: SecretEnv::new(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            port: Some(8080),
+            processes: vec![
+                ProcessSpec {
+                    kind: "web".into(),
+                    command: None,
+                    count: web,
+                    memory_bytes: None,
+                    nano_cpus: None,
+                },
+                ProcessSpec {
+                    kind: "worker".into(),
+                    command: Some("./worker --queue default".into()),
+                    count: 0,
+                    memory_bytes: Some(1 << 30),
+                    nano_cpus: Some(500_000_000),
+                },
+            ],
+            health: HealthCheck::default(),
+            hosts: vec![format!("{}.example.com", self.app)],
+        }
+    }
+
+    async fn service(&self, kind: &str) -> (String, i32) {
+        service_state(&self.ctx, &self.rack.cluster, &self.app, kind)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no {kind} service"))
+    }
+
+    async fn task_definition(&self, arn: &str) -> TaskDefinition {
+        self.ctx
+            .ecs
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .unwrap()
+            .task_definition()
+            .unwrap()
+            .clone()
+    }
+
+    /// The decrypted value of each secret of the task definition's
+    /// container.
+    async fn secrets(&self, td: &TaskDefinition) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for s in td.container_definitions()[0].secrets() {
+            let arn = s.value_from();
+            let name = arn.split_once(":parameter").map(|(_, n)| n).unwrap_or(arn);
+            let p = self
+                .ctx
+                .ssm
+                .get_parameter()
+                .name(name)
+                .with_decryption(true)
+                .send()
+                .await
+                .unwrap();
+            let p = p.parameter().unwrap();
+            assert_eq!(
+                p.r#type(),
+                Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+            );
+            out.insert(s.name().to_string(), p.value().unwrap().to_string());
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn releases_become_task_definitions_with_secrets_and_services() {
+    let Some(fx) = Fixture::new("rt").await else {
+        return;
+    };
+    let rt = fx.runtime();
+    let (progress, mut rx) = Progress::channel();
+    let secret = "p@ss word=\"x\"\nline2";
+    let v1 = fx.spec(1, "one", &[("DATABASE_URL", secret), ("EMPTY", "")], 1);
+    let started = rt.start(&v1, &progress).await.unwrap();
+    rt.switch(&v1, started, &progress).await.unwrap();
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("wait_for_rollout = false")),
+        "{lines:?}"
+    );
+
+    // web: image by digest, config only as secrets, PORT & co in environment.
+    let (td1_arn, count) = fx.service("web").await;
+    assert_eq!(count, 1);
+    let td1 = fx.task_definition(&td1_arn).await;
+    let c = &td1.container_definitions()[0];
+    assert_eq!(c.image(), Some(v1.image.as_str()));
+    let env: BTreeMap<&str, &str> = c
+        .environment()
+        .iter()
+        .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
+        .collect();
+    assert_eq!(env.get("PORT"), Some(&"8080"));
+    assert_eq!(env.get("RACK_RELEASE"), Some(&"v1"));
+    assert!(!env.contains_key("DATABASE_URL"));
+    assert!(env.values().all(|v| !v.contains("p@ss")));
+    let secrets = fx.secrets(&td1).await;
+    assert_eq!(
+        secrets.get("DATABASE_URL").map(String::as_str),
+        Some(secret)
+    );
+    assert_eq!(secrets.get("EMPTY").map(String::as_str), Some(""));
+    assert!(c.secrets().iter().all(|s| s
+        .value_from()
+        .contains(&format!(":parameter/rack/{}/shop/v1/", fx.ctx.rack))));
+    assert_eq!(
+        td1.network_mode(),
+        Some(&aws_sdk_ecs::types::NetworkMode::Awsvpc)
+    );
+    assert_eq!(
+        td1.execution_role_arn(),
+        Some(fx.rack.execution_role_arn.as_str())
+    );
+
+    // worker: its command through /bin/sh -c, its own size, count 0.
+    let (wtd, wcount) = fx.service("worker").await;
+    assert_eq!(wcount, 0);
+    let wtd = fx.task_definition(&wtd).await;
+    assert_eq!(
+        wtd.container_definitions()[0].command(),
+        ["/bin/sh", "-c", "./worker --queue default"]
+    );
+    assert_eq!((wtd.cpu(), wtd.memory()), (Some("512"), Some("1024")));
+
+    // No plaintext value anywhere in any of the app's task definitions.
+    for arn in [&td1_arn] {
+        let raw = format!("{:?}", fx.task_definition(arn).await);
+        assert!(!raw.contains("p@ss"), "plaintext in task definition");
+    }
+
+    // config:set → a new release, a new revision with the new parameter.
+    let v2 = fx.spec(2, "one", &[("DATABASE_URL", "changed"), ("EMPTY", "")], 1);
+    rt.start(&v2, &progress).await.unwrap();
+    let (td2_arn, _) = fx.service("web").await;
+    assert_ne!(td2_arn, td1_arn);
+    let td2 = fx.task_definition(&td2_arn).await;
+    assert!(td2.revision() > td1.revision());
+    assert_eq!(
+        fx.secrets(&td2)
+            .await
+            .get("DATABASE_URL")
+            .map(String::as_str),
+        Some("changed")
+    );
+    // The old release's parameters stay (for rollback).
+    assert_eq!(
+        fx.secrets(&td1)
+            .await
+            .get("DATABASE_URL")
+            .map(String::as_str),
+        Some(secret)
+    );
+
+    // ps:scale web=3 → desired count 3 on the same task definition.
+    let v2_scaled = fx.spec(2, "one", &[("DATABASE_URL", "changed"), ("EMPTY", "")], 3);
+    rt.start(&v2_scaled, &progress).await.unwrap();
+    let (td, count) = fx.service("web").await;
+    assert_eq!(count, 3);
+    assert_eq!(td, td2_arn, "a scale must not register a new revision");
+    let ps = rt.processes(&fx.app).await.unwrap();
+    let web: Vec<_> = ps.iter().filter(|p| p.kind == "web").collect();
+    assert_eq!(web.len(), 3, "{ps:?}");
+    assert_eq!(web[2].name, "web.3");
+    assert_eq!(web[0].release, 2);
+
+    // A new build, then rollback to v1's build and config: the service
+    // points at the old image again.
+    let v3 = fx.spec(3, "two", &[("DATABASE_URL", "changed"), ("EMPTY", "")], 3);
+    rt.start(&v3, &progress).await.unwrap();
+    let (td3, _) = fx.service("web").await;
+    assert_eq!(
+        fx.task_definition(&td3).await.container_definitions()[0].image(),
+        Some(fx.image("two").as_str())
+    );
+    let v4 = fx.spec(4, "one", &[("DATABASE_URL", secret), ("EMPTY", "")], 3);
+    rt.start(&v4, &progress).await.unwrap();
+    let (td4, _) = fx.service("web").await;
+    let td4 = fx.task_definition(&td4).await;
+    assert_eq!(
+        td4.container_definitions()[0].image(),
+        Some(fx.image("one").as_str())
+    );
+    assert_eq!(
+        fx.secrets(&td4)
+            .await
+            .get("DATABASE_URL")
+            .map(String::as_str),
+        Some(secret)
+    );
+
+    // abort after start puts the service back.
+    let v5 = fx.spec(5, "two", &[], 3);
+    let started = rt.start(&v5, &progress).await.unwrap();
+    rt.abort(started).await;
+    let (td, _) = fx.service("web").await;
+    assert_eq!(td, td4.task_definition_arn().unwrap());
+
+    // A process type dropped from the Procfile is retired at switch.
+    let mut v6 = fx.spec(6, "one", &[], 1);
+    v6.processes.retain(|p| p.kind == "web");
+    let started = rt.start(&v6, &progress).await.unwrap();
+    rt.switch(&v6, started, &progress).await.unwrap();
+    assert!(service_state(&fx.ctx, &fx.rack.cluster, &fx.app, "worker")
+        .await
+        .unwrap()
+        .is_none());
+
+    // run: RunTask with the release's config; moto reports exit code 0.
+    let (stderr_tx, _) = tokio::io::duplex(4096);
+    let code = rt
+        .run(
+            &v6,
+            OneOff {
+                argv: vec!["echo".into(), "hi".into()],
+                tty: None,
+                resize: None,
+                timeout: Some(Duration::from_secs(30)),
+                labels: Default::default(),
+            },
+            OneOffIo {
+                stdin: None,
+                stdout: Box::new(tokio::io::sink()),
+                stderr: Box::new(stderr_tx),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+
+    // logs: a clear refusal for now.
+    let (tx, _rx) = mpsc::channel(1);
+    let err = rt
+        .logs(&fx.app, LogOptions::default(), tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+
+    // destroy: services, task definitions, parameters, stack, repository.
+    rt.destroy(&fx.app).await.unwrap();
+    assert!(app_services(&fx.ctx, &fx.rack.cluster, &fx.app)
+        .await
+        .unwrap()
+        .is_empty());
+    let params = fx
+        .ctx
+        .ssm
+        .get_parameters_by_path()
+        .path(format!("/rack/{}/shop", fx.ctx.rack))
+        .recursive(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(params.parameters().is_empty());
+    assert!(app::app_outputs(&fx.ctx, &fx.app).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unknown_cluster_fails_with_the_ecs_message_and_changes_nothing() {
+    let Some(fx) = Fixture::new("bad").await else {
+        return;
+    };
+    let mut rack = fx.rack.clone();
+    rack.cluster = "rack-no-such-cluster".into();
+    let rt = AwsRuntime::new(fx.ctx.clone(), rack);
+    let err = rt
+        .start(&fx.spec(1, "one", &[("A", "b")], 1), &Progress::discard())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Cluster not found"), "{err}");
+    assert!(app_services(&fx.ctx, &fx.rack.cluster, &fx.app)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn started_changes_round_trip() {
+    let c = Change {
+        service: "a_web".into(),
+        previous: None,
+        new: NEW.into(),
+    };
+    assert_eq!(Change::decode(&c.encode()), Some(c.clone()));
+    let c = Change {
+        previous: Some(OLD.into()),
+        ..c
+    };
+    assert_eq!(Change::decode(&c.encode()), Some(c));
+}
