@@ -35,6 +35,10 @@ pub struct FileConfig {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// Prefix of the Docker containers and networks this rack owns (and the
+    /// only ones it ever touches); racks sharing one engine need different
+    /// ones. Default `rack`.
+    pub namespace: Option<String>,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
@@ -126,6 +130,7 @@ pub struct Settings {
     pub docker: Option<String>,
     pub limits: Limits,
     pub build: crate::build::BuildOptions,
+    pub namespace: String,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -168,8 +173,18 @@ impl Settings {
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
         };
         let build = build_options(&file.build)?;
+        let namespace = file.namespace.clone().unwrap_or_else(|| "rack".into());
+        if namespace.is_empty()
+            || namespace.len() > 20
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("namespace: use 1-20 characters a-z, 0-9 and '-'");
+        }
         Ok(Settings {
             build,
+            namespace,
             listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
             http: pick(o.http, file.http, "0.0.0.0:8080"),
             domain: pick(o.domain, file.domain, "localhost"),

@@ -87,9 +87,16 @@ impl Rack {
                 let docker = crate::build::connect_docker(self.settings.docker.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
-                let rt: Arc<dyn crate::runtime::Runtime> = Arc::new(
-                    crate::runtime::local::LocalRuntime::new(docker, self.router.clone()),
-                );
+                let opts = crate::runtime::local::LocalOptions {
+                    namespace: self.settings.namespace.clone(),
+                    ..Default::default()
+                };
+                let rt: Arc<dyn crate::runtime::Runtime> =
+                    Arc::new(crate::runtime::local::LocalRuntime::with_options(
+                        docker,
+                        self.router.clone(),
+                        opts,
+                    ));
                 Ok(rt)
             })
             .await

@@ -230,9 +230,10 @@ async fn unchanged(
         .iter()
         .filter_map(|p| Some((p.parameter_key()?, p.parameter_value().unwrap_or(""))))
         .collect();
-    Ok(params
+    let same = params
         .iter()
-        .all(|(k, v)| current.get(k).copied() == Some(v.as_str())))
+        .all(|(k, v)| current.get(k).copied() == Some(v.as_str()));
+    Ok(same)
 }
 
 /// Creates the stack, or updates it when its template or parameters

@@ -9,7 +9,8 @@
 //! - [`app`]: an app's stack (`aws/app.yml`): ECR repository, log group,
 //!   target group, listener rule, task role.
 //! - [`envelope`]: config versions sealed with a KMS data key.
-//! - [`state`]: state in S3 with compare-and-swap (layout documented there).
+//! - [`state`]: state in S3 with compare-and-swap (layout documented there);
+//!   [`store::S3Store`] implements the crate's `Store` trait on it.
 //! - [`ecr`]: pushing a built image to the app's repository.
 //! - [`runtime`]: [`runtime::AwsRuntime`], the `Runtime` on ECS.
 //!
@@ -28,6 +29,7 @@ pub mod envelope;
 pub mod rack;
 pub mod runtime;
 pub mod state;
+pub mod store;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -176,17 +178,12 @@ impl AwsContext {
     /// override is set (then `us-east-1`, what moto uses by default).
     pub async fn from_env(rack: &str) -> Result<AwsContext> {
         validate_rack_name(rack)?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        // The chain does not read AWS_ENDPOINT_URL into the shared config
-        // for us in every version: pass it explicitly.
-        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
-            if !url.is_empty() {
-                loader = loader.endpoint_url(url);
-            }
-        }
+        // The SDK reads AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>
+        // itself (the per-service ones win); nothing to pass here.
+        let loader = aws_config::defaults(BehaviorVersion::latest());
         let mut shared = loader.load().await;
         if shared.region().is_none() {
-            if shared.endpoint_url().is_some() {
+            if shared.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some() {
                 shared = shared
                     .into_builder()
                     .region(Region::new(FALLBACK_REGION))
@@ -203,8 +200,10 @@ impl AwsContext {
     /// Clients from an already loaded shared config (tests build one with
     /// static credentials and moto's endpoint).
     pub fn from_shared(rack: &str, shared: &SdkConfig) -> AwsContext {
-        let path_style =
-            shared.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        // Test doubles serve buckets by path, not by host name.
+        let path_style = shared.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(shared)
                 .force_path_style(path_style)
@@ -262,6 +261,30 @@ mod tests {
         ] {
             assert!(validate_rack_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn from_env_honours_aws_endpoint_url() {
+        // Only this test sets AWS_* variables in the lib test binary.
+        let url = testing::moto_url();
+        if testing::context("envurl").await.is_none() {
+            return;
+        }
+        std::env::set_var("AWS_ENDPOINT_URL", &url);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::remove_var("AWS_REGION");
+        std::env::remove_var("AWS_DEFAULT_REGION");
+        let ctx = AwsContext::from_env(&testing::unique_rack("fromenv"))
+            .await
+            .unwrap();
+        assert_eq!(ctx.region, FALLBACK_REGION);
+        let bucket = format!("rack-{}-fromenv", ctx.rack);
+        // Path-style S3 against the endpoint: the bucket is reachable.
+        ctx.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        ctx.s3.head_bucket().bucket(&bucket).send().await.unwrap();
+        ctx.s3.delete_bucket().bucket(&bucket).send().await.unwrap();
+        assert!(AwsContext::from_env("Bad_Name").await.is_err());
     }
 
     #[tokio::test]

@@ -268,37 +268,53 @@ pub async fn install_with(
 
 /// Stacks (name, app) of the rack's apps, found by their `rack:rack` tag.
 pub async fn app_stacks(ctx: &AwsContext) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+    // ListStacks, then DescribeStacks by name: describing every stack of
+    // the account at once is slow on AWS and, on moto, races with stacks
+    // being created by others (it computes their outputs half-made).
+    let prefix = format!("rack-{}-app-", ctx.rack);
+    let mut names = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let page = ctx
             .cfn
-            .describe_stacks()
+            .list_stacks()
             .set_next_token(token.clone())
             .send()
             .await
-            .map_err(|e| AwsError::api("CloudFormation.DescribeStacks", e))?;
-        for s in page.stacks() {
-            if s.stack_status().map(|st| st.as_str()) == Some("DELETE_COMPLETE") {
-                continue;
-            }
-            let tag = |k: &str| {
-                s.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-            };
-            if tag("rack:rack") == Some(ctx.rack.as_str()) && tag("rack:role") == Some("app") {
-                if let (Some(name), Some(app)) = (s.stack_name(), tag("rack:app")) {
-                    out.push((name.to_string(), app.to_string()));
+            .map_err(|e| AwsError::api("CloudFormation.ListStacks", e))?;
+        for s in page.stack_summaries() {
+            let deleted = s.stack_status().map(|st| st.as_str()) == Some("DELETE_COMPLETE");
+            if let Some(name) = s.stack_name().filter(|n| n.starts_with(&prefix)) {
+                if !deleted && !names.iter().any(|n: &String| n == name) {
+                    names.push(name.to_string());
                 }
             }
         }
         token = page.next_token().map(str::to_string);
         if token.is_none() {
-            return Ok(out);
+            break;
         }
     }
+    let mut out = Vec::new();
+    for name in names {
+        let Some(s) = cfn::describe(ctx, &name).await? else {
+            continue;
+        };
+        let tag = |k: &str| {
+            s.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+        };
+        // The tag, not the name, says whose app it is (rack `a` and rack
+        // `a-app-b` share a name prefix).
+        if tag("rack:rack") == Some(ctx.rack.as_str()) && tag("rack:role") == Some("app") {
+            if let Some(app) = tag("rack:app") {
+                out.push((name.clone(), app.to_string()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes every object in the bucket (and every version, should

@@ -154,12 +154,17 @@ pub fn rollout_state(service: &Service, task_definition: &str) -> Rollout {
                 _ => Rollout::InProgress,
             }
         }
-        Some(p) => {
-            // Our deployment lost PRIMARY: the circuit breaker rolled back.
-            let why = reason(ours);
-            let why = if why.is_empty() { reason(Some(p)) } else { why };
-            Rollout::RolledBack(why)
-        }
+        Some(p) => match ours {
+            // Our deployment lost PRIMARY to another task definition: the
+            // circuit breaker rolled back.
+            Some(_) => {
+                let why = reason(ours);
+                Rollout::RolledBack(if why.is_empty() { reason(Some(p)) } else { why })
+            }
+            // Ours is not (yet, or no longer) listed: the caller decides
+            // from what it saw before.
+            None => Rollout::InProgress,
+        },
         None => match ours.and_then(|d| d.rollout_state()).map(|s| s.as_str()) {
             Some("FAILED") => Rollout::Failed(reason(ours)),
             _ => Rollout::InProgress,
@@ -236,9 +241,29 @@ pub async fn app_services(ctx: &AwsContext, cluster: &str, app: &str) -> Result<
         }
         token = page.next_token().map(str::to_string);
         if token.is_none() {
-            return Ok(out);
+            break;
         }
     }
+    // Deleted services may still be listed for a while: keep live ones.
+    let mut live = Vec::new();
+    for chunk in out.chunks(10) {
+        let d = ctx
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::api("ECS.DescribeServices", e))?;
+        live.extend(
+            d.services()
+                .iter()
+                .filter(|s| s.status() != Some("INACTIVE"))
+                .filter_map(|s| s.service_name().map(str::to_string)),
+        );
+    }
+    live.sort();
+    Ok(live)
 }
 
 /// Deregisters every task definition revision of the app's families.
@@ -369,6 +394,11 @@ impl AwsRuntime {
     async fn put_parameters(&self, spec: &ReleaseSpec) -> Result<Vec<(String, String)>> {
         let mut refs = Vec::new();
         for (key, value) in spec.env.pairs() {
+            if value.is_empty() {
+                // SSM cannot hold an empty value; an empty string reveals
+                // nothing, so it goes to `environment` (see task_definition).
+                continue;
+            }
             let name = parameter_name(&self.ctx, &spec.app, spec.version, key);
             self.ctx
                 .ssm
@@ -402,11 +432,18 @@ impl AwsRuntime {
     ) -> Result<String> {
         let (cpu, mem) = fargate_size(p.nano_cpus, p.memory_bytes).map_err(AwsError::Invalid)?;
         let port = spec.port.unwrap_or(DEFAULT_PORT);
-        let env = [
+        let mut env = vec![
             ("PORT", port.to_string()),
             ("RACK_APP", spec.app.clone()),
             ("RACK_RELEASE", format!("v{}", spec.version)),
         ];
+        // Empty config values (SSM cannot store them; nothing secret).
+        env.extend(
+            spec.env
+                .pairs()
+                .filter(|(_, v)| v.is_empty())
+                .map(|(k, _)| (k, String::new())),
+        );
         let fingerprint = {
             let doc = serde_json::json!({
                 "image": spec.image, "command": p.command, "cpu": cpu, "mem": mem,
@@ -440,6 +477,9 @@ impl AwsRuntime {
             .name(&p.kind)
             .image(&spec.image)
             .essential(true)
+            // The container may use the whole task (moto also needs these).
+            .cpu(cpu as i32)
+            .memory(mem as i32)
             .set_environment(Some(
                 env.iter()
                     .map(|(k, v)| KeyValuePair::builder().name(*k).value(v).build())
@@ -615,6 +655,9 @@ impl AwsRuntime {
         let started = Instant::now();
         let mut seen: HashSet<String> = HashSet::new();
         let mut pending: Vec<&Change> = changes.iter().collect();
+        // Services whose new deployment we have seen listed: if it vanishes
+        // while another task definition is PRIMARY, it was rolled back.
+        let mut listed: HashSet<String> = HashSet::new();
         // Events older than the rollout are not news.
         for c in &pending {
             if let Ok(Some(s)) = self.service(&c.service).await {
@@ -636,6 +679,18 @@ impl AwsRuntime {
                 for e in fresh {
                     seen.insert(e.id().unwrap_or_default().to_string());
                     progress.detail(format!("{}: {}", c.service, e.message().unwrap_or("")));
+                }
+                let ours_listed = s
+                    .deployments()
+                    .iter()
+                    .any(|d| d.task_definition() == Some(c.new.as_str()));
+                if ours_listed {
+                    listed.insert(c.service.clone());
+                } else if listed.contains(&c.service) {
+                    return Err(RuntimeError::NotReady(format!(
+                        "{}: the deployment circuit breaker rolled back",
+                        c.service
+                    )));
                 }
                 match rollout_state(&s, &c.new) {
                     Rollout::Completed => progress.detail(format!(
@@ -841,6 +896,7 @@ impl AwsRuntime {
                             .and_then(|a| a.rsplit('/').next())
                             .unwrap_or_default()
                             .to_string(),
+                        deploy_id: String::new(),
                     });
                 }
             } else {
@@ -862,6 +918,7 @@ impl AwsRuntime {
                         .into(),
                         started_at: None,
                         id: name.clone(),
+                        deploy_id: String::new(),
                     });
                 }
             }

@@ -13,8 +13,11 @@
 //! events/INV-APP-RAND.json      one object per audit event; INV = 9999999999999
 //!                               minus the time in ms, so a listing is newest
 //!                               first; APP is `-` for rack-wide events
-//! keys/NAME.json                SSH keys (rack keys, keys:add)
-//! rack/host_key.sealed          the SSH host key, KMS-envelope-sealed
+//! rack/keys.json                all SSH keys in one mutable object (If-Match)
+//! domains/HOST.json              a host name's claim by one app (If-None-Match)
+//! procfiles/BUILD_ID.json        the Procfile recorded with a build
+//! rack/NAME.sealed              rack secrets such as the SSH host key,
+//!                                KMS-envelope-sealed (`load_or_create_secret`)
 //! ```
 //!
 //! # Rules
@@ -500,6 +503,40 @@ impl S3State {
     }
 }
 
+/// A rack-wide secret (`rack/NAME.sealed`, e.g. the SSH host key), sealed
+/// with a KMS data key of `key_arn` and bound to the rack and `name`. The
+/// first call stores what `create` makes (If-None-Match: when two rack
+/// instances start at once, one wins and both use its secret); later calls
+/// return the stored one, so a replaced instance keeps its identity.
+pub async fn load_or_create_secret(
+    state: &S3State,
+    key_arn: &str,
+    name: &str,
+    create: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>> {
+    let key = format!("rack/{name}.sealed");
+    let context = [
+        ("purpose", name.to_string()),
+        ("rack", state.ctx.rack.clone()),
+    ];
+    if let Some((sealed, _)) = state.get_bytes(&key).await? {
+        return super::envelope::open_bytes(&state.ctx, &context, &sealed).await;
+    }
+    let secret = create();
+    let sealed = super::envelope::seal_bytes(&state.ctx, key_arn, &context, &secret).await?;
+    match state.put_bytes(&key, sealed, None).await {
+        Ok(_) => Ok(secret),
+        Err(e) if e.is_precondition_failed() => {
+            let (sealed, _) = state
+                .get_bytes(&key)
+                .await?
+                .ok_or_else(|| AwsError::NotFound(format!("{key} vanished")))?;
+            super::envelope::open_bytes(&state.ctx, &context, &sealed).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes every object under `apps/APP/` (apps:destroy). Audit events stay.
 pub async fn delete_app_objects(ctx: &AwsContext, bucket: &str, app: &str) -> Result<usize> {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
@@ -708,6 +745,35 @@ mod tests {
         assert!(delete_app_objects(&ctx, &s.bucket, "app").await.unwrap() >= 4);
         assert!(s.head("app").await.unwrap().is_none());
         assert_eq!(s.events(None, 10).await.unwrap().len(), 3, "events stay");
+    }
+
+    #[tokio::test]
+    async fn rack_secrets_are_sealed_and_kept() {
+        let Some(ctx) = testing::context("sec").await else {
+            return;
+        };
+        let s = bucket(&ctx).await;
+        let key = ctx.kms.create_key().send().await.unwrap();
+        let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+        let secret = b"-----BEGIN OPENSSH PRIVATE KEY----- host".to_vec();
+        let first = load_or_create_secret(&s, &key, "ssh_host_key", || secret.clone())
+            .await
+            .unwrap();
+        assert_eq!(first, secret);
+        // A new instance gets the stored one, not a new one.
+        let again = load_or_create_secret(&s, &key, "ssh_host_key", || b"other".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(again, secret);
+        let (raw, _) = s
+            .get_bytes("rack/ssh_host_key.sealed")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !raw.windows(9).any(|w| w == b"OPENSSH P"),
+            "stored in plaintext"
+        );
     }
 
     #[tokio::test]

@@ -86,10 +86,27 @@ pub async fn destroy<R: AsyncRead + Unpin>(
         )));
     }
     ctx.rack.store.app(app).await?;
+    // Under the deploy lock, so no rollout of the app is half-way.
+    let _guard = ctx
+        .rack
+        .locks
+        .acquire(app, &crate::progress::Progress::discard())
+        .await;
+    let state = ctx.rack.store.app_state(app).await?;
+    let had_runtime =
+        state.current_release.is_some() || !ctx.rack.store.builds(app, 1).await?.is_empty();
+    if had_runtime {
+        let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+        runtime
+            .destroy(app)
+            .await
+            .map_err(|e| CmdError::Failed(format!("removing {app}'s processes: {e}")))?;
+    }
     let path = ctx.rack.repo_path(app);
     ctx.rack.store.delete_app(app).await?;
     // The database row is gone first: a crash here leaves only a stray
     // directory, which apps:create replaces.
+    let _ = tokio::fs::remove_dir_all(ctx.rack.settings.logs_dir().join("builds").join(app)).await;
     match tokio::fs::remove_dir_all(&path).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -15,6 +15,10 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
         .processes(app)
         .await
         .map_err(|e| CmdError::Failed(e.to_string()))?;
+    // Instances of an earlier rollout are draining: not part of the app.
+    if let Some(current) = ctx.rack.store.app_state(app).await?.deploy_id {
+        procs.retain(|p| p.deploy_id.is_empty() || p.deploy_id == current || p.kind == "run");
+    }
     procs.sort_by(|a, b| (a.kind.as_str(), a.number).cmp(&(b.kind.as_str(), b.number)));
     let now = time::OffsetDateTime::now_utc();
     let items = procs
@@ -37,6 +41,7 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
                 "started_at": p.started_at,
                 "uptime": uptime,
                 "id": p.id,
+                "deploy_id": p.deploy_id,
             })
         })
         .collect();

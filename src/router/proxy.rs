@@ -33,8 +33,8 @@ pub(crate) type Sender = hyper::client::conn::http1::SendRequest<UpBody>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connect not done after this lost its SYN (on the same host the answer
 /// takes well under a millisecond): start another attempt.
-const CONNECT_HEDGE: Duration = Duration::from_millis(200);
-const CONNECT_ATTEMPTS: usize = 4;
+const CONNECT_HEDGE: Duration = Duration::from_millis(250);
+const CONNECT_ATTEMPTS: usize = 3;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -124,6 +124,9 @@ pub struct ProcessInfo {
     /// RFC 3339, when running.
     pub started_at: Option<String>,
     pub id: String,
+    /// The rollout it belongs to; instances of an earlier rollout are
+    /// draining and about to stop.
+    pub deploy_id: String,
 }
 
 #[derive(Debug, Clone)]

@@ -23,6 +23,14 @@ pub fn require_docker() {
     }
 }
 
+/// Defeats the layer cache for a step that must really run.
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}-{}", std::process::id(), t.as_nanos())
+}
+
 /// Copies a fixture app into the checkout and commits it.
 pub fn add_fixture(w: &Work, name: &str) -> String {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -276,7 +284,9 @@ fn concurrent_pushes_wait_and_never_overwrite() {
     let w1 = work(&rack, a, "w1");
     std::fs::write(
         w1.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 3\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
+        format!("ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${{BASE_IMAGE}}\nCOPY . /app\nRUN echo {} && sleep 3\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
+            nonce()
+        ),
     )
     .unwrap();
     w1.git(&["add", "-A"]).ok();
@@ -330,7 +340,9 @@ fn kill_during_build_leaves_nothing_stuck() {
     let w = work(&rack, a, "w");
     std::fs::write(
         w.dir.join("Dockerfile"),
-        "ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${BASE_IMAGE}\nCOPY . /app\nRUN sleep 5\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
+        format!("ARG BASE_IMAGE=rack-test/busybox:latest\nFROM ${{BASE_IMAGE}}\nCOPY . /app\nRUN echo {} && sleep 5\nCMD [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p $PORT -h /www\"]\n",
+            nonce()
+        ),
     )
     .unwrap();
     w.git(&["add", "-A"]).ok();

@@ -78,6 +78,8 @@ pub struct Rack {
     pub http_port: u16,
     logs: Arc<Mutex<String>>,
     pub admin: Key,
+    /// The Docker namespace this rack owns (cleaned up on drop).
+    pub ns: String,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -100,9 +102,20 @@ impl Rack {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        if !toml.is_empty() {
-            std::fs::write(data.join("rack.toml"), toml).unwrap();
-        }
+        // Tests run many racks on one Docker engine at once: each owns
+        // its own namespace, as two production racks on one engine would.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let ns = format!(
+            "t{}-{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        std::fs::write(
+            data.join("rack.toml"),
+            format!("namespace = \"{ns}\"\n{toml}"),
+        )
+        .unwrap();
+        let ns_kept = ns.clone();
         let admin = keygen(dir.path(), "admin");
         let out = rack_cli(
             &data,
@@ -117,6 +130,7 @@ impl Rack {
             http_port: 0,
             logs: Arc::new(Mutex::new(String::new())),
             admin,
+            ns: ns_kept,
         };
         rack.spawn();
         rack
@@ -312,6 +326,45 @@ impl Drop for Rack {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Leave the engine as we found it: this rack's containers and
+        // networks go (images stay: they are the build cache).
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=rack.ns={}", self.ns),
+            ])
+            .output();
+        if let Ok(o) = ids {
+            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(o) = Command::new("docker")
+            .args(["network", "ls", "--format", "{{.Name}}"])
+            .output()
+        {
+            let prefix = format!("{}-", self.ns);
+            let nets: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|n| n.starts_with(&prefix))
+                .map(str::to_string)
+                .collect();
+            if !nets.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["network", "rm"])
+                    .args(&nets)
+                    .output();
+            }
         }
     }
 }

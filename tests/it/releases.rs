@@ -131,7 +131,17 @@ fn push_deploys_and_config_rollback_scale_work() {
     rack.ssh(a, &format!("ps:scale {app} worker=0 web=1")).ok();
     let ps = rack.ssh(a, &format!("ps {app} --json")).ok().json();
     assert_eq!(ps.as_array().unwrap().len(), 1, "{ps}");
-    assert_eq!(containers(&app).len(), 1, "old instances are removed");
+    // Old instances drain and stop in the background; wait for Docker to
+    // show them gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while containers(&app).len() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old instances are removed: {:?}",
+            containers(&app)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     // An extra domain is routed.
     rack.ssh(a, &format!("domains:add {app} www.example.test"))

@@ -120,6 +120,19 @@ fn waiter_rolled_back() {
     );
 }
 
+#[test]
+fn waiter_waits_while_our_deployment_is_not_listed() {
+    // Right after UpdateService a double may still list only the old
+    // deployment.
+    let s = service(vec![deployment(
+        "PRIMARY",
+        OLD,
+        DeploymentRolloutState::Completed,
+        "",
+    )]);
+    assert_eq!(rollout_state(&s, NEW), Rollout::InProgress);
+}
+
 #[tokio::test]
 async fn waiter_times_out_and_restores_the_previous_task_definition() {
     // Against moto: an updated service's deployment never completes, so a
@@ -310,7 +323,9 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
         secrets.get("DATABASE_URL").map(String::as_str),
         Some(secret)
     );
-    assert_eq!(secrets.get("EMPTY").map(String::as_str), Some(""));
+    // SSM holds no empty value: an empty one is plain environment.
+    assert_eq!(env.get("EMPTY"), Some(&""));
+    assert!(!secrets.contains_key("EMPTY"));
     assert!(c.secrets().iter().all(|s| s
         .value_from()
         .contains(&format!(":parameter/rack/{}/shop/v1/", fx.ctx.rack))));

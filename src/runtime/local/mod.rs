@@ -250,12 +250,10 @@ impl LocalRuntime {
         for i in web {
             match i.addr() {
                 Some(a) => backends.push(a),
-                None => {
-                    return Err(RuntimeError::Other(format!(
-                        "web.{} of {} has no address on the app network",
-                        i.number, spec.app
-                    )))
-                }
+                // Restarting right now. The release is committed: route to
+                // the others rather than fail.
+                None => tracing::warn!(app = %spec.app, instance = %i.source(),
+                    "no address on the app network; not routed"),
             }
         }
         self.inner
@@ -309,6 +307,7 @@ impl LocalRuntime {
                 state: i.state.clone(),
                 started_at,
                 id: i.id.clone(),
+                deploy_id: i.deploy.clone(),
             }
         }))
         .await;
