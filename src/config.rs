@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub build: BuildFile,
+    /// Written by `rack install aws` (read by the aws provider).
+    pub aws: Option<toml::Table>,
 }
 
 /// `[build]` in `rack.toml`.

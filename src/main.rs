@@ -46,8 +46,27 @@ enum Cmd {
         #[arg(long, default_value = "*")]
         host: String,
     },
+    /// Create or update the rack's cloud infrastructure (CloudFormation).
+    Install(InstallArgs),
+    /// Delete the rack's cloud infrastructure and its bucket.
+    Uninstall(InstallArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The provider: aws.
+    provider: String,
+    /// The rack's name (its stack is rack-NAME).
+    #[arg(long = "rack", env = "RACK_NAME")]
+    rack: String,
+    /// Existing VPC to use (install; default: a new one).
+    #[arg(long)]
+    vpc: Option<String>,
+    /// Subnets in that VPC (install).
+    #[arg(long = "subnet")]
+    subnets: Vec<String>,
 }
 
 #[derive(Args)]
@@ -142,10 +161,24 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             tokio::runtime::Runtime::new()?.block_on(serve(settings))
         }
+        Cmd::Install(a) => runtime()?.block_on(install(base, a, true)),
+        Cmd::Uninstall(a) => runtime()?.block_on(install(base, a, false)),
         Cmd::HostKey { host } => {
             let settings = Settings::resolve(base)?;
             settings.ensure_dirs()?;
-            let key = rack::ssh::hostkey::load_or_create(&settings.host_key_path())?;
+            let key = match settings.provider {
+                rack::config::Provider::Local => {
+                    rack::ssh::hostkey::load_or_create(&settings.host_key_path())?
+                }
+                rack::config::Provider::Aws => {
+                    let settings = settings.clone();
+                    runtime()?.block_on(async move {
+                        Ok::<_, anyhow::Error>(
+                            rack::state::Rack::open(settings).await?.host_key.clone(),
+                        )
+                    })?
+                }
+            };
             println!(
                 "{}",
                 rack::ssh::hostkey::known_hosts_line(&key, &host, settings.ssh_port())?
@@ -162,6 +195,58 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(keys_command(store, command))
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn install(_base: Overrides, _a: InstallArgs, _install: bool) -> Result<()> {
+    anyhow::bail!("this rack was built without the aws provider (cargo feature \"aws\")")
+}
+
+/// `rack install aws` / `rack uninstall aws`, with progress on stderr.
+#[cfg(feature = "aws")]
+async fn install(base: Overrides, a: InstallArgs, install: bool) -> Result<()> {
+    if a.provider != "aws" {
+        anyhow::bail!("unknown provider '{}': rack install knows aws", a.provider);
+    }
+    let data_dir = base
+        .data_dir
+        .clone()
+        .unwrap_or_else(rack::config::default_data_dir);
+    std::fs::create_dir_all(&data_dir)?;
+    let ctx = rack::aws::AwsContext::from_env(&a.rack).await?;
+    let (progress, mut rx) = rack::progress::Progress::channel();
+    let printer = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            eprintln!("{line}");
+        }
+    });
+    let result = if install {
+        let opts = rack::aws::rack::InstallOptions {
+            vpc_id: a.vpc,
+            subnet_ids: (!a.subnets.is_empty()).then_some(a.subnets),
+        };
+        rack::aws::rack::install_with(&ctx, &data_dir, &opts, &progress)
+            .await
+            .map(|s| {
+                println!(
+                    "Installed rack {} (stack {}); rack.toml updated",
+                    a.rack, s.stack
+                );
+            })
+    } else {
+        rack::aws::rack::uninstall(&ctx, &data_dir, &progress)
+            .await
+            .map(|()| println!("Uninstalled rack {}", a.rack))
+    };
+    drop(progress);
+    let _ = printer.await;
+    Ok(result?)
 }
 
 /// `rack keys ...` against the data dir's store.
@@ -215,9 +300,6 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("binding the app router on {}", settings.http))?;
     let rack = rack::state::Rack::open(settings).await?;
-    // Created before anything is announced, so `rack host-key` run after
-    // start-up always sees the key the server uses.
-    rack::ssh::hostkey::load_or_create(&rack.settings.host_key_path())?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(addr = %http.local_addr()?, "http listening");
     let router = tokio::spawn(rack::router::serve(

@@ -20,7 +20,7 @@ pub async fn run(
     rack: Arc<Rack>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let host_key = ssh::hostkey::load_or_create(&rack.settings.host_key_path())?;
+    let host_key = rack.host_key.clone();
     tracing::info!(fingerprint = %ssh::hostkey::fingerprint(&host_key), "host key");
     let config = ssh::config(&rack, host_key);
     let limits = rack.settings.limits.clone();
@@ -70,8 +70,10 @@ pub async fn run(
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() { break; }
+            changed = shutdown.changed() => {
+                // A dropped sender means nobody can ask us to stop any more
+                // gracefully: stop now rather than spin.
+                if changed.is_err() || *shutdown.borrow() { break; }
             }
         }
     }

@@ -38,6 +38,23 @@ pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
 
 pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
     ctx.rack.store.create_app(app).await?;
+    #[cfg(feature = "aws")]
+    if let Some(h) = &ctx.rack.aws {
+        // The app's stack: ECR repository, log group, target group, rule.
+        let hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
+        if let Err(e) = crate::aws::app::create_app(
+            &h.ctx,
+            &h.section,
+            app,
+            &hosts,
+            &crate::progress::Progress::discard(),
+        )
+        .await
+        {
+            let _ = ctx.rack.store.delete_app(app).await;
+            return Err(CmdError::Failed(e.to_string()));
+        }
+    }
     let path = ctx.rack.repo_path(app);
     let made = tokio::task::spawn_blocking(move || crate::git::init_bare(&path))
         .await
@@ -103,7 +120,11 @@ pub async fn destroy<R: AsyncRead + Unpin>(
             .map_err(|e| CmdError::Failed(format!("removing {app}'s processes: {e}")))?;
     }
     let path = ctx.rack.repo_path(app);
-    ctx.rack.store.delete_app(app).await?;
+    match ctx.rack.store.delete_app(app).await {
+        // The aws runtime's destroy already removed the app's objects.
+        Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     // The database row is gone first: a crash here leaves only a stray
     // directory, which apps:create replaces.
     let _ = tokio::fs::remove_dir_all(ctx.rack.settings.logs_dir().join("builds").join(app)).await;

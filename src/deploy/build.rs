@@ -101,7 +101,23 @@ pub async fn run_build(
             labels: HashMap::from([("rack.commit".to_string(), job.commit.to_string())]),
             log: sink.clone(),
         };
-        let res = builder.build(req, progress.clone()).await?;
+        #[allow(unused_mut)]
+        let mut res = builder.build(req, progress.clone()).await?;
+        // On aws the image goes to the app's ECR repository; releases run it
+        // by digest.
+        #[cfg(feature = "aws")]
+        if let Some(h) = &rack.aws {
+            let docker = crate::build::connect_docker(rack.settings.docker.as_deref()).await?;
+            let pushed =
+                crate::aws::ecr::push_image(&h.ctx, &docker, &res.tag, &job.app, &id, progress)
+                    .await
+                    .map_err(|e| {
+                        let line = format!("Build {id} failed: pushing the image: {e}");
+                        progress.stage(&line);
+                        crate::build::BuildError::Failed(line)
+                    })?;
+            res.image_id = pushed.reference;
+        }
         // The Procfile decides the process types of releases of this build.
         let repo = rack.repo_path(&job.app);
         let commit = job.commit;

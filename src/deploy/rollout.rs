@@ -312,6 +312,13 @@ pub async fn spec_for(
                 .unwrap_or_else(|| "/".into()),
         },
     };
+    // A pushed image (aws) runs by its registry digest; locally by tag.
+    let image = match rack.store.build(app, &release.build_id).await {
+        Ok(b) if b.image_id.as_deref().is_some_and(|i| i.contains('@')) => {
+            b.image_id.unwrap_or_default()
+        }
+        _ => crate::build::image_tag(app, &release.build_id),
+    };
     let mut hosts = vec![format!("{app}.{}", rack.settings.domain)];
     hosts.extend(rack.store.domains(app).await.map_err(|e| e.to_string())?);
     Ok(ReleaseSpec {
@@ -319,7 +326,7 @@ pub async fn spec_for(
         version: release.version,
         deploy_id,
         build_id: release.build_id.clone(),
-        image: crate::build::image_tag(app, &release.build_id),
+        image,
         env,
         port: settings.get("port").and_then(|p| p.parse().ok()),
         processes,

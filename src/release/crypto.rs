@@ -77,6 +77,18 @@ impl MasterKey {
         }
     }
 
+    /// A key kept elsewhere (the aws provider keeps it KMS-sealed in the
+    /// bucket).
+    pub fn from_raw(bytes: &[u8]) -> Result<MasterKey> {
+        if bytes.len() != 32 {
+            bail!(
+                "the secrets master key must be 32 bytes, found {}",
+                bytes.len()
+            );
+        }
+        Ok(MasterKey::from_bytes(bytes))
+    }
+
     fn from_bytes(bytes: &[u8]) -> MasterKey {
         MasterKey {
             cipher: XChaCha20Poly1305::new_from_slice(bytes)

@@ -805,6 +805,9 @@ async fn closing_backend() -> SocketAddr {
                         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose",
                     )
                     .await;
+                // Let the client close first, as wrk and the router do with
+                // busybox httpd.
+                let _ = s.read(&mut buf).await;
             });
         }
     });
@@ -824,4 +827,24 @@ async fn backend_closing_every_connection_is_fine() {
             "client side stays keep-alive"
         );
     }
+    // The router resets connections the backend asked to close, so they do
+    // not pile up in TIME_WAIT (state 06) and exhaust ephemeral ports.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let port = format!(":{:04X}", addr.port());
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // Only the router's side counts: a backend that closes first keeps its
+    // own TIME_WAIT (in its container's network namespace).
+    let time_wait: Vec<&str> = tcp
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|remote| remote.ends_with(&port))
+        })
+        .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+        .collect();
+    assert!(
+        time_wait.is_empty(),
+        "router connections to the backend left in TIME_WAIT: {time_wait:?}"
+    );
 }

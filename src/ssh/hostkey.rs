@@ -46,6 +46,16 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
     }
 }
 
+/// A new ed25519 host key in OpenSSH PEM form.
+pub fn generate_pem() -> String {
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.to_openssh(LineEnding::LF)
+        .expect("encoding an in-memory ed25519 key cannot fail")
+        .to_string()
+}
+
 pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key().fingerprint(HashAlg::Sha256).to_string()
 }

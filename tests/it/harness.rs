@@ -80,6 +80,8 @@ pub struct Rack {
     pub admin: Key,
     /// The Docker namespace this rack owns (cleaned up on drop).
     pub ns: String,
+    /// Extra environment of the server process (the aws provider's).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -131,9 +133,19 @@ impl Rack {
             logs: Arc::new(Mutex::new(String::new())),
             admin,
             ns: ns_kept,
+            env: Vec::new(),
         };
         rack.spawn();
         rack
+    }
+
+    /// A data dir with its admin key, server not started (for set-up that
+    /// must happen first, such as `rack install aws`).
+    pub fn unstarted(toml: &str, env: Vec<(String, String)>) -> Rack {
+        let mut r = Rack::start_with(toml);
+        r.kill9();
+        r.env = env;
+        r
     }
 
     pub fn start() -> Rack {
@@ -158,6 +170,7 @@ impl Rack {
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `rack` binary, the real OpenSSH client and
 //! (for pushes) the real `git`.
 
+mod aws;
 mod builds;
 mod commands;
 mod git;

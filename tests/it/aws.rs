@@ -1,0 +1,322 @@
+//! The aws provider end to end against moto (AWS APIs) and the local
+//! registry (standing in for ECR's registry host): install, push, config,
+//! rollback, scale, destroy, uninstall, with the real AWS SDK.
+
+use std::process::Command;
+
+use aws_sdk_ecs::types::TaskDefinition;
+
+use crate::builds::{add_fixture, require_docker};
+use crate::git::work;
+use crate::harness::{Out, Rack, RACK};
+
+fn moto() -> String {
+    std::env::var("RACK_TEST_MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
+}
+
+fn aws_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), moto()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        (
+            "RACK_ECR_REGISTRY".into(),
+            std::env::var("RACK_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into()),
+        ),
+    ]
+}
+
+fn rack_aws(rack: &Rack, args: &[&str]) -> Out {
+    let mut c = Command::new(RACK);
+    c.args(args).arg("--data-dir").arg(rack.data_dir());
+    for (k, v) in aws_env() {
+        c.env(k, v);
+    }
+    c.output().unwrap().into()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+async fn clients() -> (
+    aws_sdk_ecs::Client,
+    aws_sdk_ssm::Client,
+    aws_sdk_s3::Client,
+    aws_sdk_cloudformation::Client,
+) {
+    for (k, v) in aws_env() {
+        // SAFETY: set before any client reads the environment, in this
+        // test's own thread; other tests do not read these variables.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(true)
+            .build(),
+    );
+    (
+        aws_sdk_ecs::Client::new(&conf),
+        aws_sdk_ssm::Client::new(&conf),
+        s3,
+        aws_sdk_cloudformation::Client::new(&conf),
+    )
+}
+
+async fn latest_td(ecs: &aws_sdk_ecs::Client, family: &str) -> TaskDefinition {
+    let arns = ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .send()
+        .await
+        .unwrap()
+        .task_definition_arns()
+        .to_vec();
+    let last = arns
+        .last()
+        .unwrap_or_else(|| panic!("no task definition for {family}"));
+    ecs.describe_task_definition()
+        .task_definition(last)
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn aws_provider_push_config_rollback_scale_destroy() {
+    require_docker();
+    let name = format!("it{}", std::process::id() % 100_000);
+    let mut rack = Rack::unstarted("", aws_env());
+    let a = rack.admin.name.clone();
+    assert_eq!(a, "admin");
+    let vpc = rt().block_on(rack::aws::testing::default_vpc());
+    let mut install: Vec<String> = vec![
+        "install".into(),
+        "aws".into(),
+        "--rack".into(),
+        name.clone(),
+    ];
+    if let Some(v) = &vpc.vpc_id {
+        install.extend(["--vpc".into(), v.clone()]);
+    }
+    for s in vpc.subnet_ids.clone().unwrap_or_default() {
+        install.extend(["--subnet".into(), s]);
+    }
+    let args: Vec<&str> = install.iter().map(String::as_str).collect();
+    let first = rack_aws(&rack, &args);
+    first.ok();
+    let toml = std::fs::read_to_string(rack.data_dir().join("rack.toml")).unwrap();
+    assert!(
+        toml.contains("provider = \"aws\"") && toml.contains(&format!("rack = \"{name}\"")),
+        "{toml}"
+    );
+    let (ecs, ssm, s3, cfn) = rt().block_on(clients());
+    let stack = format!("rack-{name}");
+    let events = |cfn: &aws_sdk_cloudformation::Client| {
+        rt().block_on(async {
+            cfn.describe_stack_events()
+                .stack_name(&stack)
+                .send()
+                .await
+                .unwrap()
+                .stack_events()
+                .len()
+        })
+    };
+    let before = events(&cfn);
+    rack_aws(&rack, &args).ok();
+    assert_eq!(events(&cfn), before, "a second install changes nothing");
+
+    // moto never advances ECS deployments (architecture note), so this rack
+    // does not wait for them; the rollout waiter has its own tests.
+    let path = rack.data_dir().join("rack.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    table["aws"]
+        .as_table_mut()
+        .unwrap()
+        .insert("wait_for_rollout".into(), toml::Value::Boolean(false));
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    rack.start_again();
+    let admin = &rack.admin;
+    let app = "web";
+    rack.ssh(admin, &format!("apps:create {app}")).ok();
+    let secret = format!("secret-{}", std::process::id());
+    rack.ssh(admin, &format!("config:set {app} GREETING={secret}"))
+        .ok();
+    let w = work(&rack, admin, "w");
+    add_fixture(&w, "dockerfile-httpd");
+    let out = w.git(&["push", &rack.git_url(app), "main"]);
+    out.ok();
+    assert!(out.stderr.contains("Deployed web v1"), "{}", out.stderr);
+
+    let family = format!("rack-{name}_{app}_web");
+    rt().block_on(async {
+        let td = latest_td(&ecs, &family).await;
+        let c = &td.container_definitions()[0];
+        let image = c.image().unwrap();
+        assert!(image.contains("@sha256:"), "runs by digest: {image}");
+        // The image is in the registry by that digest.
+        let (repo, digest) = image.split_once('@').unwrap();
+        let path = repo.split_once('/').unwrap().1;
+        let status = rack::aws::testing::registry_get_status(
+            repo.split('/').next().unwrap(),
+            &format!("/v2/{path}/manifests/{digest}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(c
+            .environment()
+            .iter()
+            .all(|e| e.value() != Some(secret.as_str())));
+        let param = c
+            .secrets()
+            .iter()
+            .find(|s| s.name() == "GREETING")
+            .expect("GREETING is a secret")
+            .value_from()
+            .to_string();
+        assert!(
+            param.contains(&format!("/rack/{name}/{app}/v1/GREETING")),
+            "{param}"
+        );
+        let got = ssm
+            .get_parameter()
+            .name(&param)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.parameter().unwrap().value(), Some(secret.as_str()));
+    });
+
+    // A config change: a new revision with the new parameter.
+    rack.ssh(
+        admin,
+        &format!("config:set {app} GREETING=changed-{secret}"),
+    )
+    .ok();
+    let v2_image = rt().block_on(async {
+        let td = latest_td(&ecs, &family).await;
+        let c = &td.container_definitions()[0];
+        let param = c
+            .secrets()
+            .iter()
+            .find(|s| s.name() == "GREETING")
+            .unwrap()
+            .value_from()
+            .to_string();
+        assert!(param.contains("/v2/GREETING"), "{param}");
+        c.image().unwrap().to_string()
+    });
+
+    // A new build, then rollback: the service points at the old image again.
+    w.commit("public/extra.html", "x");
+    w.git(&["push", &rack.git_url(app), "main"]).ok();
+    rack.ssh(admin, &format!("releases:rollback {app} v2")).ok();
+    let cluster = rt().block_on(async {
+        let section = rack::aws::rack::AwsSection::from_file(&rack.data_dir())
+            .unwrap()
+            .unwrap();
+        section.cluster
+    });
+    let service_image = |ecs: &aws_sdk_ecs::Client| {
+        rt().block_on(async {
+            let svc = ecs
+                .describe_services()
+                .cluster(&cluster)
+                .services(format!("{app}_web"))
+                .send()
+                .await
+                .unwrap();
+            let svc = svc.services()[0].clone();
+            let td = ecs
+                .describe_task_definition()
+                .task_definition(svc.task_definition().unwrap())
+                .send()
+                .await
+                .unwrap();
+            (
+                td.task_definition().unwrap().container_definitions()[0]
+                    .image()
+                    .unwrap()
+                    .to_string(),
+                svc.desired_count(),
+            )
+        })
+    };
+    assert_eq!(service_image(&ecs).0, v2_image);
+    rack.ssh(admin, &format!("ps:scale {app} web=3")).ok();
+    assert_eq!(service_image(&ecs).1, 3);
+
+    // No config value is in plaintext in the bucket or a task definition.
+    rt().block_on(async {
+        let section = rack::aws::rack::AwsSection::from_file(&rack.data_dir())
+            .unwrap()
+            .unwrap();
+        let list = s3
+            .list_objects_v2()
+            .bucket(&section.bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(!list.contents().is_empty());
+        for o in list.contents() {
+            let body = s3
+                .get_object()
+                .bucket(&section.bucket)
+                .key(o.key().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let bytes = body.body.collect().await.unwrap().into_bytes();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&secret),
+                "{} holds a config value",
+                o.key().unwrap()
+            );
+        }
+        let tds = ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .send()
+            .await
+            .unwrap();
+        for arn in tds.task_definition_arns() {
+            let td = ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+                .unwrap();
+            assert!(!format!("{:?}", td.task_definition()).contains(&secret));
+        }
+    });
+
+    rack.ssh(admin, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    rt().block_on(async {
+        let r = cfn
+            .describe_stacks()
+            .stack_name(format!("rack-{name}-app-{app}"))
+            .send()
+            .await;
+        let gone = match r {
+            Err(_) => true,
+            Ok(o) => o
+                .stacks()
+                .iter()
+                .all(|s| format!("{:?}", s.stack_status()).contains("Delete")),
+        };
+        assert!(gone, "the app stack is deleted");
+    });
+    rack.stop();
+    rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
+}
