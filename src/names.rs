@@ -65,6 +65,24 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// SSH key names: `^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`.
+pub fn validate_key_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid key name '{}': use letters, digits, '.', '_', '@' and '-'",
+            printable(name)
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,23 +116,5 @@ mod tests {
         for bad in ["", "1A", "A-B", "A B", "A=B", "é"] {
             assert!(validate_config_key(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// SSH key names: `^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`.
-pub fn validate_key_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid key name '{}': use letters, digits, '.', '_', '@' and '-'",
-            printable(name)
-        ))
     }
 }
