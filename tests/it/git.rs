@@ -143,7 +143,13 @@ fn push_clone_fetch_and_deploy_branch() {
         Some(second.clone())
     );
     let up = w.git(&["push", "rack", "main"]);
-    assert!(up.stderr.contains("Everything up-to-date"), "{}", up.stderr);
+    assert!(
+        up.stderr.contains("Everything up-to-date"),
+        "exit {}: {}\nserver log:\n{}",
+        up.code,
+        up.stderr,
+        rack.logs()
+    );
     // Deleting the deploy branch is refused; other branches delete fine.
     let del = w.git(&["push", "rack", ":main"]);
     assert_ne!(del.code, 0);
