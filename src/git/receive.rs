@@ -252,8 +252,13 @@ where
             return Err(e);
         }
     };
-    output.write_all(&advertisement(&advert)).await?;
-    output.flush().await?;
+    // A client with nothing to push reads the advertisement, sends a flush
+    // and hangs up, possibly before our flush returns: a failed flush here
+    // is not an error; reading the commands tells what the client did.
+    if output.write_all(&advertisement(&advert)).await.is_err() {
+        return Ok(ReceiveOutcome::default());
+    }
+    let _ = output.flush().await;
 
     // 2. Shallow lines and commands.
     let mut reader = PktReader::new(BufReader::with_capacity(PACK_READ_CHUNK, input));
