@@ -16,6 +16,7 @@ pub mod progress;
 pub mod release;
 pub mod router;
 pub mod runtime;
+pub mod secret_file;
 pub mod server;
 pub mod ssh;
 pub mod state;

@@ -4,8 +4,7 @@
 //! data binds each ciphertext to its app, key name and config version, so a
 //! ciphertext moved to another app, key or version fails to decrypt.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -49,28 +48,10 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut bytes);
-                // Write to a temp file and rename so a crash never leaves a
-                // short key behind.
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                f.write_all(&bytes)?;
-                f.sync_all()?;
-                // Hard link: atomic, and never replaces a key that another
-                // process created meanwhile (that one is then used).
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => Ok(MasterKey::from_bytes(&bytes)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        MasterKey::load_or_create(path)
-                    }
-                    Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+                if crate::secret_file::create_new(path, &bytes)? {
+                    Ok(MasterKey::from_bytes(&bytes))
+                } else {
+                    MasterKey::load_or_create(path)
                 }
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

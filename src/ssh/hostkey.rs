@@ -1,8 +1,6 @@
 //! The server's ed25519 host key: created on first start, kept across
 //! restarts so clients never see a host-key change.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -16,30 +14,11 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey> {
         Ok(pem) => PrivateKey::from_openssh(pem.as_bytes())
             .with_context(|| format!("reading the host key {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut seed);
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let pem = key
-                .to_openssh(LineEnding::LF)
-                .context("encoding the host key")?;
-            // A unique temp file, then a hard link: creation is atomic and
-            // never replaces a key another process created meanwhile.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(pem.as_bytes())?;
-            f.sync_all()?;
-            let linked = std::fs::hard_link(&tmp, path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => Ok(key),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
-                Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+            let pem = generate_pem();
+            if crate::secret_file::create_new(path, pem.as_bytes())? {
+                PrivateKey::from_openssh(pem.as_bytes()).context("reading the new host key")
+            } else {
+                load_or_create(path)
             }
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
