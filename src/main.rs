@@ -27,7 +27,7 @@ struct Global {
     #[arg(long, env = "RACK_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Log format of the server's own logs (stderr).
-    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
+    #[arg(long, env = "RACK_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text", global = true)]
     log_format: String,
 }
 

@@ -11,3 +11,4 @@ mod http;
 mod oneoff;
 mod releases;
 mod secrets;
+mod up;
