@@ -112,7 +112,7 @@ impl Rack {
         store: Arc<dyn Store>,
         key: MasterKey,
         host_key: russh::keys::PrivateKey,
-        aws: Option<AwsHandlesOpt>,
+        #[cfg_attr(not(feature = "aws"), allow(unused_variables))] aws: Option<AwsHandlesOpt>,
     ) -> Result<Arc<Rack>> {
         let stale = store
             .fail_running_builds("interrupted: the rack stopped during the build")

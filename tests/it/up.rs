@@ -51,11 +51,22 @@ fn scripts_up_then_the_readme_walkthrough() {
     while ssh_port == 0 || http_port == 0 {
         let l = rx
             .recv_timeout(Duration::from_secs(300))
-            .unwrap_or_else(|_| panic!("scripts/up never started the server:\n{}", seen.join("\n")));
+            .unwrap_or_else(|_| {
+                panic!("scripts/up never started the server:\n{}", seen.join("\n"))
+            });
         said_key |= l.contains("created an SSH key for you");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
             let f = &v["fields"];
-            let port = || f["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+            let port = || {
+                f["addr"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
             match f["message"].as_str() {
                 Some("ssh listening") => ssh_port = port(),
                 Some("http listening") => http_port = port(),
@@ -64,14 +75,25 @@ fn scripts_up_then_the_readme_walkthrough() {
         }
         seen.push(l);
     }
-    assert!(said_key, "scripts/up says it created a key: {}", seen.join("\n"));
+    assert!(
+        said_key,
+        "scripts/up says it created a key: {}",
+        seen.join("\n")
+    );
     let key = Key {
         name: "me".into(),
         path: home.join(".ssh/id_ed25519"),
     };
     let kh = tmp.path().join("known_hosts");
-    let line: Out = Command::new(RACK).args(["host-key", "--host", "127.0.0.1", "--data-dir"]).arg(&data).output().unwrap().into();
-    let line = line.stdout.replace("[127.0.0.1]:2222", &format!("[127.0.0.1]:{ssh_port}"));
+    let line: Out = Command::new(RACK)
+        .args(["host-key", "--host", "127.0.0.1", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap()
+        .into();
+    let line = line
+        .stdout
+        .replace("[127.0.0.1]:2222", &format!("[127.0.0.1]:{ssh_port}"));
     std::fs::write(&kh, line).unwrap();
     let ssh_cmd = format!(
         "ssh -F /dev/null -p {ssh_port} -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes -o LogLevel=ERROR",
@@ -79,7 +101,12 @@ fn scripts_up_then_the_readme_walkthrough() {
         kh.display()
     );
     let ssh = |cmd: &str| -> Out {
-        Command::new("sh").arg("-c").arg(format!("{ssh_cmd} git@127.0.0.1 \"{cmd}\"")).output().unwrap().into()
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ssh_cmd} git@127.0.0.1 \"{cmd}\""))
+            .output()
+            .unwrap()
+            .into()
     };
 
     // The README: create the app, point BASE_IMAGE at a local image (no
@@ -88,7 +115,12 @@ fn scripts_up_then_the_readme_walkthrough() {
     ssh("config:set sample BASE_IMAGE=rack-test/busybox:latest --no-restart").ok();
     ssh("apps:set sample build_args=BASE_IMAGE").ok();
     let app_dir = tmp.path().join("sample");
-    let st = Command::new("cp").arg("-a").arg(root.join("examples/sample-app")).arg(&app_dir).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("examples/sample-app"))
+        .arg(&app_dir)
+        .status()
+        .unwrap();
     assert!(st.success());
     let git = |args: &[&str]| -> Out {
         Command::new("git")
@@ -106,11 +138,25 @@ fn scripts_up_then_the_readme_walkthrough() {
     git(&["init", "-q", "-b", "main"]).ok();
     git(&["add", "-A"]).ok();
     git(&["commit", "-q", "-m", "sample"]).ok();
-    git(&["remote", "add", "rack", &format!("ssh://git@127.0.0.1:{ssh_port}/sample")]).ok();
+    git(&[
+        "remote",
+        "add",
+        "rack",
+        &format!("ssh://git@127.0.0.1:{ssh_port}/sample"),
+    ])
+    .ok();
     let push = git(&["push", "rack", "main"]);
     push.ok();
-    assert!(push.stderr.contains("Deployed sample v1"), "{}", push.stderr);
-    assert!(push.stderr.contains("http://sample.localhost:"), "{}", push.stderr);
+    assert!(
+        push.stderr.contains("Deployed sample v1"),
+        "{}",
+        push.stderr
+    );
+    assert!(
+        push.stderr.contains("http://sample.localhost:"),
+        "{}",
+        push.stderr
+    );
     let page = || http::get(http_port, "sample.localhost", "/").unwrap().body;
     assert!(page().contains("hello from rack, release v1"), "{}", page());
 
@@ -121,7 +167,13 @@ fn scripts_up_then_the_readme_walkthrough() {
     assert_eq!(ps.as_array().unwrap().len(), 3, "{ps}");
     let logs = ssh("logs sample -n 20");
     logs.ok();
-    assert!(logs.stdout.lines().all(|l| l.starts_with("web.") || l.starts_with("worker.")), "{}", logs.stdout);
+    assert!(
+        logs.stdout
+            .lines()
+            .all(|l| l.starts_with("web.") || l.starts_with("worker.")),
+        "{}",
+        logs.stdout
+    );
     let run = ssh("run sample -- sh -c 'echo \\$GREETING'");
     run.ok();
     assert_eq!(run.stdout.trim(), "hi");
@@ -132,11 +184,25 @@ fn scripts_up_then_the_readme_walkthrough() {
         libc::kill(up.id() as i32, libc::SIGTERM);
     }
     let status = up.wait().unwrap();
-    assert!(status.success(), "rack server under scripts/up exits 0 on SIGTERM");
-    let ids = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=rack.ns={ns}")]).output().unwrap();
-    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_string).collect();
+    assert!(
+        status.success(),
+        "rack server under scripts/up exits 0 on SIGTERM"
+    );
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=rack.ns={ns}")])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     if !ids.is_empty() {
-        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
     }
-    let _ = Command::new("docker").args(["network", "rm", &format!("{ns}-sample")]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{ns}-sample")])
+        .output();
 }
