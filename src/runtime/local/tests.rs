@@ -337,7 +337,12 @@ async fn a_release_that_never_gets_ready_is_removed_and_the_old_one_keeps_servin
         "crash detected fast: {:?}",
         t.elapsed()
     );
-    assert!(msg.contains("status 3"), "{msg}");
+    // Under load Docker may restart the container before a probe sees it
+    // exited; either report is right.
+    assert!(
+        msg.contains("status 3") || msg.contains("crashed and was restarted"),
+        "{msg}"
+    );
     assert!(msg.contains("about-to-crash"), "{msg}");
 
     // A missing image.
@@ -569,9 +574,11 @@ async fn logs_tail_and_follow_across_a_rollout() {
     let started = rt.start(&s2, &p).await.unwrap();
     rt.switch(&s2, started, &p).await.unwrap();
     let got = collect_until(&mut rx, "two-err", Duration::from_secs(10)).await;
+    // The new instance's lines arrive under its own name. (Which of its
+    // first lines arrive depends on when the follower picks it up.)
     assert!(
         got.iter()
-            .any(|l| l.text == "two-out-1" && l.source == "web.1"),
+            .any(|l| l.text.starts_with("two-") && l.source == "web.1"),
         "{got:?}"
     );
     assert!(
