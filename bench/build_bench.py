@@ -21,7 +21,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from push_bench import run  # noqa: E402
+from push_bench import openssh_git_server, run  # noqa: E402
 from ssh_latency import Server, free_port  # noqa: E402
 
 DOCKERFILE = """ARG BASE_IMAGE=rack-test/busybox:latest
@@ -61,19 +61,7 @@ def main():
     ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
     env = dict(os.environ, GIT_SSH_COMMAND=ssh)
 
-    d = os.path.join(tmp, "sshd")
-    os.makedirs(os.path.join(d, "home"))
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, "hk")])
-    shutil.copy(key + ".pub", os.path.join(d, "ak"))
-    sport = free_port()
-    with open(os.path.join(d, "conf"), "w") as f:
-        f.write(
-            f"ListenAddress 127.0.0.1\nPort {sport}\nHostKey {d}/hk\nPidFile {d}/pid\nAuthorizedKeysFile {d}/ak\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            f"UsePAM no\nStrictModes no\nUseDNS no\nLogLevel ERROR\nSetEnv HOME={d}/home\n"
-        )
-    os.makedirs("/run/sshd", exist_ok=True)
-    sshd = Server("openssh", sport, os.environ.get("USER", "root"), ["/usr/sbin/sshd", "-D", "-e", "-f", f"{d}/conf"], dict(os.environ), f"{d}/log", 20)
+    sshd, sport = openssh_git_server(tmp, key)
     data = os.path.join(tmp, "data")
     os.makedirs(data)
     with open(os.path.join(data, "rack.toml"), "w") as f:

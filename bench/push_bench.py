@@ -54,6 +54,24 @@ def make_history(path, commits=10_000):
     run(["git", "-C", path, "repack", "-adfq"])
 
 
+def openssh_git_server(tmp, key):
+    """A private sshd on a free port that runs git commands for `key`."""
+    d = os.path.join(tmp, "sshd")
+    os.makedirs(os.path.join(d, "home"))
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, "hk")])
+    shutil.copy(key + ".pub", os.path.join(d, "ak"))
+    sport = free_port()
+    with open(os.path.join(d, "conf"), "w") as f:
+        f.write(
+            f"ListenAddress 127.0.0.1\nPort {sport}\nHostKey {d}/hk\nPidFile {d}/pid\nAuthorizedKeysFile {d}/ak\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            f"UsePAM no\nStrictModes no\nUseDNS no\nLogLevel ERROR\nSetEnv HOME={d}/home\n"
+        )
+    os.makedirs("/run/sshd", exist_ok=True)
+    user = os.environ.get("USER", "root")
+    return Server("openssh", sport, user, ["/usr/sbin/sshd", "-D", "-e", "-f", f"{d}/conf"], dict(os.environ), f"{d}/log", 20), sport
+
+
 class Peak:
     """Samples a process's RSS until stopped."""
 
@@ -76,27 +94,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rack", default="target/release/rack")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sshd", default="/usr/sbin/sshd")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rack-push-bench-")
     key = os.path.join(tmp, "key")
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
     ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
 
-    # OpenSSH + git receive-pack into a bare repo.
-    d = os.path.join(tmp, "sshd")
-    os.makedirs(os.path.join(d, "home"))
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, "hk")])
-    shutil.copy(key + ".pub", os.path.join(d, "ak"))
-    sport = free_port()
-    with open(os.path.join(d, "conf"), "w") as f:
-        f.write(
-            f"ListenAddress 127.0.0.1\nPort {sport}\nHostKey {d}/hk\nPidFile {d}/pid\nAuthorizedKeysFile {d}/ak\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            f"UsePAM no\nStrictModes no\nUseDNS no\nLogLevel ERROR\nSetEnv HOME={d}/home\n"
-        )
-    os.makedirs("/run/sshd", exist_ok=True)
-    sshd = Server("openssh", sport, os.environ.get("USER", "root"), [a.sshd, "-D", "-e", "-f", f"{d}/conf"], dict(os.environ), f"{d}/log", 20)
+    sshd, sport = openssh_git_server(tmp, key)
 
     # rack.
     data = os.path.join(tmp, "data")
