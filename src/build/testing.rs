@@ -12,7 +12,7 @@
 //! `python3 app.py`, serve `/app` with busybox `httpd` on `$PORT`, so a
 //! stub-built image can also be deployed and health-checked.
 //!
-//! ```ignore
+//! ```text
 //! let docker = rack::build::connect_docker(None).await?;
 //! let base_images = rack::build::testing::ensure_stub_images(&docker).await?;
 //! let options = BuildOptions { base_images, ..BuildOptions::default() };
