@@ -425,18 +425,7 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare(
             "SELECT name, fingerprint, public_key, admin, created_at FROM keys ORDER BY name",
         )?;
-        let mut keys: Vec<KeyRecord> = stmt
-            .query_map([], |r| {
-                Ok(KeyRecord {
-                    name: r.get(0)?,
-                    fingerprint: r.get(1)?,
-                    public_key: r.get(2)?,
-                    admin: r.get(3)?,
-                    created_at: r.get(4)?,
-                    apps: Vec::new(),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut keys: Vec<KeyRecord> = stmt.query_map([], key_row)?.collect::<Result<_, _>>()?;
         for k in &mut keys {
             k.apps = key_apps(&conn, &k.name)?;
         }
@@ -449,16 +438,7 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT name, fingerprint, public_key, admin, created_at FROM keys WHERE fingerprint = ?1",
                 [fingerprint],
-                |r| {
-                    Ok(KeyRecord {
-                        name: r.get(0)?,
-                        fingerprint: r.get(1)?,
-                        public_key: r.get(2)?,
-                        admin: r.get(3)?,
-                        created_at: r.get(4)?,
-                        apps: Vec::new(),
-                    })
-                },
+                key_row,
             )
             .optional()?;
         match key {
@@ -1028,6 +1008,19 @@ impl Store for SqliteStore {
         out.reverse();
         Ok(out)
     }
+}
+
+/// A `keys` row (name, fingerprint, public_key, admin, created_at); the
+/// caller fills in the apps.
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        name: r.get(0)?,
+        fingerprint: r.get(1)?,
+        public_key: r.get(2)?,
+        admin: r.get(3)?,
+        created_at: r.get(4)?,
+        apps: Vec::new(),
+    })
 }
 
 fn key_apps(conn: &Connection, name: &str) -> Result<Vec<String>> {
