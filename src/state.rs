@@ -94,7 +94,8 @@ impl Rack {
         .await?;
         let host_key = russh::keys::PrivateKey::from_openssh(&pem)
             .context("reading the host key from the bucket")?;
-        let store: Arc<dyn Store> = Arc::new(aws::store::S3Store::new(state));
+        let store: Arc<dyn Store> =
+            Arc::new(aws::store::S3Store::new(state, section.key_arn.clone()));
         // First start on aws: bring the local keys along.
         if store.list_keys().await?.is_empty() && settings.db_path().exists() {
             let local = SqliteStore::open(&settings.db_path())?;
@@ -138,10 +139,20 @@ impl Rack {
                 Err(e) => tracing::error!(app = %app.name, error = %e, "checking repository"),
             }
         }
+        #[cfg(feature = "aws")]
+        let locks = match &aws {
+            Some(h) => crate::deploy::Locks::with_s3_lease(crate::aws::state::S3State::new(
+                h.ctx.clone(),
+                h.section.bucket.clone(),
+            )),
+            None => Default::default(),
+        };
+        #[cfg(not(feature = "aws"))]
+        let locks = Default::default();
         let rack = Rack {
             configs: Configs::new(store.clone(), key),
             store,
-            locks: Default::default(),
+            locks,
             builder: tokio::sync::OnceCell::new(),
             router: crate::router::Router::new(),
             runtime: tokio::sync::OnceCell::new(),

@@ -15,10 +15,9 @@
 //! AEAD's associated data, so an envelope moved to another app or version
 //! fails to open. The plaintext data key lives only for the call.
 //!
-//! A config version's payload is a JSON object `{KEY: VALUE}`; it leaves
-//! this module only as a [`SecretEnv`].
-
-use std::collections::BTreeMap;
+//! A config version's payload is whatever the store hands over (the S3
+//! store seals its already master-key-sealed values a second time, so a
+//! config version in the bucket needs both KMS and the master key).
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
@@ -27,7 +26,6 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use super::{AwsContext, AwsError, Result};
-use crate::release::SecretEnv;
 
 const MAGIC: &[u8; 4] = b"RKE1";
 
@@ -153,17 +151,16 @@ fn config_context(ctx: &AwsContext, app: &str, version: i64) -> [(&'static str, 
     ]
 }
 
-/// Seals one config version of `app` (all its pairs) under the rack's key.
-pub async fn seal_config<'a>(
+/// Seals the payload of one config version of `app` under a fresh data
+/// key of the rack's key, bound to the rack, app and version.
+pub async fn seal_config(
     ctx: &AwsContext,
     key_arn: &str,
     app: &str,
     version: i64,
-    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    payload: &[u8],
 ) -> Result<Vec<u8>> {
-    let map: BTreeMap<&str, &str> = vars.into_iter().collect();
-    let json = serde_json::to_vec(&map).map_err(|e| AwsError::Invalid(e.to_string()))?;
-    seal_bytes(ctx, key_arn, &config_context(ctx, app, version), &json).await
+    seal_bytes(ctx, key_arn, &config_context(ctx, app, version), payload).await
 }
 
 /// Opens a config version sealed by [`seal_config`] for the same app and
@@ -173,12 +170,8 @@ pub async fn open_config(
     app: &str,
     version: i64,
     sealed: &[u8],
-) -> Result<SecretEnv> {
-    let context = config_context(ctx, app, version);
-    let plain = open_bytes(ctx, &context, sealed).await?;
-    let map: BTreeMap<String, String> =
-        serde_json::from_slice(&plain).map_err(|_| open_error(&context))?;
-    Ok(SecretEnv::new(map.into_iter().collect()))
+) -> Result<Vec<u8>> {
+    open_bytes(ctx, &config_context(ctx, app, version), sealed).await
 }
 
 #[cfg(test)]
@@ -206,13 +199,12 @@ mod tests {
         };
         let key = key(&ctx).await;
         let value = "multi\nline = \"quoted\" ünïcode";
-        let sealed = seal_config(&ctx, &key, "app", 3, [("SECRET", value), ("B", "")])
+        let sealed = seal_config(&ctx, &key, "app", 3, value.as_bytes())
             .await
             .unwrap();
         assert!(!sealed.windows(value.len()).any(|w| w == value.as_bytes()));
-        let env = open_config(&ctx, "app", 3, &sealed).await.unwrap();
-        let pairs: Vec<(&str, &str)> = env.pairs().collect();
-        assert_eq!(pairs, vec![("B", ""), ("SECRET", value)]);
+        let back = open_config(&ctx, "app", 3, &sealed).await.unwrap();
+        assert_eq!(back, value.as_bytes());
 
         assert!(open_config(&ctx, "other", 3, &sealed).await.is_err());
         assert!(open_config(&ctx, "app", 4, &sealed).await.is_err());
@@ -229,9 +221,7 @@ mod tests {
             return;
         };
         let bad = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000";
-        let err = seal_config(&ctx, bad, "app", 1, [("A", "b")])
-            .await
-            .unwrap_err();
+        let err = seal_config(&ctx, bad, "app", 1, b"A=b").await.unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("00000000-0000-0000-0000-000000000000"),

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::state::{Head, S3State, StoredEvent};
+use super::state::{Head, S3State, StoredConfig, StoredEvent};
 use super::AwsError;
 use crate::store::{
     now_rfc3339, AppRecord, AppState, BuildRecord, ConfigVersion, Event, KeyRecord, ReleaseRecord,
@@ -68,15 +68,6 @@ impl From<&KeyJson> for KeyRecord {
             created_at: k.created_at.clone(),
         }
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct ConfigJson {
-    version: i64,
-    created_at: String,
-    created_by: String,
-    /// key → [nonce, ciphertext], base64.
-    values: Vec<(String, String, String)>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -172,11 +163,16 @@ const CAS_ATTEMPTS: usize = 25;
 
 pub struct S3Store {
     state: S3State,
+    /// The rack's KMS key: each config version gets a data key of its own.
+    key_arn: String,
 }
 
 impl S3Store {
-    pub fn new(state: S3State) -> S3Store {
-        S3Store { state }
+    pub fn new(state: S3State, key_arn: impl Into<String>) -> S3Store {
+        S3Store {
+            state,
+            key_arn: key_arn.into(),
+        }
     }
 
     /// Read-modify-write of `rack/keys.json` with If-Match (created with
@@ -461,20 +457,23 @@ impl Store for S3Store {
     }
 
     async fn config_version(&self, app: &str, version: i64) -> Result<ConfigVersion> {
-        let Some((c, _)) = self
+        // The values (already sealed with the master key, as in every
+        // store) sit in a KMS envelope of the version's own: a fresh data
+        // key per version, stored encrypted beside the ciphertext.
+        let c = self
             .state
-            .get_json::<ConfigJson>(&format!("apps/{app}/config/v{version}.json"))
+            .config_version(app, version)
             .await
-            .map_err(store_err)?
-        else {
-            return Err(StoreError::NotFound(format!(
-                "app '{app}' has no config version {version}"
-            )));
-        };
+            .map_err(store_err)?;
+        let bad = || StoreError::Refused(format!("config version {version} of {app} is corrupt"));
+        let sealed = c.sealed_bytes().map_err(store_err)?;
+        let payload = super::envelope::open_config(&self.state.ctx, app, version, &sealed)
+            .await
+            .map_err(store_err)?;
+        let triples: Vec<(String, String, String)> =
+            serde_json::from_slice(&payload).map_err(|_| bad())?;
         let mut values = Vec::new();
-        for (key, nonce, ct) in c.values {
-            let bad =
-                || StoreError::Refused(format!("config version {version} of {app} is corrupt"));
+        for (key, nonce, ct) in triples {
             values.push(SealedValue {
                 key,
                 nonce: B64.decode(nonce).map_err(|_| bad())?,
@@ -499,21 +498,29 @@ impl Store for S3Store {
     }
 
     async fn put_config_version(&self, app: &str, cv: &ConfigVersion) -> Result<()> {
-        let json = ConfigJson {
+        let triples: Vec<(&str, String, String)> = cv
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.key.as_str(),
+                    B64.encode(&v.nonce),
+                    B64.encode(&v.ciphertext),
+                )
+            })
+            .collect();
+        let payload =
+            serde_json::to_vec(&triples).map_err(|e| StoreError::Refused(e.to_string()))?;
+        let sealed =
+            super::envelope::seal_config(&self.state.ctx, &self.key_arn, app, cv.version, &payload)
+                .await
+                .map_err(store_err)?;
+        let json = StoredConfig {
             version: cv.version,
             created_at: cv.created_at.clone(),
             created_by: cv.created_by.clone(),
-            values: cv
-                .values
-                .iter()
-                .map(|v| {
-                    (
-                        v.key.clone(),
-                        B64.encode(&v.nonce),
-                        B64.encode(&v.ciphertext),
-                    )
-                })
-                .collect(),
+            keys: cv.values.iter().map(|v| v.key.clone()).collect(),
+            sealed: B64.encode(sealed),
         };
         match self
             .state
@@ -929,7 +936,9 @@ mod tests {
         let ctx = testing::context(prefix).await?;
         let bucket = format!("rack-{}-store-test", ctx.rack);
         ctx.s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        Some(S3Store::new(S3State::new(ctx, bucket)))
+        let key = ctx.kms.create_key().send().await.unwrap();
+        let arn = key.key_metadata().unwrap().arn().unwrap().to_string();
+        Some(S3Store::new(S3State::new(ctx, bucket), arn))
     }
 
     fn key(name: &str, fp: &str, admin: bool) -> KeyRecord {
@@ -1000,6 +1009,33 @@ mod tests {
         ));
         let back = s.latest_config("app").await.unwrap().unwrap();
         assert_eq!(back.values[0].ciphertext, vec![2; 20]);
+        // In the bucket: key names and a KMS envelope of its own, nothing
+        // of the sealed value; moved to another version, it does not open.
+        let (raw, _) = s
+            .state
+            .get_bytes("apps/app/config/v1.json")
+            .await
+            .unwrap()
+            .unwrap();
+        let json: StoredConfig = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(json.keys, vec!["A".to_string()]);
+        assert!(json.sealed_bytes().unwrap().starts_with(b"RKE1"));
+        let inner = B64.encode(vec![2u8; 20]);
+        assert!(!String::from_utf8_lossy(&raw).contains(&inner));
+        s.state
+            .put_bytes("apps/app/config/v2.json", raw.clone(), None)
+            .await
+            .unwrap();
+        assert!(s.config_version("app", 2).await.is_err());
+        s.state
+            .ctx
+            .s3
+            .delete_object()
+            .bucket(&s.state.bucket)
+            .key("apps/app/config/v2.json")
+            .send()
+            .await
+            .unwrap();
 
         // builds
         let mut b = BuildRecord {

@@ -47,9 +47,8 @@ pub fn unique_rack(prefix: &str) -> String {
     format!("{p}{suffix}")
 }
 
-/// A context for a fresh rack against moto; `None` (test skipped, with a
-/// note) when moto is not running and `RACK_TEST_MOTO_URL` is unset. When
-/// `scripts/test` set the variable, moto being down is a failure.
+/// A context for a fresh rack against moto. moto being down is a failure
+/// that says how to start it (the `Option` is always `Some`).
 pub async fn context(prefix: &str) -> Option<AwsContext> {
     let url = moto_url();
     if !reachable(&url).await {

@@ -108,7 +108,8 @@ pub async fn destroy<R: AsyncRead + Unpin>(
         .rack
         .locks
         .acquire(app, &crate::progress::Progress::discard())
-        .await;
+        .await
+        .map_err(CmdError::Failed)?;
     let state = ctx.rack.store.app_state(app).await?;
     let had_runtime =
         state.current_release.is_some() || !ctx.rack.store.builds(app, 1).await?.is_empty();

@@ -123,7 +123,7 @@ pub async fn deploy<R>(
     let app_name = app.to_string();
     let result = ctx
         .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_name, &progress).await;
+            let _guard = rack.locks.acquire(&app_name, &progress).await?;
             let job = BuildJob {
                 app: app_name.clone(),
                 commit,

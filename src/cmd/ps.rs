@@ -87,7 +87,7 @@ pub async fn scale<R>(
     let counts2 = counts.clone();
     let result = ctx
         .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let _guard = rack.locks.acquire(&app_s, &progress).await?;
             let state = rack
                 .store
                 .app_state(&app_s)
@@ -145,7 +145,7 @@ pub async fn restart<R>(
     let app_s = app.to_string();
     let result = ctx
         .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let _guard = rack.locks.acquire(&app_s, &progress).await?;
             let state = rack
                 .store
                 .app_state(&app_s)

@@ -119,7 +119,7 @@ pub async fn rollback<R>(
     let result = ctx
         .with_progress(|progress| async move {
             let started = Instant::now();
-            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let _guard = rack.locks.acquire(&app_s, &progress).await?;
             let build = rack
                 .store
                 .build(&app_s, &target.build_id)
@@ -176,7 +176,7 @@ pub async fn release_config_change<R>(
     let result = ctx
         .with_progress(|progress| async move {
             let started = Instant::now();
-            let _guard = rack.locks.acquire(&app_s, &progress).await;
+            let _guard = rack.locks.acquire(&app_s, &progress).await?;
             // Read the current release under the lock: a deploy that
             // finished while we waited is the one to build on.
             let Some(v) = rack

@@ -7,6 +7,8 @@
 //! is rejected rather than overwriting what the other one deployed.
 
 mod build;
+#[cfg(feature = "aws")]
+pub mod lease;
 pub mod recovery;
 pub mod rollout;
 
@@ -24,26 +26,65 @@ use crate::progress::Progress;
 use crate::state::Rack;
 
 /// Per-app deploy locks. In memory: a lock never outlives the process that
-/// held it, so a crash cannot leave an app locked.
+/// held it, so a crash cannot leave an app locked. On the aws provider,
+/// where several rack instances may share one bucket, the in-memory lock is
+/// followed by the app's lease in S3 ([`lease`]), which expires when its
+/// holder stops renewing it.
 #[derive(Default)]
 pub struct Locks {
     apps: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    #[cfg(feature = "aws")]
+    lease: Option<lease::S3Lease>,
 }
 
+/// Held while a deploy (or any change that rolls processes) runs; dropping
+/// it lets the next one in.
+pub struct DeployGuard {
+    _local: OwnedMutexGuard<()>,
+    #[cfg(feature = "aws")]
+    _lease: Option<lease::HeldLease>,
+}
+
+const WAITING: &str = "Waiting for the deploy in progress to finish";
+
 impl Locks {
-    /// Takes the app's lock, saying so when another deploy holds it.
-    pub async fn acquire(&self, app: &str, progress: &Progress) -> OwnedMutexGuard<()> {
+    /// Locks that also take the app's lease in the aws provider's bucket.
+    #[cfg(feature = "aws")]
+    pub fn with_s3_lease(state: crate::aws::state::S3State) -> Locks {
+        Locks {
+            apps: Mutex::default(),
+            lease: Some(lease::S3Lease::new(state)),
+        }
+    }
+
+    /// Takes the app's lock, saying so when another deploy holds it. Fails
+    /// only when the lease's store cannot be reached.
+    pub async fn acquire(&self, app: &str, progress: &Progress) -> Result<DeployGuard, String> {
         let lock = {
             let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
             apps.entry(app.to_string()).or_default().clone()
         };
-        match lock.clone().try_lock_owned() {
+        let mut said = false;
+        let local = match lock.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
-                progress.stage("Waiting for the deploy in progress to finish");
+                progress.stage(WAITING);
+                said = true;
                 lock.lock_owned().await
             }
-        }
+        };
+        #[cfg(feature = "aws")]
+        let held = match &self.lease {
+            Some(l) => Some(l.acquire(app, progress, said).await?),
+            None => None,
+        };
+        #[cfg(not(feature = "aws"))]
+        let _ = said;
+        Ok(DeployGuard {
+            _local: local,
+            #[cfg(feature = "aws")]
+            _lease: held,
+        })
     }
 }
 
@@ -62,7 +103,7 @@ impl PushHook for PushDeploy {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let _guard = self.rack.locks.acquire(&push.app, &progress).await;
+            let _guard = self.rack.locks.acquire(&push.app, &progress).await?;
             if !push.ref_unchanged()? {
                 return Err(MOVED_WHILE_WAITING.to_string());
             }
