@@ -13,6 +13,7 @@
 //!   [`store::S3Store`] implements the crate's `Store` trait on it.
 //! - [`ecr`]: pushing a built image to the app's repository.
 //! - [`runtime`]: [`runtime::AwsRuntime`], the `Runtime` on ECS.
+//! - [`logs`]: processes' output from CloudWatch Logs (`logs`, `run`).
 //!
 //! This module knows nothing of SSH, git or the deploy pipeline. Plaintext
 //! config reaches it only as a `SecretEnv` (for SSM parameters) or in
@@ -26,6 +27,7 @@ pub mod app;
 pub mod cfn;
 pub mod ecr;
 pub mod envelope;
+pub mod logs;
 pub mod rack;
 pub mod runtime;
 pub mod state;
@@ -169,6 +171,7 @@ pub struct AwsContext {
     pub cfn: aws_sdk_cloudformation::Client,
     pub kms: aws_sdk_kms::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 impl AwsContext {
@@ -221,6 +224,7 @@ impl AwsContext {
             cfn: aws_sdk_cloudformation::Client::new(shared),
             kms: aws_sdk_kms::Client::new(shared),
             ssm: aws_sdk_ssm::Client::new(shared),
+            logs: aws_sdk_cloudwatchlogs::Client::new(shared),
         }
     }
 

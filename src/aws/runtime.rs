@@ -27,7 +27,7 @@
 //! either: `run` reports what DescribeTasks says, which there is exit code 0
 //! at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
@@ -40,6 +40,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::app::{self, AppOutputs};
+use super::logs;
 use super::rack::AwsSection;
 use super::{AwsContext, AwsError, Result};
 use crate::progress::Progress;
@@ -51,6 +52,10 @@ use crate::runtime::{
 /// Default time a rollout may take before it counts as failed.
 pub const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const POLL: Duration = Duration::from_secs(5);
+/// How often `logs -f` and `run` ask CloudWatch Logs for more.
+const LOG_POLL: Duration = Duration::from_secs(1);
+/// How far back `logs` looks for its tail.
+const LOG_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_PORT: u16 = 5000;
 
 /// `APP_TYPE`: app names hold no `_`, so the first `_` splits the two.
@@ -959,6 +964,76 @@ impl AwsRuntime {
         r
     }
 
+    /// `TYPE.N` of the app's running tasks (as `ps` numbers them), by task
+    /// id; a task that is gone shows as `TYPE.<task id>`.
+    async fn task_names(&self, app: &str) -> HashMap<String, String> {
+        match self.processes_inner(app).await {
+            Ok(ps) => ps.into_iter().map(|p| (p.id, p.name)).collect(),
+            Err(e) => {
+                tracing::debug!(app, error = %e, "naming tasks for logs");
+                HashMap::new()
+            }
+        }
+    }
+
+    async fn logs_inner(
+        &self,
+        app: &str,
+        opts: LogOptions,
+        tx: mpsc::Sender<LogLine>,
+    ) -> Result<()> {
+        let app_out = app::app_outputs(&self.ctx, app).await?;
+        let mut names = self.task_names(app).await;
+        let since = super::state::now_ms() - LOG_LOOKBACK.as_millis() as i64;
+        let mut reader = logs::GroupReader::new(&self.ctx, &app_out.log_group, opts.kind, since);
+        // The tail: only the last N events are ever held.
+        let keep = opts.tail.unwrap_or(usize::MAX);
+        let mut tail: VecDeque<logs::Event> = VecDeque::new();
+        reader
+            .next_batch(|e| {
+                if keep > 0 {
+                    if tail.len() == keep {
+                        tail.pop_front();
+                    }
+                    tail.push_back(e);
+                }
+            })
+            .await?;
+        let line = |names: &HashMap<String, String>, e: logs::Event| LogLine {
+            time: logs::rfc3339(e.timestamp),
+            source: names
+                .get(&e.task)
+                .cloned()
+                .unwrap_or_else(|| format!("{}.{}", e.kind, e.task)),
+            text: e.message,
+        };
+        for e in tail {
+            if tx.send(line(&names, e)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !opts.follow {
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = tokio::time::sleep(LOG_POLL) => {}
+            }
+            let mut batch = Vec::new();
+            reader.next_batch(|e| batch.push(e)).await?;
+            if batch.iter().any(|e| !names.contains_key(&e.task)) {
+                // A new task (a deploy or a restart): learn its number.
+                names = self.task_names(app).await;
+            }
+            for e in batch {
+                if tx.send(line(&names, e)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     async fn run_inner(
         &self,
         spec: &ReleaseSpec,
@@ -1017,13 +1092,19 @@ impl AwsRuntime {
             .map(str::to_string)
             .ok_or_else(|| RuntimeError::Other("RunTask started no task".into()))?;
         let task_id = task.rsplit('/').next().unwrap_or(&task).to_string();
-        let note = format!(
-            "rack: one-off task {task_id} started; its output goes to CloudWatch Logs {} (stream run/run/{task_id}); streaming it here is not supported yet\n",
-            app_out.log_group
-        );
+        let note = format!("rack: one-off task {task_id} started\n");
         let _ = io.stderr.write_all(note.as_bytes()).await;
+        // Its output, as the awslogs driver writes it: streamed while the
+        // task runs, and drained once it has stopped.
+        let mut output =
+            logs::StreamReader::new(&self.ctx, &app_out.log_group, &format!("run/run/{task_id}"));
         let deadline = cmd.timeout.map(|t| Instant::now() + t);
         loop {
+            for line in output.next_batch().await? {
+                let _ = io.stdout.write_all(line.as_bytes()).await;
+                let _ = io.stdout.write_all(b"\n").await;
+            }
+            let _ = io.stdout.flush().await;
             let d = self
                 .ctx
                 .ecs
@@ -1040,6 +1121,18 @@ impl AwsRuntime {
                 // an exit code (the only thing a double that never runs
                 // tasks does report).
                 if t.last_status() == Some("STOPPED") || code.is_some() {
+                    // The driver may still be shipping the last lines.
+                    for _ in 0..3 {
+                        let rest = output.next_batch().await?;
+                        if rest.is_empty() {
+                            break;
+                        }
+                        for line in rest {
+                            let _ = io.stdout.write_all(line.as_bytes()).await;
+                            let _ = io.stdout.write_all(b"\n").await;
+                        }
+                    }
+                    let _ = io.stdout.flush().await;
                     return match code {
                         Some(c) => Ok(c as i64),
                         None => Err(RuntimeError::Other(format!(
@@ -1063,7 +1156,7 @@ impl AwsRuntime {
                     "one-off task {task_id} timed out"
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(LOG_POLL).await;
         }
     }
 }
@@ -1141,15 +1234,10 @@ impl Runtime for AwsRuntime {
     fn logs<'a>(
         &'a self,
         app: &'a str,
-        _opts: LogOptions,
-        _tx: mpsc::Sender<LogLine>,
+        opts: LogOptions,
+        tx: mpsc::Sender<LogLine>,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            Err(RuntimeError::Other(format!(
-                "logs are not supported on the aws provider yet: app {app}'s output is in CloudWatch Logs group /rack/{}/{app}",
-                self.ctx.rack
-            )))
-        })
+        Box::pin(async move { Ok(self.logs_inner(app, opts, tx).await?) })
     }
 
     fn run<'a>(

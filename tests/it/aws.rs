@@ -46,6 +46,7 @@ async fn clients() -> (
     aws_sdk_ssm::Client,
     aws_sdk_s3::Client,
     aws_sdk_cloudformation::Client,
+    aws_sdk_cloudwatchlogs::Client,
 ) {
     for (k, v) in aws_env() {
         // SAFETY: set before any client reads the environment, in this
@@ -65,7 +66,41 @@ async fn clients() -> (
         aws_sdk_ssm::Client::new(&conf),
         s3,
         aws_sdk_cloudformation::Client::new(&conf),
+        aws_sdk_cloudwatchlogs::Client::new(&conf),
     )
+}
+
+/// Writes what the awslogs driver would (moto runs no containers).
+async fn put_logs(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+    lines: &[&str],
+) {
+    logs.create_log_stream()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut req = logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream);
+    for (i, l) in lines.iter().enumerate() {
+        req = req.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now + i as i64)
+                .message(*l)
+                .build()
+                .unwrap(),
+        );
+    }
+    req.send().await.unwrap();
 }
 
 async fn latest_td(ecs: &aws_sdk_ecs::Client, family: &str) -> TaskDefinition {
@@ -118,7 +153,7 @@ fn aws_provider_push_config_rollback_scale_destroy() {
         toml.contains("provider = \"aws\"") && toml.contains(&format!("rack = \"{name}\"")),
         "{toml}"
     );
-    let (ecs, ssm, s3, cfn) = rt().block_on(clients());
+    let (ecs, ssm, s3, cfn, logs) = rt().block_on(clients());
     let stack = format!("rack-{name}");
     let events = |cfn: &aws_sdk_cloudformation::Client| {
         rt().block_on(async {
@@ -196,6 +231,35 @@ fn aws_provider_push_config_rollback_scale_destroy() {
             .unwrap();
         assert_eq!(got.parameter().unwrap().value(), Some(secret.as_str()));
     });
+
+    // Processes' output comes back from the app's CloudWatch Logs group:
+    // the last N lines across streams, named by type and task, and
+    // filtered by type.
+    let group = format!("/rack/{name}/{app}");
+    rt().block_on(async {
+        put_logs(&logs, &group, "web/web/task1", &["web one", "web two"]).await;
+        put_logs(&logs, &group, "worker/worker/task2", &["worker one"]).await;
+    });
+    let out = rack.ssh(admin, &format!("logs {app} -n 2"));
+    out.ok();
+    assert!(!out.stdout.contains("web one"), "{}", out.stdout);
+    assert!(out.stdout.contains("web.task1 | web two"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("worker.task2 | worker one"),
+        "{}",
+        out.stdout
+    );
+    let out = rack.ssh(admin, &format!("logs {app} --type web"));
+    out.ok();
+    assert!(
+        out.stdout.contains("web one") && !out.stdout.contains("worker"),
+        "{}",
+        out.stdout
+    );
+    // A one-off task: RunTask, its exit code from DescribeTasks.
+    let out = rack.ssh(admin, &format!("run {app} -- echo hi"));
+    out.ok();
+    assert!(out.stderr.contains("one-off task"), "{}", out.stderr);
 
     // A config change: a new revision with the new parameter.
     rack.ssh(
