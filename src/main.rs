@@ -188,11 +188,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Keys { command } => {
             let settings = Settings::resolve(base)?;
             settings.ensure_dirs()?;
-            let store = rack::store::SqliteStore::open(&settings.db_path())?;
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(keys_command(store, command))
+                .block_on(async move {
+                    let store = keys_store(&settings).await?;
+                    keys_command(store.as_ref(), command).await
+                })
         }
     }
 }
@@ -249,9 +251,49 @@ async fn install(base: Overrides, a: InstallArgs, install: bool) -> Result<()> {
     Ok(result?)
 }
 
-/// `rack keys ...` against the data dir's store.
-async fn keys_command(store: rack::store::SqliteStore, command: KeysCmd) -> Result<()> {
-    use rack::store::Store as _;
+/// The store `rack keys` works on: the server's own, so a key added here
+/// is the one the server checks (the bucket on the aws provider).
+async fn keys_store(settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
+    match settings.provider {
+        rack::config::Provider::Local => Ok(Box::new(rack::store::SqliteStore::open(
+            &settings.db_path(),
+        )?)),
+        rack::config::Provider::Aws => aws_keys_store(settings).await,
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_keys_store(_settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
+    anyhow::bail!("this rack was built without the aws provider (cargo feature \"aws\")")
+}
+
+#[cfg(feature = "aws")]
+async fn aws_keys_store(settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
+    use rack::aws;
+    let section = aws::rack::AwsSection::from_file(&settings.data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!("rack.toml has no [aws] section: run rack install aws --rack NAME first")
+    })?;
+    let name = settings.rack.clone().ok_or_else(|| {
+        anyhow::anyhow!("the aws provider needs --rack NAME (or rack = \"NAME\" in rack.toml)")
+    })?;
+    let ctx = aws::AwsContext::from_env(&name).await?;
+    let state = aws::state::S3State::new(ctx, section.bucket.clone());
+    // Fail here, with S3's own message, rather than half-way through.
+    state
+        .ctx
+        .s3
+        .list_objects_v2()
+        .bucket(&section.bucket)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| aws::AwsError::api("S3.ListObjectsV2", e))
+        .with_context(|| format!("opening the rack's bucket {}", section.bucket))?;
+    Ok(Box::new(aws::store::S3Store::new(state, section.key_arn)))
+}
+
+/// `rack keys ...` against the rack's store.
+async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Result<()> {
     match command {
         KeysCmd::Add { name, admin, app } => {
             let mut text = String::new();
@@ -267,7 +309,7 @@ async fn keys_command(store: rack::store::SqliteStore, command: KeysCmd) -> Resu
                 args.push("--admin".into());
             }
             let (admin, apps) = rack::cmd::keys::parse_scope(args)?;
-            let rec = rack::cmd::keys::register(&store, &name, admin, &apps, &text).await?;
+            let rec = rack::cmd::keys::register(store, &name, admin, &apps, &text).await?;
             store
                 .add_event("(local)", None, &format!("keys:add {name}"), "ok")
                 .await?;

@@ -125,19 +125,28 @@ async fn latest_td(ecs: &aws_sdk_ecs::Client, family: &str) -> TaskDefinition {
         .clone()
 }
 
-#[test]
-fn aws_provider_push_config_rollback_scale_destroy() {
-    require_docker();
-    let name = format!("it{}", std::process::id() % 100_000);
-    let mut rack = Rack::unstarted("", aws_env());
-    let a = rack.admin.name.clone();
-    assert_eq!(a, "admin");
+/// Sets `[aws] KEY = VALUE` in the rack's `rack.toml` (the server must be
+/// restarted to see it); returns the old value.
+fn set_aws(rack: &Rack, key: &str, value: toml::Value) -> Option<toml::Value> {
+    let path = rack.data_dir().join("rack.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let old = table["aws"]
+        .as_table_mut()
+        .unwrap()
+        .insert(key.into(), value);
+    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    old
+}
+
+/// `rack install aws --rack NAME` into moto's default VPC; returns the
+/// install arguments (for running it again).
+fn install(rack: &Rack, name: &str) -> Vec<String> {
     let vpc = rt().block_on(rack::aws::testing::default_vpc());
     let mut install: Vec<String> = vec![
         "install".into(),
         "aws".into(),
         "--rack".into(),
-        name.clone(),
+        name.to_string(),
     ];
     if let Some(v) = &vpc.vpc_id {
         install.extend(["--vpc".into(), v.clone()]);
@@ -146,8 +155,26 @@ fn aws_provider_push_config_rollback_scale_destroy() {
         install.extend(["--subnet".into(), s]);
     }
     let args: Vec<&str> = install.iter().map(String::as_str).collect();
-    let first = rack_aws(&rack, &args);
-    first.ok();
+    rack_aws(rack, &args).ok();
+    install
+}
+
+/// moto never advances ECS deployments (architecture note), so the test
+/// racks do not wait for them; the rollout waiter has its own tests.
+fn no_rollout_wait(rack: &mut Rack) {
+    set_aws(rack, "wait_for_rollout", toml::Value::Boolean(false));
+    rack.start_again();
+}
+
+#[test]
+fn aws_provider_push_config_rollback_scale_destroy() {
+    require_docker();
+    let name = format!("it{}", std::process::id() % 100_000);
+    let mut rack = Rack::unstarted("", aws_env());
+    let a = rack.admin.name.clone();
+    assert_eq!(a, "admin");
+    let install_args = install(&rack, &name);
+    let args: Vec<&str> = install_args.iter().map(String::as_str).collect();
     let toml = std::fs::read_to_string(rack.data_dir().join("rack.toml")).unwrap();
     assert!(
         toml.contains("provider = \"aws\"") && toml.contains(&format!("rack = \"{name}\"")),
@@ -170,16 +197,7 @@ fn aws_provider_push_config_rollback_scale_destroy() {
     rack_aws(&rack, &args).ok();
     assert_eq!(events(&cfn), before, "a second install changes nothing");
 
-    // moto never advances ECS deployments (architecture note), so this rack
-    // does not wait for them; the rollout waiter has its own tests.
-    let path = rack.data_dir().join("rack.toml");
-    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    table["aws"]
-        .as_table_mut()
-        .unwrap()
-        .insert("wait_for_rollout".into(), toml::Value::Boolean(false));
-    std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    rack.start_again();
+    no_rollout_wait(&mut rack);
     let admin = &rack.admin;
     let app = "web";
     rack.ssh(admin, &format!("apps:create {app}")).ok();
@@ -381,6 +399,116 @@ fn aws_provider_push_config_rollback_scale_destroy() {
         };
         assert!(gone, "the app stack is deleted");
     });
+    rack.stop();
+    rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
+}
+
+/// Errors that moto really raises (an unknown KMS key, an unknown cluster,
+/// a missing bucket) fail the command or push with the AWS error's own
+/// message and change nothing.
+#[test]
+fn aws_errors_fail_with_the_aws_message_and_change_nothing() {
+    require_docker();
+    let name = format!("ie{}", std::process::id() % 100_000);
+    let mut rack = Rack::unstarted("", aws_env());
+    install(&rack, &name);
+    no_rollout_wait(&mut rack);
+    let admin = rack.admin.clone();
+    let app = "errs";
+    rack.ssh(&admin, &format!("apps:create {app}")).ok();
+    rack.ssh(&admin, &format!("config:set {app} A=1")).ok();
+    let config = |rack: &Rack| {
+        rack.ssh(&admin, &format!("config {app} --json"))
+            .ok()
+            .json()
+    };
+    let before = config(&rack);
+
+    // `rack keys` works on the bucket, the server's own store.
+    let key = crate::harness::keygen(rack.dir.path(), "offline");
+    let mut c = Command::new(RACK);
+    c.args(["keys", "add", "offline", "--app", app, "--data-dir"])
+        .arg(rack.data_dir());
+    for (k, v) in aws_env() {
+        c.env(k, v);
+    }
+    crate::harness::run_with_stdin(c, key.public().as_bytes()).ok();
+    let keys = rack.ssh(&admin, "keys --json").ok().json();
+    assert!(keys.to_string().contains("offline"), "{keys}");
+
+    // An unknown KMS key: config:set fails with KMS's message.
+    rack.stop();
+    let bad_key = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-0000000000aa";
+    let key_arn = set_aws(&rack, "key_arn", bad_key.into()).unwrap();
+    rack.start_again();
+    rack.ssh(&admin, &format!("config:set {app} B=2"))
+        .err("00000000-0000-0000-0000-0000000000aa");
+    assert_eq!(config(&rack), before, "config unchanged");
+    rack.stop();
+    set_aws(&rack, "key_arn", key_arn);
+
+    // An unknown cluster: the push is rejected with ECS's message, the ref
+    // does not move, no release is current.
+    let cluster = set_aws(&rack, "cluster", "rack-no-such-cluster".into()).unwrap();
+    rack.start_again();
+    let w = work(&rack, &admin, "w");
+    add_fixture(&w, "dockerfile-httpd");
+    let out = w.git(&["push", &rack.git_url(app), "main"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Cluster not found") && out.stderr.contains("[remote rejected]"),
+        "{}",
+        out.stderr
+    );
+    let refs = w.git(&["ls-remote", &rack.git_url(app)]);
+    assert!(!refs.stdout.contains("refs/heads/main"), "{}", refs.stdout);
+    let releases = rack
+        .ssh(&admin, &format!("releases {app} --json"))
+        .ok()
+        .json();
+    assert!(
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "succeeded"),
+        "{releases}"
+    );
+    assert_eq!(config(&rack), before);
+    rack.stop();
+    set_aws(&rack, "cluster", cluster);
+
+    // A missing bucket: `rack keys` and `rack server` fail with S3's
+    // message.
+    let bucket = set_aws(&rack, "bucket", "rack-no-such-bucket-4711".into()).unwrap();
+    rack_aws(&rack, &["keys", "list"]).err("bucket does not exist");
+    let mut c = Command::new(RACK);
+    c.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(rack.data_dir());
+    for (k, v) in aws_env() {
+        c.env(k, v);
+    }
+    let out: Out = c.output().unwrap().into();
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("bucket does not exist"),
+        "{}",
+        out.stderr
+    );
+    set_aws(&rack, "bucket", bucket);
+
+    // Nothing was lost along the way.
+    rack.start_again();
+    assert_eq!(config(&rack), before);
+    rack.ssh(&admin, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
     rack.stop();
     rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
 }

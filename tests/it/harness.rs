@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub const RACK: &str = env!("CARGO_BIN_EXE_rack");
 
+#[derive(Clone)]
 pub struct Key {
     pub name: String,
     pub path: PathBuf,
