@@ -201,6 +201,40 @@ fn aws_provider_push_config_rollback_scale_destroy() {
     let admin = &rack.admin;
     let app = "web";
     rack.ssh(admin, &format!("apps:create {app}")).ok();
+    // The app's stack: repository, log group, target group, listener rule.
+    let ecr = rt().block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        aws_sdk_ecr::Client::new(&conf)
+    });
+    let repo = format!("rack-{name}/{app}");
+    rt().block_on(async {
+        let res = cfn
+            .describe_stack_resources()
+            .stack_name(format!("rack-{name}-app-{app}"))
+            .send()
+            .await
+            .unwrap();
+        let types: Vec<&str> = res
+            .stack_resources()
+            .iter()
+            .filter_map(|r| r.resource_type())
+            .collect();
+        for t in [
+            "AWS::ECR::Repository",
+            "AWS::Logs::LogGroup",
+            "AWS::ElasticLoadBalancingV2::TargetGroup",
+            "AWS::ElasticLoadBalancingV2::ListenerRule",
+        ] {
+            assert!(types.contains(&t), "{t} missing from {types:?}");
+        }
+        ecr.describe_repositories()
+            .repository_names(&repo)
+            .send()
+            .await
+            .unwrap();
+    });
     let secret = format!("secret-{}", std::process::id());
     rack.ssh(admin, &format!("config:set {app} GREETING={secret}"))
         .ok();
@@ -398,6 +432,26 @@ fn aws_provider_push_config_rollback_scale_destroy() {
                 .all(|s| format!("{:?}", s.stack_status()).contains("Delete")),
         };
         assert!(gone, "the app stack is deleted");
+        assert!(
+            ecr.describe_repositories()
+                .repository_names(&repo)
+                .send()
+                .await
+                .is_err(),
+            "the repository is deleted"
+        );
+        let svc = ecs
+            .describe_services()
+            .cluster(&cluster)
+            .services(format!("{app}_web"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            svc.services().iter().all(|s| s.status() != Some("ACTIVE")),
+            "the service is deleted: {:?}",
+            svc.services()
+        );
     });
     rack.stop();
     rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
