@@ -453,13 +453,38 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
         .unwrap();
     assert_eq!(code, 0);
 
-    // logs: a clear refusal for now.
-    let (tx, _rx) = mpsc::channel(1);
-    let err = rt
-        .logs(&fx.app, LogOptions::default(), tx)
+    // logs: from the app's CloudWatch Logs group (moto runs no
+    // containers: write what the awslogs driver would).
+    let group = app::app_outputs(&fx.ctx, &fx.app).await.unwrap().log_group;
+    fx.ctx
+        .logs
+        .create_log_stream()
+        .log_group_name(&group)
+        .log_stream_name("web/web/t1")
+        .send()
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("not supported"), "{err}");
+        .unwrap();
+    fx.ctx
+        .logs
+        .put_log_events()
+        .log_group_name(&group)
+        .log_stream_name("web/web/t1")
+        .log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(crate::aws::state::now_ms())
+                .message("hello from web")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(8);
+    rt.logs(&fx.app, LogOptions::default(), tx).await.unwrap();
+    let line = rx.recv().await.expect("a log line");
+    assert_eq!(line.text, "hello from web");
+    assert_eq!(line.source, "web.t1");
+    assert!(rx.recv().await.is_none());
 
     // destroy: services, task definitions, parameters, stack, repository.
     rt.destroy(&fx.app).await.unwrap();
