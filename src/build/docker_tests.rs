@@ -253,10 +253,7 @@ async fn dockerfile_app_context_is_right_inside_the_image() {
         .as_ref()
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
-    assert!(
-        !labels.keys().any(|k| k.starts_with("rack.")),
-        "{labels:?}"
-    );
+    assert!(!labels.keys().any(|k| k.starts_with("rack.")), "{labels:?}");
     assert_eq!(image_cmd(&docker, &r.tag).await, vec!["/app/bin/start"]);
     let history = docker_cli(&["history", "--no-trunc", &r.tag]);
     assert!(history.contains("GREETING=howdy"), "{history}");
