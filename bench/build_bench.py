@@ -5,7 +5,9 @@ rack: `git push` until the push prints `Build ... succeeded`.
 By hand: `git push` to a bare repo over OpenSSH, then
 `git archive main | docker build -` in that repo.
 Each side: a first build (fresh, nothing cached: a nonce in the Dockerfile)
-and a rebuild after a one-line source change (cache hit).
+and a rebuild after a one-line source change (cache hit). Each side
+pushes its own copy of the app with its own nonce, so neither side's first
+build finds the other's layers in the cache.
 
 Usage: bench/build_bench.py [--rack target/release/rack] [--rounds 3]
 Needs Docker and the rack-test/busybox:latest image (scripts/test makes it).
@@ -54,6 +56,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rack", default="target/release/rack")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary dir (rack.log) and print its path")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rack-build-bench-")
     key = os.path.join(tmp, "key")
@@ -75,30 +78,35 @@ def main():
     res = {}
     try:
         for rnd in range(a.rounds):
-            src = os.path.join(tmp, f"src{rnd}")
-            run(["git", "init", "-q", "-b", "main", src])
-            os.makedirs(os.path.join(src, "public"))
-            with open(os.path.join(src, "Dockerfile"), "w") as f:
-                f.write(DOCKERFILE.format(nonce=uuid.uuid4().hex))
-            with open(os.path.join(src, "public", "index.html"), "w") as f:
-                f.write("v1\n")
-            commit_all(src, "v1")
+            # One source per side, each with its own nonce: neither side's
+            # first build may reuse a layer the other one built.
+            srcs = {}
+            for side in ("hand", "rack"):
+                src = srcs[side] = os.path.join(tmp, f"src{rnd}-{side}")
+                run(["git", "init", "-q", "-b", "main", src])
+                os.makedirs(os.path.join(src, "public"))
+                with open(os.path.join(src, "Dockerfile"), "w") as f:
+                    f.write(DOCKERFILE.format(nonce=uuid.uuid4().hex))
+                with open(os.path.join(src, "public", "index.html"), "w") as f:
+                    f.write("v1\n")
+                commit_all(src, "v1")
             app = f"bb{rnd}"
             subprocess.run(ssh.split() + ["-p", str(rport), "git@127.0.0.1", f"apps:create {app}"], check=True, capture_output=True)
             bare = os.path.join(tmp, f"bare{rnd}.git")
             run(["git", "init", "-q", "--bare", bare])
             for phase in ("first", "change"):
                 if phase == "change":
-                    with open(os.path.join(src, "public", "index.html"), "w") as f:
-                        f.write("v2\n")
-                    commit_all(src, "v2")
+                    for src in srcs.values():
+                        with open(os.path.join(src, "public", "index.html"), "w") as f:
+                            f.write("v2\n")
+                        commit_all(src, "v2")
                 t0 = time.perf_counter()
-                run(["git", "-C", src, "push", "-q", f"ssh://{sshd.user}@127.0.0.1:{sport}{bare}", "main"], env=env)
+                run(["git", "-C", srcs["hand"], "push", "-q", f"ssh://{sshd.user}@127.0.0.1:{sport}{bare}", "main"], env=env)
                 arch = subprocess.Popen(["git", "-C", bare, "archive", "main"], stdout=subprocess.PIPE)
                 run(["docker", "build", "-q", "-t", f"bench-by-hand:{rnd}", "-"], stdin=arch.stdout, stdout=subprocess.DEVNULL)
                 arch.wait()
                 res.setdefault((phase, "hand"), []).append(time.perf_counter() - t0)
-                dt = timed_push_until_built(["git", "-C", src, "push", f"ssh://git@127.0.0.1:{rport}/{app}", "main"], env)
+                dt = timed_push_until_built(["git", "-C", srcs["rack"], "push", f"ssh://git@127.0.0.1:{rport}/{app}", "main"], env)
                 res.setdefault((phase, "rack"), []).append(dt)
     finally:
         rack.stop()
@@ -109,7 +117,10 @@ def main():
     for phase in ("first", "change"):
         h, r = med(res[(phase, "hand")]), med(res[(phase, "rack")])
         print(f"{phase:8} {h:10.2f} {r:8.2f} {r / h:6.2f}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if a.keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,6 @@ async fn dockerfile_app_context_is_right_inside_the_image() {
     req.build_args.insert("GREETING".into(), "howdy".into());
     req.build_args
         .insert("SECRET_TOKEN".into(), "s3cr3t-value".into());
-    req.labels.insert("rack.commit".into(), commit.to_string());
     let build_id = req.build_id.clone();
     let o = run(&b, req, &images).await;
     let r = o.ok();
@@ -244,7 +243,9 @@ async fn dockerfile_app_context_is_right_inside_the_image() {
         r.context_bytes
     );
 
-    // Labels, command, and the declared build arg is the only one in history.
+    // No LABEL steps of rack's own (each would be an uncached step on every
+    // build), command, and the declared build arg is the only one in history.
+    assert!(!o.has(": LABEL "), "{}", o.text());
     let img = docker.inspect_image(&r.tag).await.expect("inspect");
     assert_eq!(img.id.as_deref(), Some(r.image_id.as_str()));
     let labels = img
@@ -252,9 +253,7 @@ async fn dockerfile_app_context_is_right_inside_the_image() {
         .as_ref()
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
-    assert_eq!(labels.get("rack.app").map(String::as_str), Some("t-httpd"));
-    assert_eq!(labels.get("rack.build"), Some(&build_id));
-    assert_eq!(labels.get("rack.commit"), Some(&commit.to_string()));
+    assert!(!labels.keys().any(|k| k.starts_with("rack.")), "{labels:?}");
     assert_eq!(image_cmd(&docker, &r.tag).await, vec!["/app/bin/start"]);
     let history = docker_cli(&["history", "--no-trunc", &r.tag]);
     assert!(history.contains("GREETING=howdy"), "{history}");
@@ -292,10 +291,12 @@ async fn dockerfile_app_context_is_right_inside_the_image() {
     let mut req2 = request(repo.path(), commit, "t-httpd", &log);
     req2.build_args.insert("GREETING".into(), "howdy".into());
     let o2 = run(&b, req2, &images).await;
-    o2.ok();
+    let r2 = o2.ok();
     assert!(o2.has("Using cache"), "{}", o2.text());
     assert_eq!(o.step_image("COPY . /app"), o2.step_image("COPY . /app"));
     assert!(o.step_image("COPY . /app").is_some());
+    // Nothing per build in the image: the very same image, tagged anew.
+    assert_eq!(r2.image_id, r.image_id);
 
     // --no-cache rebuilds the steps.
     let mut req3 = request(repo.path(), commit, "t-httpd", &log);

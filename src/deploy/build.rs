@@ -98,7 +98,9 @@ pub async fn run_build(
             build_id: id.clone(),
             build_args,
             no_cache: job.no_cache,
-            labels: HashMap::from([("rack.commit".to_string(), job.commit.to_string())]),
+            // No image labels: each would be an uncached build step. The
+            // record keeps the commit and the image id.
+            labels: HashMap::new(),
             log: sink.clone(),
         };
         #[allow(unused_mut)]
