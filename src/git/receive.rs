@@ -386,6 +386,8 @@ impl Session<'_> {
         out: &mut Out,
     ) -> Result<ReceiveOutcome, GitError> {
         let limits = &self.req.limits;
+        let started = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
         let deploy_ref = deploy_ref(self.req.deploy_branch.as_deref(), &cmds);
 
         // 4. The pack, if any command creates or updates a ref.
@@ -397,7 +399,6 @@ impl Session<'_> {
                 &mut input,
                 &self.req.repo,
                 &q.dir,
-                !self.client_shallow.is_empty(),
                 limits,
             )
             .await
@@ -416,6 +417,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "pack received");
         // 5. Check the new objects and every command.
         if unpack_error.is_none() {
             let repo = self.req.repo.clone();
@@ -453,6 +455,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "push checked");
         // 6. Objects into the repo only when some update needs them.
         let pack_added = match quarantine.take() {
             Some(q) if cmds.iter().any(|c| c.error.is_none() && !c.is_delete()) => {
@@ -577,6 +580,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "refs updated");
         // 9. Report.
         if self.caps.report_status {
             let mut lines = vec![match &unpack_error {
@@ -961,19 +965,14 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     input: &mut BufReader<R>,
     repo: &Path,
     qdir: &Path,
-    shallow: bool,
     limits: &ReceiveLimits,
 ) -> Result<(), PackFailure> {
     let (tx, rx) = mpsc::channel::<Bytes>(PACK_CHANNEL_CHUNKS);
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
     let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
-    // Shallow pushes lack the history behind their boundary: libgit2's
-    // connectivity check would fail; check_push walks it instead.
-    let verify = !shallow;
-    let mut task = tokio::task::spawn_blocking(move || {
-        index_pack(&repo, &qdir, verify, max_obj, max_pack, rx)
-    });
+    let mut task =
+        tokio::task::spawn_blocking(move || index_pack(&repo, &qdir, max_obj, max_pack, rx));
     let mut tx = Some(tx);
     let mut buf = BytesMut::with_capacity(PACK_READ_CHUNK);
     let joined = loop {
@@ -1007,10 +1006,14 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
 }
 
 /// The blocking half: scan, index, commit into `qdir/pack`.
+///
+/// The indexer gets the repo's ODB (to complete a thin pack from it) but
+/// does not verify connectivity: its check asks the ODB about every id each
+/// new tree and commit names, and each miss (every object new to the repo)
+/// rescans `objects/pack`. `check_pack` checks the indexed pack instead.
 fn index_pack(
     repo: &Path,
     qdir: &Path,
-    verify: bool,
     max_obj: u64,
     max_pack: u64,
     mut rx: mpsc::Receiver<Bytes>,
@@ -1025,7 +1028,7 @@ fn index_pack(
     std::fs::create_dir_all(&pack_dir)
         .map_err(|e| fail(format!("cannot create quarantine: {e}"), false))?;
     let mut indexer = Some(
-        git2::Indexer::new(Some(&odb), &pack_dir, 0, verify)
+        git2::Indexer::new(Some(&odb), &pack_dir, 0, false)
             .map_err(|e| fail(e.message().to_string(), false))?,
     );
     let mut scanner = PackScanner::new(max_obj, max_pack);
@@ -1098,17 +1101,12 @@ fn check_push(
         all.odb()?.add_disk_alternate(qstr)?;
         let q = git2::Odb::new()?;
         q.add_disk_alternate(qstr)?;
-        pack_error = check_trees(&q)?;
-        if pack_error.is_none() && !client_shallow.is_empty() {
-            let tips: Vec<Oid> = cmds
-                .iter()
-                .filter(|c| !c.is_delete())
-                .map(|c| c.new)
-                .collect();
-            match walk_connectivity(&main.odb()?, &all.odb()?, &tips, client_shallow) {
-                Ok(s) => shallow = s,
-                Err(e) => pack_error = Some(e),
-            }
+        // The repo's own shallow commits lack their parents too.
+        let mut boundary = read_shallow(path)?;
+        boundary.extend_from_slice(client_shallow);
+        match check_pack(&q, &main.odb()?, &boundary)? {
+            Ok(s) => shallow = s,
+            Err(e) => pack_error = Some(e),
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -1162,28 +1160,98 @@ fn check_command(
     None
 }
 
-/// Refuses trees with entries git itself would never check out: `.`, `..`
-/// and `.git` in any case (and malformed names).
-fn check_trees(q: &git2::Odb<'_>) -> Result<Option<String>, GitError> {
+/// Checks every object of the quarantined pack `q`, reading each commit,
+/// tree and tag once, in pack order:
+/// - trees with entries git itself would never check out (`.`, `..`, `.git`
+///   in any case, malformed names) refuse the pack;
+/// - connectivity: every id a pack object names is in the pack or was in
+///   the repo before (`main`, complete by induction), so whatever the new
+///   refs reach is complete. Shallow commits (`shallow`: the client's and
+///   the repo's) may lack their parents: those in the pack whose parents
+///   the repo lacks too are returned, to be recorded in `shallow`.
+///
+/// `Ok(Err(reason))` refuses the pack. Same guarantee as libgit2's indexer
+/// verification (and git's `check_connected`), but the repo's ODB is only
+/// asked about the ids the pack does not have: the boundary.
+fn check_pack(
+    q: &git2::Odb<'_>,
+    main: &git2::Odb<'_>,
+    shallow: &[Oid],
+) -> Result<Result<Vec<Oid>, String>, GitError> {
+    use std::collections::HashSet;
     let mut oids = Vec::new();
     q.foreach(|oid| {
         oids.push(*oid);
         true
     })?;
+    let in_pack: HashSet<Oid> = oids.iter().copied().collect();
+    let boundary: HashSet<Oid> = shallow.iter().copied().collect();
+    // Ids named by pack objects but not in the pack.
+    let mut outside: HashSet<Oid> = HashSet::new();
+    let mut record = Vec::new();
     for oid in oids {
-        if q.read_header(oid)?.1 != ObjectType::Tree {
+        let kind = q.read_header(oid)?.1;
+        if kind == ObjectType::Blob {
             continue;
         }
         let obj = q.read(oid)?;
-        if let Some(name) = bad_tree_entry(obj.data()) {
-            return Ok(Some(format!(
-                "tree {} has an entry named '{}', which git refuses to check out",
-                &oid.to_string()[..12],
-                crate::names::printable(&name)
-            )));
+        let data = obj.data();
+        let mut need = |id: Oid| {
+            if !in_pack.contains(&id) {
+                outside.insert(id);
+            }
+        };
+        match kind {
+            ObjectType::Tree => {
+                if let Some(name) = bad_tree_entry(data) {
+                    return Ok(Err(format!(
+                        "tree {} has an entry named '{}', which git refuses to check out",
+                        &oid.to_string()[..12],
+                        crate::names::printable(&name)
+                    )));
+                }
+                let mut d = data;
+                while !d.is_empty() {
+                    // Well-formed: bad_tree_entry checked it.
+                    let sp = d.iter().position(|&b| b == b' ').unwrap_or(0);
+                    let rest = &d[sp + 1..];
+                    let nul = rest.iter().position(|&b| b == 0).unwrap_or(0);
+                    // Submodules (gitlinks) point into other repositories.
+                    if &d[..sp] != b"160000" {
+                        need(Oid::from_bytes(&rest[nul + 1..nul + 21])?);
+                    }
+                    d = &rest[nul + 21..];
+                }
+            }
+            ObjectType::Commit => {
+                let Some((tree, parents)) = commit_links(data) else {
+                    return Ok(Err(format!("malformed commit {oid}")));
+                };
+                need(tree);
+                if boundary.contains(&oid) {
+                    if parents
+                        .iter()
+                        .any(|p| !in_pack.contains(p) && !main.exists(*p))
+                    {
+                        record.push(oid);
+                    }
+                } else {
+                    parents.into_iter().for_each(need);
+                }
+            }
+            ObjectType::Tag => match tag_target(data) {
+                Some(target) => need(target),
+                None => return Ok(Err(format!("malformed tag {oid}"))),
+            },
+            _ => {}
         }
     }
-    Ok(None)
+    let mut outside: Vec<Oid> = outside.into_iter().collect();
+    outside.sort();
+    if let Some(oid) = outside.into_iter().find(|oid| !main.exists(*oid)) {
+        return Ok(Err(format!("missing necessary objects ({oid})")));
+    }
+    Ok(Ok(record))
 }
 
 /// The first forbidden entry name in raw tree data.
@@ -1211,65 +1279,6 @@ fn bad_tree_entry(mut data: &[u8]) -> Option<String> {
         data = &rest[nul + 1 + 20..];
     }
     None
-}
-
-/// Connectivity of a shallow push: every object reachable from `tips` is
-/// either in the repo from before (`main`, complete by induction) or in the
-/// pack, except history behind the client's shallow commits. Returns the
-/// shallow commits whose parents the repo lacks: they go into `shallow`.
-fn walk_connectivity(
-    main: &git2::Odb<'_>,
-    all: &git2::Odb<'_>,
-    tips: &[Oid],
-    client_shallow: &[Oid],
-) -> Result<Vec<Oid>, String> {
-    let boundary: std::collections::HashSet<Oid> = client_shallow.iter().copied().collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<Oid> = tips.to_vec();
-    let mut record = Vec::new();
-    let missing = |oid: Oid| format!("missing necessary objects ({oid})");
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || main.exists(oid) {
-            continue;
-        }
-        let obj = all.read(oid).map_err(|_| missing(oid))?;
-        let data = obj.data();
-        match obj.kind() {
-            ObjectType::Commit => {
-                let (tree, parents) =
-                    commit_links(data).ok_or_else(|| format!("malformed commit {oid}"))?;
-                stack.push(tree);
-                if boundary.contains(&oid) {
-                    if parents.iter().any(|p| !all.exists(*p)) {
-                        record.push(oid);
-                    }
-                } else {
-                    stack.extend(parents);
-                }
-            }
-            ObjectType::Tree => {
-                let mut d = data;
-                while !d.is_empty() {
-                    let sp = d.iter().position(|&b| b == b' ').ok_or("malformed tree")?;
-                    let mode = &d[..sp];
-                    let rest = &d[sp + 1..];
-                    let nul = rest.iter().position(|&b| b == 0).ok_or("malformed tree")?;
-                    let id = rest.get(nul + 1..nul + 21).ok_or("malformed tree")?;
-                    // Submodules (gitlinks) point into other repositories.
-                    if mode != b"160000" {
-                        stack.push(Oid::from_bytes(id).map_err(|e| e.to_string())?);
-                    }
-                    d = &rest[nul + 21..];
-                }
-            }
-            ObjectType::Tag => {
-                let target = tag_target(data).ok_or_else(|| format!("malformed tag {oid}"))?;
-                stack.push(target);
-            }
-            _ => {}
-        }
-    }
-    Ok(record)
 }
 
 fn header_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
