@@ -392,6 +392,7 @@ impl Session<'_> {
 
         // 4. The pack, if any command creates or updates a ref.
         let mut quarantine: Option<Quarantine> = None;
+        let mut entries = Vec::new();
         let mut unpack_error: Option<String> = None;
         if cmds.iter().any(|c| !c.is_delete()) {
             let q = Quarantine::new(&self.req.repo);
@@ -403,7 +404,10 @@ impl Session<'_> {
             )
             .await
             {
-                Ok(()) => quarantine = Some(q),
+                Ok(e) => {
+                    quarantine = Some(q);
+                    entries = e;
+                }
                 Err(PackFailure { message, read_on }) => {
                     out.progress(&format!("error: {message}"));
                     unpack_error = Some(message);
@@ -428,7 +432,17 @@ impl Session<'_> {
             let checked = out
                 .drive(
                     blocking(move || {
-                        check_push(&repo, qdir.as_deref(), cmds_in, &shallow, dref.as_deref())
+                        let checked = check_push(
+                            &repo,
+                            qdir.as_deref(),
+                            &entries,
+                            cmds_in,
+                            &shallow,
+                            dref.as_deref(),
+                        );
+                        drop(entries);
+                        super::release_free_memory();
+                        checked
                     }),
                     None,
                     limits.keepalive,
@@ -966,13 +980,17 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     repo: &Path,
     qdir: &Path,
     limits: &ReceiveLimits,
-) -> Result<(), PackFailure> {
+) -> Result<Vec<(u64, u8)>, PackFailure> {
     let (tx, rx) = mpsc::channel::<Bytes>(PACK_CHANNEL_CHUNKS);
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
     let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
     let mut task =
-        tokio::task::spawn_blocking(move || index_pack(&repo, &qdir, max_obj, max_pack, rx));
+        tokio::task::spawn_blocking(move || {
+            let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
+            super::release_free_memory();
+            r
+        });
     let mut tx = Some(tx);
     let mut buf = BytesMut::with_capacity(PACK_READ_CHUNK);
     let joined = loop {
@@ -1017,7 +1035,7 @@ fn index_pack(
     max_obj: u64,
     max_pack: u64,
     mut rx: mpsc::Receiver<Bytes>,
-) -> Result<(), PackFailure> {
+) -> Result<Vec<(u64, u8)>, PackFailure> {
     let fail = |message: String, read_on: bool| PackFailure { message, read_on };
     let repo =
         git2::Repository::open_bare(repo).map_err(|e| fail(e.message().to_string(), false))?;
@@ -1062,12 +1080,12 @@ fn index_pack(
         return Err(fail(format!("{e}; push refused"), true));
     }
     if scanner.object_count() == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ix = indexer.expect("indexer kept while nothing was refused");
     ix.commit()
         .map_err(|e| fail(format!("bad pack: {}", e.message()), true))?;
-    Ok(())
+    Ok(scanner.into_entries())
 }
 
 /// What `check_push` found.
@@ -1084,10 +1102,17 @@ struct Checked {
 fn check_push(
     path: &Path,
     qdir: Option<&Path>,
+    entries: &[(u64, u8)],
     mut cmds: Vec<Cmd>,
     client_shallow: &[Oid],
     deploy_ref: Option<&str>,
 ) -> Result<Checked, GitError> {
+    // As git does: an object's id is checked when it enters the repo (the
+    // indexer computes every id of a pushed pack from its content), not
+    // again on every read; libgit2's default re-hashes each object read,
+    // a quarter of check_pack's time.
+    static NO_REHASH: std::sync::Once = std::sync::Once::new();
+    NO_REHASH.call_once(|| git2::opts::strict_hash_verification(false));
     // `main` sees only what the repo had before this push; `all` also sees
     // the quarantine.
     let main = git2::Repository::open_bare(path)?;
@@ -1104,7 +1129,8 @@ fn check_push(
         // The repo's own shallow commits lack their parents too.
         let mut boundary = read_shallow(path)?;
         boundary.extend_from_slice(client_shallow);
-        match check_pack(&q, &main.odb()?, &boundary)? {
+        let order = pack_order(&qdir.join("pack"))?;
+        match check_pack(&q, &main.odb()?, order, entries, &boundary)? {
             Ok(s) => shallow = s,
             Err(e) => pack_error = Some(e),
         }
@@ -1160,7 +1186,57 @@ fn check_command(
     None
 }
 
-/// Checks every object of the quarantined pack `q`, reading each commit,
+/// The objects of the pack in `pack_dir` (the quarantine's one) and their
+/// offsets, in pack order, from its index (version 2; gitformat-pack).
+/// Reading in pack order lets libgit2's delta base cache serve each
+/// delta's base; in id order, every read walks its delta chain again.
+fn pack_order(pack_dir: &Path) -> Result<Vec<(u64, Oid)>, GitError> {
+    use std::os::unix::fs::FileExt;
+    let bad = |why: &str| GitError::Protocol(format!("unreadable pack index: {why}"));
+    let idx = match std::fs::read_dir(pack_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(idx) = idx else {
+        return Ok(Vec::new());
+    };
+    let f = std::fs::File::open(&idx)?;
+    let mut head = vec![0u8; 8 + 256 * 4];
+    f.read_exact_at(&mut head, 0)?;
+    if head[..8] != *b"\xfftOc\0\0\0\x02" {
+        return Err(bad("not version 2"));
+    }
+    let n = u32::from_be_bytes(head[head.len() - 4..].try_into().expect("4 bytes")) as u64;
+    let ids_at = head.len() as u64;
+    let offsets_at = ids_at + n * 24;
+    let mut ids = vec![0u8; (n * 20) as usize];
+    f.read_exact_at(&mut ids, ids_at)?;
+    let mut offsets = vec![0u8; (n * 4) as usize];
+    f.read_exact_at(&mut offsets, offsets_at)?;
+    let mut order = Vec::with_capacity(n as usize);
+    for (id, off) in ids.chunks_exact(20).zip(offsets.chunks_exact(4)) {
+        let off = u32::from_be_bytes(off.try_into().expect("4 bytes"));
+        let off = if off & 0x8000_0000 == 0 {
+            off as u64
+        } else {
+            let mut big = [0u8; 8];
+            let at = offsets_at + n * 4 + (off & 0x7fff_ffff) as u64 * 8;
+            f.read_exact_at(&mut big, at)
+                .map_err(|_| bad("64-bit offset out of range"))?;
+            u64::from_be_bytes(big)
+        };
+        order.push((off, Oid::from_bytes(id)?));
+    }
+    order.sort_unstable_by_key(|e| e.0);
+    Ok(order)
+}
+
+/// Checks every object of the quarantined pack `q` (`order`: its ids in
+/// pack order; `entries`: the types the scanner saw), reading each commit,
 /// tree and tag once, in pack order:
 /// - trees with entries git itself would never check out (`.`, `..`, `.git`
 ///   in any case, malformed names) refuse the pack;
@@ -1176,27 +1252,39 @@ fn check_command(
 fn check_pack(
     q: &git2::Odb<'_>,
     main: &git2::Odb<'_>,
+    order: Vec<(u64, Oid)>,
+    entries: &[(u64, u8)],
     shallow: &[Oid],
 ) -> Result<Result<Vec<Oid>, String>, GitError> {
     use std::collections::HashSet;
-    let mut oids = Vec::new();
-    q.foreach(|oid| {
-        oids.push(*oid);
-        true
-    })?;
-    let in_pack: HashSet<Oid> = oids.iter().copied().collect();
-    let boundary: HashSet<Oid> = shallow.iter().copied().collect();
+    // Raw ids: hashing and comparing an `Oid` goes through libgit2.
+    type Id = [u8; 20];
+    let id_of = |oid: &Oid| -> Id { oid.as_bytes().try_into().expect("sha1 ids") };
+    let in_pack: HashSet<Id> = order.iter().map(|(_, oid)| id_of(oid)).collect();
+    let boundary: HashSet<Id> = shallow.iter().map(id_of).collect();
     // Ids named by pack objects but not in the pack.
-    let mut outside: HashSet<Oid> = HashSet::new();
+    let mut outside: HashSet<Id> = HashSet::new();
     let mut record = Vec::new();
-    for oid in oids {
-        let kind = q.read_header(oid)?.1;
-        if kind == ObjectType::Blob {
+    for (offset, oid) in order {
+        // Objects the indexer appended to complete a thin pack came from
+        // the repo: nothing to check.
+        let Ok(i) = entries.binary_search_by_key(&offset, |e| e.0) else {
             continue;
-        }
+        };
+        let kind = match entries[i].1 {
+            1 => ObjectType::Commit,
+            2 => ObjectType::Tree,
+            3 => continue,
+            4 => ObjectType::Tag,
+            _ => match q.read_header(oid)?.1 {
+                ObjectType::Blob => continue,
+                k => k,
+            },
+        };
         let obj = q.read(oid)?;
         let data = obj.data();
-        let mut need = |id: Oid| {
+        let mut need = |id: &[u8]| {
+            let id: Id = id.try_into().expect("20 bytes");
             if !in_pack.contains(&id) {
                 outside.insert(id);
             }
@@ -1218,7 +1306,7 @@ fn check_pack(
                     let nul = rest.iter().position(|&b| b == 0).unwrap_or(0);
                     // Submodules (gitlinks) point into other repositories.
                     if &d[..sp] != b"160000" {
-                        need(Oid::from_bytes(&rest[nul + 1..nul + 21])?);
+                        need(&rest[nul + 1..nul + 21]);
                     }
                     d = &rest[nul + 21..];
                 }
@@ -1227,29 +1315,32 @@ fn check_pack(
                 let Some((tree, parents)) = commit_links(data) else {
                     return Ok(Err(format!("malformed commit {oid}")));
                 };
-                need(tree);
-                if boundary.contains(&oid) {
+                need(tree.as_bytes());
+                if boundary.contains(&id_of(&oid)) {
                     if parents
                         .iter()
-                        .any(|p| !in_pack.contains(p) && !main.exists(*p))
+                        .any(|p| !in_pack.contains(&id_of(p)) && !main.exists(*p))
                     {
                         record.push(oid);
                     }
                 } else {
-                    parents.into_iter().for_each(need);
+                    parents.iter().for_each(|p| need(p.as_bytes()));
                 }
             }
             ObjectType::Tag => match tag_target(data) {
-                Some(target) => need(target),
+                Some(target) => need(target.as_bytes()),
                 None => return Ok(Err(format!("malformed tag {oid}"))),
             },
             _ => {}
         }
     }
-    let mut outside: Vec<Oid> = outside.into_iter().collect();
-    outside.sort();
-    if let Some(oid) = outside.into_iter().find(|oid| !main.exists(*oid)) {
-        return Ok(Err(format!("missing necessary objects ({oid})")));
+    let mut outside: Vec<Id> = outside.into_iter().collect();
+    outside.sort_unstable();
+    for id in outside {
+        let oid = Oid::from_bytes(&id)?;
+        if !main.exists(oid) {
+            return Ok(Err(format!("missing necessary objects ({oid})")));
+        }
     }
     Ok(Ok(record))
 }
