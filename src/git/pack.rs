@@ -502,6 +502,25 @@ mod tests {
     }
 
     #[test]
+    fn entry_types() {
+        let a = blob(b"hello");
+        let mut d = varint(5);
+        d.extend(varint(5));
+        d.extend_from_slice(&[0x80 | 0x10, 5]);
+        let mut ofs = entry_header(OBJ_OFS_DELTA, d.len() as u64);
+        ofs.extend(varint(a.len() as u64)); // one byte: < 128
+        ofs.extend(deflate(&d));
+        let p = pack(&[a.clone(), ofs, ref_delta(5)]);
+        let mut s = PackScanner::new(1 << 20, 1 << 30);
+        assert_eq!(s.feed(&p).unwrap(), p.len());
+        let second = 12 + a.len() as u64;
+        let e = s.into_entries();
+        assert_eq!(e[0], (12, 3));
+        assert_eq!(e[1], (second, 3));
+        assert_eq!(e[2].1, 0);
+    }
+
+    #[test]
     fn empty_pack() {
         let p = pack(&[]);
         assert_eq!(p.len(), 32);

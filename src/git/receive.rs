@@ -396,14 +396,7 @@ impl Session<'_> {
         let mut unpack_error: Option<String> = None;
         if cmds.iter().any(|c| !c.is_delete()) {
             let q = Quarantine::new(&self.req.repo);
-            match receive_pack_data(
-                &mut input,
-                &self.req.repo,
-                &q.dir,
-                limits,
-            )
-            .await
-            {
+            match receive_pack_data(&mut input, &self.req.repo, &q.dir, limits).await {
                 Ok(e) => {
                     quarantine = Some(q);
                     entries = e;
@@ -985,12 +978,11 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
     let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
-    let mut task =
-        tokio::task::spawn_blocking(move || {
-            let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
-            super::release_free_memory();
-            r
-        });
+    let mut task = tokio::task::spawn_blocking(move || {
+        let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
+        super::release_free_memory();
+        r
+    });
     let mut tx = Some(tx);
     let mut buf = BytesMut::with_capacity(PACK_READ_CHUNK);
     let joined = loop {
