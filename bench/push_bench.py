@@ -9,7 +9,7 @@ servers alternating, same client (`git push` over `ssh`) and key:
 rack receives with `-o skip-deploy` (transport only, as the baseline). rack's
 peak RSS during each push is sampled from /proc every 5 ms.
 
-Usage: bench/push_bench.py [--rack target/release/rack] [--rounds 3]
+Usage: bench/push_bench.py [--rack target/release/rack] [--rounds 3] [--only big|history] [--keep]
 """
 
 import argparse
@@ -94,6 +94,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rack", default="target/release/rack")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", choices=["big", "history"], help="run one case only")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (rack.log, repos)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rack-push-bench-")
     key = os.path.join(tmp, "key")
@@ -114,6 +116,8 @@ def main():
 
     repos = {}
     for name, maker in (("big", make_big), ("history", make_history)):
+        if a.only and name != a.only:
+            continue
         p = os.path.join(tmp, name)
         t0 = time.time()
         maker(p)
@@ -157,7 +161,10 @@ def main():
         r = sorted(results[(name, "rack")])[len(results[(name, "rack")]) // 2]
         rss = max(results[(name, "rack_rss")])
         print(f"{name:8} {o:10.2f} {r:8.2f} {r / o:6.2f} {rss:18.0f}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if a.keep:
+        print(f"kept {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

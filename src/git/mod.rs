@@ -332,6 +332,19 @@ fn remove_locks(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), GitError> 
 /// More packs than this make every object lookup slower; repack then.
 pub const MAX_PACKS: usize = 20;
 
+/// Gives memory freed after a push's libgit2 work back to the system.
+/// glibc keeps freed memory in per-thread arenas, and pushes run on
+/// whichever blocking thread is free: without this, RSS ratchets up push
+/// after push (measured: 56, 78, 90 MiB after three pushes of the same
+/// 10,000-commit history).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// When `objects/pack` holds more than [`MAX_PACKS`] packs, runs
 /// `git repack -a -d -k` in a background thread (at most one per repo).
 /// `-k` keeps unreachable objects: a push whose objects are in the repo but

@@ -94,6 +94,11 @@ pub struct PackScanner {
     /// The first oversized object; scanning goes on so the client can be
     /// answered after its whole pack, but the pack will be refused.
     refused: Option<ScanError>,
+    /// Offset of the entry being read.
+    entry_offset: u64,
+    /// Every entry so far: offset and object type (a delta's is its base's,
+    /// or 0 when unknown: a base outside the pack).
+    entries: Vec<(u64, u8)>,
 }
 
 impl PackScanner {
@@ -113,7 +118,16 @@ impl PackScanner {
             inflate: Decompress::new(true),
             scratch: vec![0u8; 64 * 1024],
             refused: None,
+            entry_offset: 0,
+            entries: Vec::new(),
         }
+    }
+
+    /// Offset and type (1 commit, 2 tree, 3 blob, 4 tag; 0 unknown) of every
+    /// entry, in pack order: whoever reads the indexed pack can skip blobs
+    /// without asking libgit2, whose type lookup walks a delta's whole chain.
+    pub fn into_entries(self) -> Vec<(u64, u8)> {
+        self.entries
     }
 
     /// True once the trailer has been read.
@@ -175,6 +189,9 @@ impl PackScanner {
                     }
                 }
                 State::EntryHeader => {
+                    if self.buf.is_empty() {
+                        self.entry_offset = self.consumed + (pos - before) as u64;
+                    }
                     let b = data[pos];
                     pos += 1;
                     self.buf.push(b);
@@ -189,6 +206,7 @@ impl PackScanner {
                     pos += 1;
                     self.buf.push(b);
                     if b & 0x80 == 0 {
+                        self.ofs_base()?;
                         self.buf.clear();
                         self.begin_data();
                     } else if self.buf.len() > 10 {
@@ -249,11 +267,40 @@ impl PackScanner {
         self.entry_size = size;
         self.check_size(size);
         match ty {
-            1..=4 => self.begin_data(),
+            1..=4 => {
+                self.entries.push((self.entry_offset, ty));
+                self.begin_data()
+            }
             OBJ_OFS_DELTA => self.state = State::OfsBase,
-            OBJ_REF_DELTA => self.state = State::RefBase(HASH_LEN),
+            OBJ_REF_DELTA => {
+                self.entries.push((self.entry_offset, 0));
+                self.state = State::RefBase(HASH_LEN)
+            }
             _ => return Err(ScanError::Corrupt(format!("invalid object type {ty}"))),
         }
+        Ok(())
+    }
+
+    /// Records an OFS_DELTA entry with its base's type; the base offset
+    /// (git's varint, `buf`) counts back from this entry.
+    fn ofs_base(&mut self) -> Result<(), ScanError> {
+        let mut back = (self.buf[0] & 0x7f) as u64;
+        for &b in &self.buf[1..] {
+            back = (back + 1)
+                .checked_mul(128)
+                .ok_or_else(|| ScanError::Corrupt("delta base offset overflows".into()))?
+                | (b & 0x7f) as u64;
+        }
+        let base = self
+            .entry_offset
+            .checked_sub(back)
+            .filter(|_| back > 0)
+            .ok_or_else(|| ScanError::Corrupt("delta base offset out of range".into()))?;
+        let ty = match self.entries.binary_search_by_key(&base, |e| e.0) {
+            Ok(i) => self.entries[i].1,
+            Err(_) => return Err(ScanError::Corrupt("delta base is not an entry".into())),
+        };
+        self.entries.push((self.entry_offset, ty));
         Ok(())
     }
 
@@ -452,6 +499,25 @@ mod tests {
         let (r, s) = scan_bytewise(&p, 1 << 20);
         assert_eq!(r.unwrap(), p.len());
         assert!(s.is_done());
+    }
+
+    #[test]
+    fn entry_types() {
+        let a = blob(b"hello");
+        let mut d = varint(5);
+        d.extend(varint(5));
+        d.extend_from_slice(&[0x80 | 0x10, 5]);
+        let mut ofs = entry_header(OBJ_OFS_DELTA, d.len() as u64);
+        ofs.extend(varint(a.len() as u64)); // one byte: < 128
+        ofs.extend(deflate(&d));
+        let p = pack(&[a.clone(), ofs, ref_delta(5)]);
+        let mut s = PackScanner::new(1 << 20, 1 << 30);
+        assert_eq!(s.feed(&p).unwrap(), p.len());
+        let second = 12 + a.len() as u64;
+        let e = s.into_entries();
+        assert_eq!(e[0], (12, 3));
+        assert_eq!(e[1], (second, 3));
+        assert_eq!(e[2].1, 0);
     }
 
     #[test]

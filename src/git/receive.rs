@@ -386,23 +386,21 @@ impl Session<'_> {
         out: &mut Out,
     ) -> Result<ReceiveOutcome, GitError> {
         let limits = &self.req.limits;
+        let started = std::time::Instant::now();
+        let ms = |t: std::time::Instant| t.elapsed().as_millis() as u64;
         let deploy_ref = deploy_ref(self.req.deploy_branch.as_deref(), &cmds);
 
         // 4. The pack, if any command creates or updates a ref.
         let mut quarantine: Option<Quarantine> = None;
+        let mut entries = Vec::new();
         let mut unpack_error: Option<String> = None;
         if cmds.iter().any(|c| !c.is_delete()) {
             let q = Quarantine::new(&self.req.repo);
-            match receive_pack_data(
-                &mut input,
-                &self.req.repo,
-                &q.dir,
-                !self.client_shallow.is_empty(),
-                limits,
-            )
-            .await
-            {
-                Ok(()) => quarantine = Some(q),
+            match receive_pack_data(&mut input, &self.req.repo, &q.dir, limits).await {
+                Ok(e) => {
+                    quarantine = Some(q);
+                    entries = e;
+                }
                 Err(PackFailure { message, read_on }) => {
                     out.progress(&format!("error: {message}"));
                     unpack_error = Some(message);
@@ -416,6 +414,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "pack received");
         // 5. Check the new objects and every command.
         if unpack_error.is_none() {
             let repo = self.req.repo.clone();
@@ -426,7 +425,17 @@ impl Session<'_> {
             let checked = out
                 .drive(
                     blocking(move || {
-                        check_push(&repo, qdir.as_deref(), cmds_in, &shallow, dref.as_deref())
+                        let checked = check_push(
+                            &repo,
+                            qdir.as_deref(),
+                            &entries,
+                            cmds_in,
+                            &shallow,
+                            dref.as_deref(),
+                        );
+                        drop(entries);
+                        super::release_free_memory();
+                        checked
                     }),
                     None,
                     limits.keepalive,
@@ -453,6 +462,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "push checked");
         // 6. Objects into the repo only when some update needs them.
         let pack_added = match quarantine.take() {
             Some(q) if cmds.iter().any(|c| c.error.is_none() && !c.is_delete()) => {
@@ -577,6 +587,7 @@ impl Session<'_> {
             }
         }
 
+        tracing::debug!(app = %self.req.app, ms = ms(started), "refs updated");
         // 9. Report.
         if self.caps.report_status {
             let mut lines = vec![match &unpack_error {
@@ -961,18 +972,16 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     input: &mut BufReader<R>,
     repo: &Path,
     qdir: &Path,
-    shallow: bool,
     limits: &ReceiveLimits,
-) -> Result<(), PackFailure> {
+) -> Result<Vec<(u64, u8)>, PackFailure> {
     let (tx, rx) = mpsc::channel::<Bytes>(PACK_CHANNEL_CHUNKS);
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
     let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
-    // Shallow pushes lack the history behind their boundary: libgit2's
-    // connectivity check would fail; check_push walks it instead.
-    let verify = !shallow;
     let mut task = tokio::task::spawn_blocking(move || {
-        index_pack(&repo, &qdir, verify, max_obj, max_pack, rx)
+        let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
+        super::release_free_memory();
+        r
     });
     let mut tx = Some(tx);
     let mut buf = BytesMut::with_capacity(PACK_READ_CHUNK);
@@ -1007,14 +1016,18 @@ async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
 }
 
 /// The blocking half: scan, index, commit into `qdir/pack`.
+///
+/// The indexer gets the repo's ODB (to complete a thin pack from it) but
+/// does not verify connectivity: its check asks the ODB about every id each
+/// new tree and commit names, and each miss (every object new to the repo)
+/// rescans `objects/pack`. `check_pack` checks the indexed pack instead.
 fn index_pack(
     repo: &Path,
     qdir: &Path,
-    verify: bool,
     max_obj: u64,
     max_pack: u64,
     mut rx: mpsc::Receiver<Bytes>,
-) -> Result<(), PackFailure> {
+) -> Result<Vec<(u64, u8)>, PackFailure> {
     let fail = |message: String, read_on: bool| PackFailure { message, read_on };
     let repo =
         git2::Repository::open_bare(repo).map_err(|e| fail(e.message().to_string(), false))?;
@@ -1025,7 +1038,7 @@ fn index_pack(
     std::fs::create_dir_all(&pack_dir)
         .map_err(|e| fail(format!("cannot create quarantine: {e}"), false))?;
     let mut indexer = Some(
-        git2::Indexer::new(Some(&odb), &pack_dir, 0, verify)
+        git2::Indexer::new(Some(&odb), &pack_dir, 0, false)
             .map_err(|e| fail(e.message().to_string(), false))?,
     );
     let mut scanner = PackScanner::new(max_obj, max_pack);
@@ -1059,12 +1072,12 @@ fn index_pack(
         return Err(fail(format!("{e}; push refused"), true));
     }
     if scanner.object_count() == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ix = indexer.expect("indexer kept while nothing was refused");
     ix.commit()
         .map_err(|e| fail(format!("bad pack: {}", e.message()), true))?;
-    Ok(())
+    Ok(scanner.into_entries())
 }
 
 /// What `check_push` found.
@@ -1081,10 +1094,17 @@ struct Checked {
 fn check_push(
     path: &Path,
     qdir: Option<&Path>,
+    entries: &[(u64, u8)],
     mut cmds: Vec<Cmd>,
     client_shallow: &[Oid],
     deploy_ref: Option<&str>,
 ) -> Result<Checked, GitError> {
+    // As git does: an object's id is checked when it enters the repo (the
+    // indexer computes every id of a pushed pack from its content), not
+    // again on every read; libgit2's default re-hashes each object read,
+    // a quarter of check_pack's time.
+    static NO_REHASH: std::sync::Once = std::sync::Once::new();
+    NO_REHASH.call_once(|| git2::opts::strict_hash_verification(false));
     // `main` sees only what the repo had before this push; `all` also sees
     // the quarantine.
     let main = git2::Repository::open_bare(path)?;
@@ -1098,17 +1118,13 @@ fn check_push(
         all.odb()?.add_disk_alternate(qstr)?;
         let q = git2::Odb::new()?;
         q.add_disk_alternate(qstr)?;
-        pack_error = check_trees(&q)?;
-        if pack_error.is_none() && !client_shallow.is_empty() {
-            let tips: Vec<Oid> = cmds
-                .iter()
-                .filter(|c| !c.is_delete())
-                .map(|c| c.new)
-                .collect();
-            match walk_connectivity(&main.odb()?, &all.odb()?, &tips, client_shallow) {
-                Ok(s) => shallow = s,
-                Err(e) => pack_error = Some(e),
-            }
+        // The repo's own shallow commits lack their parents too.
+        let mut boundary = read_shallow(path)?;
+        boundary.extend_from_slice(client_shallow);
+        let order = pack_order(&qdir.join("pack"))?;
+        match check_pack(&q, &main.odb()?, order, entries, &boundary)? {
+            Ok(s) => shallow = s,
+            Err(e) => pack_error = Some(e),
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -1162,28 +1178,163 @@ fn check_command(
     None
 }
 
-/// Refuses trees with entries git itself would never check out: `.`, `..`
-/// and `.git` in any case (and malformed names).
-fn check_trees(q: &git2::Odb<'_>) -> Result<Option<String>, GitError> {
-    let mut oids = Vec::new();
-    q.foreach(|oid| {
-        oids.push(*oid);
-        true
-    })?;
-    for oid in oids {
-        if q.read_header(oid)?.1 != ObjectType::Tree {
+/// The objects of the pack in `pack_dir` (the quarantine's one) and their
+/// offsets, in pack order, from its index (version 2; gitformat-pack).
+/// Reading in pack order lets libgit2's delta base cache serve each
+/// delta's base; in id order, every read walks its delta chain again.
+fn pack_order(pack_dir: &Path) -> Result<Vec<(u64, Oid)>, GitError> {
+    use std::os::unix::fs::FileExt;
+    let bad = |why: &str| GitError::Protocol(format!("unreadable pack index: {why}"));
+    let idx = match std::fs::read_dir(pack_dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "idx")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(idx) = idx else {
+        return Ok(Vec::new());
+    };
+    let f = std::fs::File::open(&idx)?;
+    let mut head = vec![0u8; 8 + 256 * 4];
+    f.read_exact_at(&mut head, 0)?;
+    if head[..8] != *b"\xfftOc\0\0\0\x02" {
+        return Err(bad("not version 2"));
+    }
+    let n = u32::from_be_bytes(head[head.len() - 4..].try_into().expect("4 bytes")) as u64;
+    let ids_at = head.len() as u64;
+    let offsets_at = ids_at + n * 24;
+    let mut ids = vec![0u8; (n * 20) as usize];
+    f.read_exact_at(&mut ids, ids_at)?;
+    let mut offsets = vec![0u8; (n * 4) as usize];
+    f.read_exact_at(&mut offsets, offsets_at)?;
+    let mut order = Vec::with_capacity(n as usize);
+    for (id, off) in ids.chunks_exact(20).zip(offsets.chunks_exact(4)) {
+        let off = u32::from_be_bytes(off.try_into().expect("4 bytes"));
+        let off = if off & 0x8000_0000 == 0 {
+            off as u64
+        } else {
+            let mut big = [0u8; 8];
+            let at = offsets_at + n * 4 + (off & 0x7fff_ffff) as u64 * 8;
+            f.read_exact_at(&mut big, at)
+                .map_err(|_| bad("64-bit offset out of range"))?;
+            u64::from_be_bytes(big)
+        };
+        order.push((off, Oid::from_bytes(id)?));
+    }
+    order.sort_unstable_by_key(|e| e.0);
+    Ok(order)
+}
+
+/// Checks every object of the quarantined pack `q` (`order`: its ids in
+/// pack order; `entries`: the types the scanner saw), reading each commit,
+/// tree and tag once, in pack order:
+/// - trees with entries git itself would never check out (`.`, `..`, `.git`
+///   in any case, malformed names) refuse the pack;
+/// - connectivity: every id a pack object names is in the pack or was in
+///   the repo before (`main`, complete by induction), so whatever the new
+///   refs reach is complete. Shallow commits (`shallow`: the client's and
+///   the repo's) may lack their parents: those in the pack whose parents
+///   the repo lacks too are returned, to be recorded in `shallow`.
+///
+/// `Ok(Err(reason))` refuses the pack. Same guarantee as libgit2's indexer
+/// verification (and git's `check_connected`), but the repo's ODB is only
+/// asked about the ids the pack does not have: the boundary.
+fn check_pack(
+    q: &git2::Odb<'_>,
+    main: &git2::Odb<'_>,
+    order: Vec<(u64, Oid)>,
+    entries: &[(u64, u8)],
+    shallow: &[Oid],
+) -> Result<Result<Vec<Oid>, String>, GitError> {
+    use std::collections::HashSet;
+    // Raw ids: hashing and comparing an `Oid` goes through libgit2.
+    type Id = [u8; 20];
+    let id_of = |oid: &Oid| -> Id { oid.as_bytes().try_into().expect("sha1 ids") };
+    let in_pack: HashSet<Id> = order.iter().map(|(_, oid)| id_of(oid)).collect();
+    let boundary: HashSet<Id> = shallow.iter().map(id_of).collect();
+    // Ids named by pack objects but not in the pack.
+    let mut outside: HashSet<Id> = HashSet::new();
+    let mut record = Vec::new();
+    for (offset, oid) in order {
+        // Objects the indexer appended to complete a thin pack came from
+        // the repo: nothing to check.
+        let Ok(i) = entries.binary_search_by_key(&offset, |e| e.0) else {
             continue;
-        }
+        };
+        let kind = match entries[i].1 {
+            1 => ObjectType::Commit,
+            2 => ObjectType::Tree,
+            3 => continue,
+            4 => ObjectType::Tag,
+            _ => match q.read_header(oid)?.1 {
+                ObjectType::Blob => continue,
+                k => k,
+            },
+        };
         let obj = q.read(oid)?;
-        if let Some(name) = bad_tree_entry(obj.data()) {
-            return Ok(Some(format!(
-                "tree {} has an entry named '{}', which git refuses to check out",
-                &oid.to_string()[..12],
-                crate::names::printable(&name)
-            )));
+        let data = obj.data();
+        let mut need = |id: &[u8]| {
+            let id: Id = id.try_into().expect("20 bytes");
+            if !in_pack.contains(&id) {
+                outside.insert(id);
+            }
+        };
+        match kind {
+            ObjectType::Tree => {
+                if let Some(name) = bad_tree_entry(data) {
+                    return Ok(Err(format!(
+                        "tree {} has an entry named '{}', which git refuses to check out",
+                        &oid.to_string()[..12],
+                        crate::names::printable(&name)
+                    )));
+                }
+                let mut d = data;
+                while !d.is_empty() {
+                    // Well-formed: bad_tree_entry checked it.
+                    let sp = d.iter().position(|&b| b == b' ').unwrap_or(0);
+                    let rest = &d[sp + 1..];
+                    let nul = rest.iter().position(|&b| b == 0).unwrap_or(0);
+                    // Submodules (gitlinks) point into other repositories.
+                    if &d[..sp] != b"160000" {
+                        need(&rest[nul + 1..nul + 21]);
+                    }
+                    d = &rest[nul + 21..];
+                }
+            }
+            ObjectType::Commit => {
+                let Some((tree, parents)) = commit_links(data) else {
+                    return Ok(Err(format!("malformed commit {oid}")));
+                };
+                need(tree.as_bytes());
+                if boundary.contains(&id_of(&oid)) {
+                    if parents
+                        .iter()
+                        .any(|p| !in_pack.contains(&id_of(p)) && !main.exists(*p))
+                    {
+                        record.push(oid);
+                    }
+                } else {
+                    parents.iter().for_each(|p| need(p.as_bytes()));
+                }
+            }
+            ObjectType::Tag => match tag_target(data) {
+                Some(target) => need(target.as_bytes()),
+                None => return Ok(Err(format!("malformed tag {oid}"))),
+            },
+            _ => {}
         }
     }
-    Ok(None)
+    let mut outside: Vec<Id> = outside.into_iter().collect();
+    outside.sort_unstable();
+    for id in outside {
+        let oid = Oid::from_bytes(&id)?;
+        if !main.exists(oid) {
+            return Ok(Err(format!("missing necessary objects ({oid})")));
+        }
+    }
+    Ok(Ok(record))
 }
 
 /// The first forbidden entry name in raw tree data.
@@ -1211,65 +1362,6 @@ fn bad_tree_entry(mut data: &[u8]) -> Option<String> {
         data = &rest[nul + 1 + 20..];
     }
     None
-}
-
-/// Connectivity of a shallow push: every object reachable from `tips` is
-/// either in the repo from before (`main`, complete by induction) or in the
-/// pack, except history behind the client's shallow commits. Returns the
-/// shallow commits whose parents the repo lacks: they go into `shallow`.
-fn walk_connectivity(
-    main: &git2::Odb<'_>,
-    all: &git2::Odb<'_>,
-    tips: &[Oid],
-    client_shallow: &[Oid],
-) -> Result<Vec<Oid>, String> {
-    let boundary: std::collections::HashSet<Oid> = client_shallow.iter().copied().collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<Oid> = tips.to_vec();
-    let mut record = Vec::new();
-    let missing = |oid: Oid| format!("missing necessary objects ({oid})");
-    while let Some(oid) = stack.pop() {
-        if !seen.insert(oid) || main.exists(oid) {
-            continue;
-        }
-        let obj = all.read(oid).map_err(|_| missing(oid))?;
-        let data = obj.data();
-        match obj.kind() {
-            ObjectType::Commit => {
-                let (tree, parents) =
-                    commit_links(data).ok_or_else(|| format!("malformed commit {oid}"))?;
-                stack.push(tree);
-                if boundary.contains(&oid) {
-                    if parents.iter().any(|p| !all.exists(*p)) {
-                        record.push(oid);
-                    }
-                } else {
-                    stack.extend(parents);
-                }
-            }
-            ObjectType::Tree => {
-                let mut d = data;
-                while !d.is_empty() {
-                    let sp = d.iter().position(|&b| b == b' ').ok_or("malformed tree")?;
-                    let mode = &d[..sp];
-                    let rest = &d[sp + 1..];
-                    let nul = rest.iter().position(|&b| b == 0).ok_or("malformed tree")?;
-                    let id = rest.get(nul + 1..nul + 21).ok_or("malformed tree")?;
-                    // Submodules (gitlinks) point into other repositories.
-                    if mode != b"160000" {
-                        stack.push(Oid::from_bytes(id).map_err(|e| e.to_string())?);
-                    }
-                    d = &rest[nul + 21..];
-                }
-            }
-            ObjectType::Tag => {
-                let target = tag_target(data).ok_or_else(|| format!("malformed tag {oid}"))?;
-                stack.push(target);
-            }
-            _ => {}
-        }
-    }
-    Ok(record)
 }
 
 fn header_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -928,6 +928,54 @@ async fn refused_objects_add_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_missing_objects_is_refused() {
+    let t = T::new().await;
+    let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
+    // A pack of the commit alone: its tree and blob are missing.
+    let pack = {
+        let mut child = tokio::process::Command::new("git")
+            .args(["pack-objects", "--stdout", "-q"])
+            .current_dir(&t.work)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{c1}\n").as_bytes())
+            .await
+            .unwrap();
+        child.wait_with_output().await.unwrap().stdout
+    };
+    let mut input = pktline::encode(
+        format!(
+            "{} {c1} refs/heads/main\0report-status side-band-64k\n",
+            Oid::ZERO_SHA1
+        )
+        .as_bytes(),
+    );
+    input.extend_from_slice(pktline::FLUSH);
+    input.extend_from_slice(&pack);
+    let mut output = Vec::new();
+    let req = ReceiveRequest {
+        app: "myapp".into(),
+        repo: t.repo.clone(),
+        deploy_branch: None,
+        limits: ReceiveLimits::default(),
+    };
+    let o = receive_pack(req, &input[..], &mut output, &receive::StoreOnly)
+        .await
+        .unwrap();
+    assert_eq!(o.refs[0].result, Err(receive::UNPACKER_ERROR.into()));
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("missing necessary objects"), "{text}");
+    assert_eq!(t.server_ref("refs/heads/main"), None);
+    assert_eq!(t.packs(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_and_corrupt_packs() {
     let t = T::new().await;
     let c1 = t.commit(&t.work, "a.txt", &random_bytes(20_000, 9)).await;
