@@ -233,7 +233,7 @@ async fn send(
     backend: &Backend,
     mut req: Request<UpBody>,
     upgrade: bool,
-) -> Result<(Response<Incoming>, Sender, Option<Driver>), SendFail> {
+) -> Result<(Response<Incoming>, Sender, Option<Box<Driver>>), SendFail> {
     while let Some(mut sender) = backend.checkout() {
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok((resp, sender, None)),
@@ -293,7 +293,7 @@ async fn send(
         });
         (sender.try_send_request(req).await, None)
     } else {
-        let mut driver = Driver { conn, done: false };
+        let mut driver = Box::new(Driver { conn, done: false });
         let mut response = std::pin::pin!(sender.try_send_request(req));
         let r = std::future::poll_fn(|cx| {
             driver.poll(cx);
@@ -526,12 +526,12 @@ pub(crate) struct RespBody(Kind);
 enum Kind {
     /// The backend's body, its request's place in flight (until the body
     /// ends) and the connection it arrives on when this body drives it.
-    Proxied(Incoming, Option<InFlight>, Option<Driver>),
+    Proxied(Incoming, Option<InFlight>, Option<Box<Driver>>),
     Full(Option<Bytes>),
 }
 
 impl RespBody {
-    fn proxied(body: Incoming, guard: InFlight, driver: Option<Driver>) -> RespBody {
+    fn proxied(body: Incoming, guard: InFlight, driver: Option<Box<Driver>>) -> RespBody {
         RespBody(Kind::Proxied(body, Some(guard), driver))
     }
 
