@@ -90,44 +90,71 @@ to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ 
 # CPU time (user+system, clock ticks) the router process has used so far.
 router_ticks() { awk '{print $14+$15}' "/proc/$(cat "$tmp/router.pid")/stat"; }
 
-# measure NAME URL: one wrk run; prints "rps p50_ms p99_ms errors router_cpu_us_per_req".
+# CPU time (microseconds) the backend has used so far: the container's
+# cgroup (v1 or v2) or the hyper process; empty when it cannot be read.
+backend_us() {
+  case $BACKEND in
+    busybox)
+      local f
+      for f in "/sys/fs/cgroup/cpuacct/docker/$cid/cpuacct.usage" "/sys/fs/cgroup/cpu,cpuacct/docker/$cid/cpuacct.usage"; do
+        [[ -r $f ]] && { echo $(($(cat "$f") / 1000)); return; }
+      done
+      for f in "/sys/fs/cgroup/system.slice/docker-$cid.scope/cpu.stat" "/sys/fs/cgroup/docker/$cid/cpu.stat"; do
+        [[ -r $f ]] && { awk '$1=="usage_usec" {print $2}' "$f"; return; }
+      done ;;
+    hyper) awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15) * 1e6 / hz}' "/proc/$(cat "$tmp/backend.pid")/stat" ;;
+  esac
+}
+
+# CPU time (microseconds) of this shell's finished children (wrk), from
+# `times` run in this shell: in a $(...) subshell it would count nothing.
+children_us() { awk 'NR==2 { for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } printf "%.0f", s * 1e6 }' "$tmp/times"; }
+
+# measure NAME URL: one wrk run; prints "rps p50_ms p99_ms errors" and the
+# CPU per request (microseconds) of the router, wrk and the backend.
 measure() {
-  local out="$tmp/wrk-$1.txt" t0 t1
-  t0=$(router_ticks)
+  local out="$tmp/wrk-$1.txt" t0 t1 b0 b1 w0 w1
+  times >"$tmp/times"
+  t0=$(router_ticks); b0=$(backend_us); w0=$(children_us)
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: $HOST" "http://$2/" >"$out"
-  t1=$(router_ticks)
-  local rps p50 p99 errs reqs cpu
+  times >"$tmp/times"
+  t1=$(router_ticks); b1=$(backend_us); w1=$(children_us)
+  local rps p50 p99 errs reqs cpu wcpu bcpu
   reqs=$(awk '/requests in/ {print $1}' "$out")
   cpu=$(awk -v d=$((t1 - t0)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (n > 0) ? d / hz * 1e6 / n : 0 }')
+  wcpu=$(awk -v d=$((w1 - w0)) -v n="$reqs" 'BEGIN { printf "%.1f", (n > 0) ? d / n : 0 }')
+  bcpu=-
+  [[ -n $b0 && -n $b1 ]] && bcpu=$(awk -v d="$b0" -v e="$b1" -v n="$reqs" 'BEGIN { printf "%.1f", (n > 0) ? (e - d) / n : 0 }')
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   p50=$(awk '$1=="50%" {print $2}' "$out" | to_ms)
   p99=$(awk '$1=="99%" {print $2}' "$out" | to_ms)
   errs=$(awk '/Socket errors:/ {gsub(",",""); s+=$4+$6+$8+$10} /Non-2xx/ {s+=$NF} END {print s+0}' "$out")
-  echo "$rps $p50 $p99 $errs $cpu"
+  echo "$rps $p50 $p99 $errs $cpu $wcpu $bcpu"
 }
 
 wrk -t1 -c4 -d1s -H "Host: $HOST" "http://$router/" >/dev/null  # warm up both paths
 wrk -t1 -c4 -d1s "http://$target/" >/dev/null
 
 echo "backend: $BACKEND ($target)   router: $router   wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds"
-printf '%-7s %-6s %12s %9s %9s %7s %14s\n' round path req/s p50_ms p99_ms errors router_cpu_us
+echo "CPU per request in microseconds: router, wrk, backend (${BACKEND})"
+printf '%-7s %-6s %12s %9s %9s %7s %8s %8s %8s\n' round path req/s p50_ms p99_ms errors router wrk backend
 results="$tmp/results"
 for r in $(seq "$ROUNDS"); do
   for path in direct router; do
     url=$target; [[ $path == router ]] && url=$router
-    read -r rps p50 p99 errs cpu < <(measure "$path-$r" "$url")
+    read -r rps p50 p99 errs cpu wcpu bcpu < <(measure "$path-$r" "$url")
     [[ $path == direct ]] && cpu=-
-    printf '%-7s %-6s %12s %9s %9s %7s %14s\n' "$r" "$path" "$rps" "$p50" "$p99" "$errs" "$cpu"
-    echo "$path $rps $p50 $p99 $errs ${cpu/-/0}" >>"$results"
+    printf '%-7s %-6s %12s %9s %9s %7s %8s %8s %8s\n' "$r" "$path" "$rps" "$p50" "$p99" "$errs" "$cpu" "$wcpu" "$bcpu"
+    echo "$path $rps $p50 $p99 $errs ${cpu/-/0} $wcpu ${bcpu/-/0}" >>"$results"
   done
 done
 
 awk '
-  { n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; err[$1]+=$5; cpu[$1]+=$6 }
+  { n[$1]++; rps[$1]+=$2; p50[$1]+=$3; p99[$1]+=$4; err[$1]+=$5; cpu[$1]+=$6; wcpu[$1]+=$7; bcpu[$1]+=$8 }
   END {
-    for (p in n) { rps[p]/=n[p]; p50[p]/=n[p]; p99[p]/=n[p] }
-    printf "\nmean    direct: %.0f req/s, p50 %.3f ms, p99 %.3f ms\n", rps["direct"], p50["direct"], p99["direct"]
-    printf "mean    router: %.0f req/s, p50 %.3f ms, p99 %.3f ms, router CPU %.1f us/request\n", rps["router"], p50["router"], p99["router"], cpu["router"]/n["router"]
+    for (p in n) { rps[p]/=n[p]; p50[p]/=n[p]; p99[p]/=n[p]; cpu[p]/=n[p]; wcpu[p]/=n[p]; bcpu[p]/=n[p] }
+    printf "\nmean    direct: %.0f req/s, p50 %.3f ms, p99 %.3f ms; CPU us/request: wrk %.1f, backend %.1f\n", rps["direct"], p50["direct"], p99["direct"], wcpu["direct"], bcpu["direct"]
+    printf "mean    router: %.0f req/s, p50 %.3f ms, p99 %.3f ms; CPU us/request: router %.1f, wrk %.1f, backend %.1f\n", rps["router"], p50["router"], p99["router"], cpu["router"], wcpu["router"], bcpu["router"]
     printf "ratio router/direct: throughput %.2fx, p99 latency %.2fx   errors: %d\n", rps["router"]/rps["direct"], p99["router"]/p99["direct"], err["direct"]+err["router"]
     exit (err["direct"]+err["router"] > 0)
   }' "$results"

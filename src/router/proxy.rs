@@ -3,6 +3,7 @@
 //! splice upgraded connections.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use super::{normalize_host, Backend, InFlight, Pick, Router, Tunnel};
 pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
 /// One keep-alive connection to a backend.
 pub(crate) type Sender = hyper::client::conn::http1::SendRequest<UpBody>;
+/// The I/O half of a backend connection (hyper's dispatcher).
+type Conn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, UpBody>;
 
 /// Connecting to an instance on the container network takes well under a
 /// millisecond; a stopped container's address can hang until the kernel
@@ -104,8 +107,8 @@ pub(crate) async fn handle(
     let mut pending = build(parts.method, uri, headers, Either::Left(body));
 
     let mut retried = false;
-    let (mut resp, sender) = loop {
-        match send(guard.backend(), pending).await {
+    let (mut resp, sender, mut driver) = loop {
+        match send(guard.backend(), pending, upgrade.is_some()).await {
             Ok(x) => break x,
             Err(fail) => {
                 let again = match fail.request {
@@ -157,8 +160,12 @@ pub(crate) async fn handle(
     }
 
     // The connection goes back to the pool once this response is read,
-    // unless the backend closes it (busybox httpd does after every response).
+    // unless the backend closes it (busybox httpd does after every response):
+    // then the response body drives it to its end, in this task.
     if !closes(&resp) {
+        if let Some(d) = driver.take() {
+            d.spawn(guard.backend().addr());
+        }
         let backend = guard.backend().clone();
         tokio::spawn(async move {
             let mut sender = sender;
@@ -169,7 +176,10 @@ pub(crate) async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, RespBody::proxied(body, guard)))
+    Ok(Response::from_parts(
+        parts,
+        RespBody::proxied(body, guard, driver),
+    ))
 }
 
 struct SendFail {
@@ -178,15 +188,55 @@ struct SendFail {
     error: anyhow::Error,
 }
 
+/// Drives a new backend connection from the task of the request that opened
+/// it, instead of a task of its own: no spawn and no wake-up of another
+/// worker thread per connection, which is most of what a request costs
+/// against a backend that closes every connection. Polled without
+/// `shutdown`: the connection is dropped (and reset, see `send`) once the
+/// exchange is over, without first sending a FIN the reset makes useless.
+struct Driver {
+    conn: Conn,
+    done: bool,
+}
+
+impl Driver {
+    fn poll(&mut self, cx: &mut Context<'_>) {
+        if self.done {
+            return;
+        }
+        if let Poll::Ready(r) = self.conn.poll_without_shutdown(cx) {
+            self.done = true;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "backend connection ended");
+            }
+        }
+    }
+
+    /// Hands a connection kept alive (pooled) to a task of its own.
+    fn spawn(mut self, addr: SocketAddr) {
+        if self.done {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = std::future::poll_fn(|cx| self.conn.poll_without_shutdown(cx)).await {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            }
+        });
+    }
+}
+
 /// Sends on a pooled connection, else a new one. A pooled connection that
 /// the backend closed meanwhile hands the request back unsent; try the next.
+/// A new connection comes back with its `Driver`, unless `upgrade` (a 101
+/// needs hyper's upgrade machinery, which runs in a task of its own).
 async fn send(
     backend: &Backend,
     mut req: Request<UpBody>,
-) -> Result<(Response<Incoming>, Sender), SendFail> {
+    upgrade: bool,
+) -> Result<(Response<Incoming>, Sender, Option<Box<Driver>>), SendFail> {
     while let Some(mut sender) = backend.checkout() {
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, sender)),
+            Ok(resp) => return Ok((resp, sender, None)),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
                 None => {
@@ -234,15 +284,27 @@ async fn send(
             })
         }
     };
-    let addr = backend.addr();
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(backend = %addr, error = %e, "backend connection ended");
-        }
-    });
-    match sender.try_send_request(req).await {
-        Ok(resp) => Ok((resp, sender)),
-        Err(mut e) => Err(SendFail {
+    let sent = if upgrade {
+        let addr = backend.addr();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "backend connection ended");
+            }
+        });
+        (sender.try_send_request(req).await, None)
+    } else {
+        let mut driver = Box::new(Driver { conn, done: false });
+        let mut response = std::pin::pin!(sender.try_send_request(req));
+        let r = std::future::poll_fn(|cx| {
+            driver.poll(cx);
+            response.as_mut().poll(cx)
+        })
+        .await;
+        (r, Some(driver))
+    };
+    match sent {
+        (Ok(resp), driver) => Ok((resp, sender, driver)),
+        (Err(mut e), _) => Err(SendFail {
             request: e.take_message(),
             error: e.into_error().into(),
         }),
@@ -462,13 +524,15 @@ pub(crate) fn plain(status: StatusCode, body: String) -> Response<RespBody> {
 pub(crate) struct RespBody(Kind);
 
 enum Kind {
-    Proxied(Incoming, Option<InFlight>),
+    /// The backend's body, its request's place in flight (until the body
+    /// ends) and the connection it arrives on when this body drives it.
+    Proxied(Incoming, Option<InFlight>, Option<Box<Driver>>),
     Full(Option<Bytes>),
 }
 
 impl RespBody {
-    fn proxied(body: Incoming, guard: InFlight) -> RespBody {
-        RespBody(Kind::Proxied(body, Some(guard)))
+    fn proxied(body: Incoming, guard: InFlight, driver: Option<Box<Driver>>) -> RespBody {
+        RespBody(Kind::Proxied(body, Some(guard), driver))
     }
 
     pub(crate) fn full(b: Bytes) -> RespBody {
@@ -489,9 +553,14 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().0 {
-            Kind::Proxied(body, guard) => {
+            Kind::Proxied(body, guard, driver) => {
+                if let Some(d) = driver {
+                    d.poll(cx);
+                }
                 let polled = Pin::new(body).poll_frame(cx);
                 if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                    // The exchange is over: close the connection now.
+                    driver.take();
                     guard.take();
                 }
                 polled
@@ -502,14 +571,14 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Kind::Proxied(body, _) => body.is_end_stream(),
+            Kind::Proxied(body, ..) => body.is_end_stream(),
             Kind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Kind::Proxied(body, _) => body.size_hint(),
+            Kind::Proxied(body, ..) => body.size_hint(),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
