@@ -11,8 +11,9 @@ The by-hand path switches nothing, drains nothing and never stops the old
 container (that is left out of its clock); rack does all three.
 
 Both sides are warm: a first deploy (not timed) fills the layer cache and
-starts the first version, then every round changes one line of the page.
-Rounds alternate which side goes first.
+starts the first version, then in every round each side deploys its own
+one-line change of the page (a commit of its own, so neither side gets the
+layers the other just built). Rounds alternate which side goes first.
 
 rack's push output is time-stamped so its median can be split into stages:
 push received → build done → new instance healthy → `Deployed` → push exit.
@@ -37,6 +38,7 @@ from push_bench import openssh_git_server, run  # noqa: E402
 from ssh_latency import Server, free_port  # noqa: E402
 
 NS = "redeploybench"
+VERBOSE = False
 DOCKERFILE = """ARG BASE_IMAGE=rack-test/busybox:latest
 FROM ${BASE_IMAGE}
 COPY . /app
@@ -101,6 +103,8 @@ def rack_push(src, url, env, t0):
         now = time.perf_counter() - t0
         line = raw.decode(errors="replace")
         out.append(line)
+        if VERBOSE:
+            print(f"  {now:7.3f} {line.rstrip()}", flush=True)
         for key, needle in (
             ("received", "Building"),
             ("built", "succeeded in"),
@@ -120,7 +124,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rack", default="target/release/rack")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (rack.log)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print rack's push output with timestamps")
     a = ap.parse_args()
+    global VERBOSE
+    VERBOSE = a.verbose
     tmp = tempfile.mkdtemp(prefix="rack-redeploy-bench-")
     key = os.path.join(tmp, "key")
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
@@ -135,7 +143,7 @@ def main():
     with open(key + ".pub", "rb") as pub:
         run([a.rack, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
     rport, hport = free_port(), free_port()
-    rack = Server("rack", rport, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", f"127.0.0.1:{hport}"], dict(os.environ), f"{tmp}/rack.log", 30)
+    rack = Server("rack", rport, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", f"127.0.0.1:{hport}"], dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")), f"{tmp}/rack.log", 30)
     sshd.start()
     rack.start()
     app = "rd" + uuid.uuid4().hex[:6]
@@ -143,6 +151,7 @@ def main():
     hand_containers = []
     res = {"hand": [], "rack": []}
     stages = []
+    hand_stages = []
     try:
         src = os.path.join(tmp, "src")
         run(["git", "init", "-q", "-b", "main", src])
@@ -164,10 +173,12 @@ def main():
             port = {}
             w = Watch(lambda: port.get("p"), "localhost", marker, t0)
             run(["git", "-C", src, "push", "-q", hand_url, "main"], env=env)
+            st = {"pushed": time.perf_counter() - t0}
             arch = subprocess.Popen(["git", "-C", bare, "archive", "main"], stdout=subprocess.PIPE)
             tag = f"bench-redeploy:{uuid.uuid4().hex[:8]}"
-            run(["docker", "build", "-q", "-t", tag, "-"], stdin=arch.stdout, stdout=subprocess.DEVNULL)
+            run(["docker", "build", "-q", "-t", tag, "-"], stdin=arch.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             arch.wait()
+            st["built"] = time.perf_counter() - t0
             p = free_port()
             cid = subprocess.run(
                 ["docker", "run", "-d", "--label", f"rack.ns={NS}", "-e", "PORT=5000", "-p", f"127.0.0.1:{p}:5000", tag],
@@ -175,7 +186,10 @@ def main():
             ).stdout.strip()
             hand_containers.append(cid)
             port["p"] = p
-            return w.wait()
+            st["run"] = time.perf_counter() - t0
+            st["served"] = w.wait()
+            hand_stages.append(st)
+            return st["served"]
 
         def by_rack(marker):
             t0 = time.perf_counter()
@@ -190,13 +204,16 @@ def main():
         by_hand("round 0")
         by_rack("round 0")
         stages.clear()
+        hand_stages.clear()
         for rnd in range(1, a.rounds + 1):
-            with open(page, "w") as f:
-                f.write(f"round {rnd}\n")
-            commit_all(src, f"round {rnd}")
-            marker = f"round {rnd}"
             order = ("hand", "rack") if rnd % 2 else ("rack", "hand")
             for side in order:
+                # Each side's own one-line change: neither reuses layers
+                # the other just built.
+                marker = f"round {rnd} {side}"
+                with open(page, "w") as f:
+                    f.write(marker + "\n")
+                commit_all(src, marker)
                 dt = by_hand(marker) if side == "hand" else by_rack(marker)
                 res[side].append(dt)
                 print(f"round {rnd}: {side} {dt:.3f}s", flush=True)
@@ -214,9 +231,14 @@ def main():
     print(f"{'by hand':>10} {'rack':>8} {'ratio':>6}")
     print(f"{h:10.3f} {r:8.3f} {r / h:6.2f}")
     keys = ["received", "built", "healthy", "served", "deployed", "exit"]
+    print("by-hand stages, median seconds since `git push` started:")
+    print("  " + "  ".join(f"{k} {med([s[k] for s in hand_stages]):.3f}" for k in ["pushed", "built", "run", "served"]))
     print("rack stages, median seconds since `git push` started:")
     print("  " + "  ".join(f"{k} {med([s[k] for s in stages if k in s]):.3f}" for k in keys if any(k in s for s in stages)))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if a.keep_tmp:
+        print(f"kept {tmp} (rack log: {tmp}/rack.log)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,11 @@ pub struct BuildRequest {
     /// `ARG` are passed (the others are named in the output and dropped).
     pub build_args: HashMap<String, String>,
     pub no_cache: bool,
-    /// Extra image labels (`rack.app` and `rack.build` are always set).
+    /// Image labels; none by default. Docker's classic builder turns each
+    /// one into its own `LABEL` step, and after any change each such step is
+    /// a container create + commit (about 0.25 s here): a redeploy's build
+    /// took 0.8 s longer with three. The tag `rack/APP:BUILD` names the app
+    /// and build; the build record has the commit.
     pub labels: HashMap<String, String>,
     pub log: Option<LogSink>,
 }
@@ -504,9 +508,7 @@ impl Builder {
             }
         }
 
-        let mut labels = req.labels.clone();
-        labels.insert("rack.app".into(), req.app.clone());
-        labels.insert("rack.build".into(), req.build_id.clone());
+        let labels = req.labels.clone();
         let mut opts = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")
             .t(&tag)

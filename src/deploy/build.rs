@@ -98,7 +98,8 @@ pub async fn run_build(
             build_id: id.clone(),
             build_args,
             no_cache: job.no_cache,
-            labels: HashMap::from([("rack.commit".to_string(), job.commit.to_string())]),
+            // No image labels: each is a build step (see `BuildRequest`).
+            labels: HashMap::new(),
             log: sink.clone(),
         };
         #[allow(unused_mut)]
