@@ -106,7 +106,7 @@ pub async fn rollback<R>(
     // Refused before anything changes when the image is gone; checked again
     // under the lock, since a prune holds the same lock.
     let build = ctx.rack.store.build(app, &target.build_id).await?;
-    image_still_there(&ctx.rack, &build, tv, app).await?;
+    image_still_there(ctx.rack, &build, tv, app).await?;
     let old = ctx.rack.configs.at(app, target.config_version).await?;
     let now = ctx.rack.configs.current(app).await?;
     let mut changed: Vec<String> = now
