@@ -159,8 +159,10 @@ def main():
         with open(os.path.join(src, "Dockerfile"), "w") as f:
             f.write(DOCKERFILE)
         page = os.path.join(src, "public", "index.html")
+        # A nonce per run: pages (hence layers) never repeat across runs.
+        nonce = uuid.uuid4().hex[:8]
         with open(page, "w") as f:
-            f.write("round 0\n")
+            f.write(f"{nonce} round 0\n")
         commit_all(src, "round 0")
         subprocess.run(ssh.split() + ["-p", str(rport), "git@127.0.0.1", f"apps:create {app}"], check=True, capture_output=True)
         bare = os.path.join(tmp, "bare.git")
@@ -201,8 +203,8 @@ def main():
             return served
 
         # Warm-up (not timed): first build of each side, layer cache filled.
-        by_hand("round 0")
-        by_rack("round 0")
+        by_hand(f"{nonce} round 0")
+        by_rack(f"{nonce} round 0")
         stages.clear()
         hand_stages.clear()
         for rnd in range(1, a.rounds + 1):
@@ -210,7 +212,7 @@ def main():
             for side in order:
                 # Each side's own one-line change: neither reuses layers
                 # the other just built.
-                marker = f"round {rnd} {side}"
+                marker = f"{nonce} round {rnd} {side}"
                 with open(page, "w") as f:
                     f.write(marker + "\n")
                 commit_all(src, marker)
