@@ -43,6 +43,7 @@ class Poller:
         self.port, self.host = port, host
         self.ok = []
         self.fail = 0
+        self.kinds = {}
         self.stop = False
         self.t = threading.Thread(target=self.loop, daemon=True)
         self.t.start()
@@ -50,18 +51,21 @@ class Poller:
     def loop(self):
         while not self.stop:
             good = False
+            why = None
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
                 c.request("GET", "/index.html", headers={"Host": self.host})
                 r = c.getresponse()
                 good = r.status == 200 and b"restart gap" in r.read()
+                why = f"HTTP {r.status}"
                 c.close()
-            except OSError:
-                pass
+            except (OSError, http.client.HTTPException) as e:
+                why = type(e).__name__
             if good:
                 self.ok.append(time.perf_counter())
             else:
                 self.fail += 1
+                self.kinds[why] = self.kinds.get(why, 0) + 1
             time.sleep(0.001)
 
     def longest_gap(self, since, until):
@@ -128,7 +132,8 @@ def main():
         subprocess.run(f"docker rm -f $(docker ps -aq --filter label=rack.ns={NS}) >/dev/null 2>&1", shell=True)
         subprocess.run(f"docker network rm $(docker network ls -q --filter name={NS}-) >/dev/null 2>&1", shell=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(f"{a.restarts} restarts, {len(poller.ok)} good answers, {poller.fail} failed polls")
+    kinds = ", ".join(f"{k} x{n}" for k, n in sorted(poller.kinds.items()))
+    print(f"{a.restarts} restarts, {len(poller.ok)} good answers, {poller.fail} failed polls ({kinds})")
     print(f"longest gap: median {med(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms "
           f"(stop median {med(downs) * 1000:.0f} ms, start median {med(ups) * 1000:.0f} ms)")
     shutil.rmtree(tmp, ignore_errors=True)
