@@ -79,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rack", default="target/release/rack")
     ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (rack.log)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="rack-restart-gap-")
     key = os.path.join(tmp, "key")
@@ -95,7 +96,7 @@ def main():
     argv = [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", f"127.0.0.1:{hport}"]
     app = "gap" + uuid.uuid4().hex[:6]
     host = f"{app}.localhost"
-    rack = Server("rack", rport, "git", argv, dict(os.environ), f"{tmp}/rack.log", 60)
+    rack = Server("rack", rport, "git", argv, dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")), f"{tmp}/rack.log", 60)
     rack.start()
     gaps, downs, ups = [], [], []
     poller = None
@@ -136,7 +137,10 @@ def main():
     print(f"{a.restarts} restarts, {len(poller.ok)} good answers, {poller.fail} failed polls ({kinds})")
     print(f"longest gap: median {med(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms "
           f"(stop median {med(downs) * 1000:.0f} ms, start median {med(ups) * 1000:.0f} ms)")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if a.keep_tmp:
+        print(f"kept {tmp} (rack log: {tmp}/rack.log)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
