@@ -344,9 +344,11 @@ pub fn image_of(build: &BuildRecord) -> String {
 
 /// After a deploy, in the background: removes the app's images but those of
 /// the newest `keep_releases` releases, the current one and the newest
-/// build. Runs under the app's deploy lock, so a build in progress cannot
-/// tag an image the list missed. An image still used by an instance (one
-/// draining) stays until a later prune.
+/// build. Runs under the app's deploy lock (taken once the deploy that
+/// called it lets go), so a build in progress cannot tag an image the list
+/// missed; a push arriving during the prune (tens of ms) waits for it. An
+/// image still used by an instance (one draining) stays until a later
+/// prune.
 pub fn prune_in_background(rack: &Arc<Rack>, app: &str) {
     let rack = rack.clone();
     let app = app.to_string();

@@ -154,8 +154,7 @@ impl LocalRuntime {
         progress: &Progress,
     ) -> Result<Started, RuntimeError> {
         let t0 = Instant::now();
-        let (net, port) =
-            futures::try_join!(self.ensure_network(&spec.app), self.port_for(spec))?;
+        let (net, port) = futures::try_join!(self.ensure_network(&spec.app), self.port_for(spec))?;
         let mut guard = RemoveOnDrop::new(self.clone());
 
         // Create every instance, then start them together.
