@@ -341,4 +341,24 @@ mod tests {
         })
         .is_err());
     }
+
+    #[test]
+    fn keep_releases_defaults_to_ten_and_must_be_positive() {
+        let resolve = |toml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("rack.toml"), toml).unwrap();
+            Settings::resolve(Overrides {
+                data_dir: Some(dir.path().into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(resolve("").unwrap().keep_releases, 10);
+        assert_eq!(
+            resolve("[local]\nkeep_releases = 2\n")
+                .unwrap()
+                .keep_releases,
+            2
+        );
+        assert!(resolve("[local]\nkeep_releases = 0\n").is_err());
+    }
 }
