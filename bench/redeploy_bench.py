@@ -227,6 +227,11 @@ def main():
         rack.stop()
         sshd.stop()
         subprocess.run(f"docker rm -f $(docker ps -aq --filter label=rack.ns={NS}) >/dev/null 2>&1", shell=True)
+        subprocess.run(["docker", "network", "rm", f"{NS}-{app}"], capture_output=True)
+        imgs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True).stdout.split()
+        mine = [i for i in imgs if i.startswith("bench-redeploy:") or i.startswith(f"rack/{app}:")]
+        if mine:
+            subprocess.run(["docker", "rmi"] + mine, capture_output=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     h, r = med(res["hand"]), med(res["rack"])
     print(f"redeploy after a one-line change, median of {a.rounds} (s):")

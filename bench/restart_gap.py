@@ -131,7 +131,11 @@ def main():
             poller.stop = True
         rack.stop()
         subprocess.run(f"docker rm -f $(docker ps -aq --filter label=rack.ns={NS}) >/dev/null 2>&1", shell=True)
-        subprocess.run(f"docker network rm $(docker network ls -q --filter name={NS}-) >/dev/null 2>&1", shell=True)
+        subprocess.run(["docker", "network", "rm", f"{NS}-{app}"], capture_output=True)
+        imgs = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True).stdout.split()
+        mine = [i for i in imgs if i.startswith(f"rack/{app}:")]
+        if mine:
+            subprocess.run(["docker", "rmi"] + mine, capture_output=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     kinds = ", ".join(f"{k} x{n}" for k, n in sorted(poller.kinds.items()))
     print(f"{a.restarts} restarts, {len(poller.ok)} good answers, {poller.fail} failed polls ({kinds})")
