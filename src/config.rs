@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub build: BuildFile,
+    #[serde(default)]
+    pub local: LocalFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -63,6 +65,15 @@ pub struct BuildFile {
     /// Buildpack base image overrides: `node = "node:20-slim"`, `go.RUN_IMAGE = "..."`.
     #[serde(default)]
     pub base_images: std::collections::HashMap<String, String>,
+}
+
+/// `[local]` in `rack.toml`: the local provider.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalFile {
+    /// Release images kept per app: those of the newest N releases (and the
+    /// newest build); older ones are removed after each deploy. Default 10.
+    pub keep_releases: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -133,7 +144,12 @@ pub struct Settings {
     pub limits: Limits,
     pub build: crate::build::BuildOptions,
     pub namespace: String,
+    /// Images of the newest N releases of an app (and its newest build) are
+    /// kept; `[local] keep_releases`, default 10.
+    pub keep_releases: usize,
 }
+
+pub const DEFAULT_KEEP_RELEASES: usize = 10;
 
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -184,9 +200,14 @@ impl Settings {
         {
             bail!("namespace: use 1-20 characters a-z, 0-9 and '-'");
         }
+        let keep_releases = file.local.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES);
+        if keep_releases == 0 {
+            bail!("local.keep_releases must be at least 1");
+        }
         Ok(Settings {
             build,
             namespace,
+            keep_releases,
             listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
             http: pick(o.http, file.http, "0.0.0.0:8080"),
             domain: pick(o.domain, file.domain, "localhost"),
@@ -319,5 +340,25 @@ mod tests {
             ..Default::default()
         })
         .is_err());
+    }
+
+    #[test]
+    fn keep_releases_defaults_to_ten_and_must_be_positive() {
+        let resolve = |toml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("rack.toml"), toml).unwrap();
+            Settings::resolve(Overrides {
+                data_dir: Some(dir.path().into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(resolve("").unwrap().keep_releases, 10);
+        assert_eq!(
+            resolve("[local]\nkeep_releases = 2\n")
+                .unwrap()
+                .keep_releases,
+            2
+        );
+        assert!(resolve("[local]\nkeep_releases = 0\n").is_err());
     }
 }

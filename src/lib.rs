@@ -21,3 +21,4 @@ pub mod server;
 pub mod ssh;
 pub mod state;
 pub mod store;
+pub mod testhook;

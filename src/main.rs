@@ -334,6 +334,10 @@ async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Resul
     Ok(())
 }
 
+/// How long the router may hold new connections at start-up while the
+/// routes of running apps come back.
+const ROUTES_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn serve(settings: Settings) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -344,14 +348,28 @@ async fn serve(settings: Settings) -> Result<()> {
     let rack = rack::state::Rack::open(settings).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(addr = %http.local_addr()?, "http listening");
-    let router = tokio::spawn(rack::router::serve(
-        http,
-        rack.router.clone(),
-        rack.settings.trusted_proxy.clone(),
-        rx.clone(),
-    ));
-    // Routes for the apps that were serving come back before new sessions.
-    rack::deploy::recovery::recover(&rack).await?;
+    // Routes for the apps that were serving come back before new sessions,
+    // and before the router accepts (for at most ROUTES_HOLD): meanwhile a
+    // request waits in the listen backlog rather than getting a 404.
+    let router = {
+        let recovery = rack::deploy::recovery::recover(&rack);
+        tokio::pin!(recovery);
+        let early = tokio::time::timeout(ROUTES_HOLD, &mut recovery).await;
+        let router = tokio::spawn(rack::router::serve(
+            http,
+            rack.router.clone(),
+            rack.settings.trusted_proxy.clone(),
+            rx.clone(),
+        ));
+        match early {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::info!("recovery goes on; the router serves what is routed so far");
+                recovery.await?
+            }
+        }
+        router
+    };
     tracing::info!(addr = %listener.local_addr()?, "ssh listening");
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

@@ -103,6 +103,10 @@ pub async fn rollback<R>(
             })?,
     };
     let tv = target.version;
+    // Refused before anything changes when the image is gone; checked again
+    // under the lock, since a prune holds the same lock.
+    let build = ctx.rack.store.build(app, &target.build_id).await?;
+    image_still_there(ctx.rack, &build, tv, app).await?;
     let old = ctx.rack.configs.at(app, target.config_version).await?;
     let now = ctx.rack.configs.current(app).await?;
     let mut changed: Vec<String> = now
@@ -120,9 +124,7 @@ pub async fn rollback<R>(
         .with_progress(|progress| async move {
             let started = Instant::now();
             let _guard = rack.locks.acquire(&app_s, &progress).await?;
-            let build = rack
-                .store
-                .build(&app_s, &target.build_id)
+            image_still_there(&rack, &build, tv, &app_s)
                 .await
                 .map_err(|e| e.to_string())?;
             let cv = rack
@@ -157,6 +159,27 @@ pub async fn rollback<R>(
             Ok(out)
         }
         Err(e) => Err(CmdError::Failed(e)),
+    }
+}
+
+/// `Err` when the image `target`'s build made is no longer there (pruned:
+/// only the images of the newest releases are kept).
+async fn image_still_there(
+    rack: &Rack,
+    build: &crate::store::BuildRecord,
+    version: i64,
+    app: &str,
+) -> Result<(), CmdError> {
+    let runtime = rack.runtime().await.map_err(CmdError::Failed)?;
+    let image = rollout::image_of(build);
+    match runtime.has_image(&image).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(CmdError::Failed(format!(
+            "the image of v{version} was pruned (the images of {app}'s last {} releases are kept); \
+             push its commit again to deploy it",
+            rack.settings.keep_releases
+        ))),
+        Err(e) => Err(CmdError::Failed(e.to_string())),
     }
 }
 

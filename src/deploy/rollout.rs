@@ -130,6 +130,7 @@ pub async fn release(
                 req.started.elapsed().as_secs_f64(),
                 rack.web_url(app)
             ));
+            prune_in_background(rack, app);
             Ok(ReleaseRecord {
                 status: "succeeded".into(),
                 ..record
@@ -312,12 +313,9 @@ pub async fn spec_for(
                 .unwrap_or_else(|| "/".into()),
         },
     };
-    // A pushed image (aws) runs by its registry digest; locally by tag.
     let image = match rack.store.build(app, &release.build_id).await {
-        Ok(b) if b.image_id.as_deref().is_some_and(|i| i.contains('@')) => {
-            b.image_id.unwrap_or_default()
-        }
-        _ => crate::build::image_tag(app, &release.build_id),
+        Ok(b) => image_of(&b),
+        Err(_) => crate::build::image_tag(app, &release.build_id),
     };
     let mut hosts = vec![format!("{app}.{}", rack.settings.domain)];
     hosts.extend(rack.store.domains(app).await.map_err(|e| e.to_string())?);
@@ -333,6 +331,93 @@ pub async fn spec_for(
         health: HealthCheck { kind, timeout },
         hosts,
     })
+}
+
+/// The image a build's releases run: a pushed image (aws) by its registry
+/// digest, locally by tag.
+pub fn image_of(build: &BuildRecord) -> String {
+    match build.image_id.as_deref() {
+        Some(i) if i.contains('@') => i.to_string(),
+        _ => crate::build::image_tag(&build.app, &build.id),
+    }
+}
+
+/// After a deploy, in the background: removes the app's images but those of
+/// the newest `keep_releases` releases, the current one and the newest
+/// build. Runs under the app's deploy lock (taken once the deploy that
+/// called it lets go), so a build in progress cannot tag an image the list
+/// missed; a push arriving during the prune (tens of ms) waits for it. An
+/// image still used by an instance (one draining) stays until a later
+/// prune.
+pub fn prune_in_background(rack: &Arc<Rack>, app: &str) {
+    // The aws provider keeps images in ECR under its lifecycle policy.
+    if rack.settings.provider != crate::config::Provider::Local {
+        return;
+    }
+    let rack = rack.clone();
+    let app = app.to_string();
+    tokio::spawn(async move {
+        let _guard = match rack.locks.acquire(&app, &Progress::discard()).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(app = %app, error = %e, "pruning release images");
+                return;
+            }
+        };
+        match prune_images(&rack, &app).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(app = %app, ?removed, "pruned release images")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(app = %app, error = %e, "pruning release images"),
+        }
+    });
+}
+
+async fn prune_images(rack: &Rack, app: &str) -> Result<Vec<String>, String> {
+    let runtime = rack.runtime().await?;
+    let mut builds: Vec<String> = rack
+        .store
+        .releases(app, rack.settings.keep_releases)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| r.build_id)
+        .collect();
+    if let Some(v) = rack
+        .store
+        .app_state(app)
+        .await
+        .map_err(|e| e.to_string())?
+        .current_release
+    {
+        builds.push(
+            rack.store
+                .release(app, v)
+                .await
+                .map_err(|e| e.to_string())?
+                .build_id,
+        );
+    }
+    builds.extend(
+        rack.store
+            .builds(app, 1)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|b| b.id),
+    );
+    let mut keep = Vec::new();
+    for id in builds {
+        match rack.store.build(app, &id).await {
+            Ok(b) => keep.push(image_of(&b)),
+            Err(_) => keep.push(crate::build::image_tag(app, &id)),
+        }
+    }
+    runtime
+        .prune_images(app, &keep)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Rollout ids: short, unique, sortable enough to read in `docker ps`.

@@ -224,6 +224,24 @@ pub trait Runtime: Send + Sync {
     /// Removes every instance, network and image of the app.
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
+    /// Removes the app's release images that are not in `keep` (image
+    /// references as in `ReleaseSpec::image`) and that no instance uses.
+    /// Returns the references removed. Providers whose images live
+    /// elsewhere (a registry with its own retention) remove nothing.
+    fn prune_images<'a>(
+        &'a self,
+        _app: &'a str,
+        _keep: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Whether `image` (as in `ReleaseSpec::image`) can still be run: a
+    /// rollback to a release whose image was pruned is refused up front.
+    fn has_image<'a>(&'a self, _image: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        Box::pin(async { Ok(true) })
+    }
+
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other
     /// instance of rack's (stray rollouts, one-off processes).

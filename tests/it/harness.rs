@@ -102,6 +102,12 @@ pub fn keygen(dir: &Path, name: &str) -> Key {
 impl Rack {
     /// A rack with one admin key, optionally with a `rack.toml`.
     pub fn start_with(toml: &str) -> Rack {
+        Rack::start_with_env(toml, Vec::new())
+    }
+
+    /// Same, with extra environment for the server process (kept across
+    /// restarts until `env` is changed).
+    pub fn start_with_env(toml: &str, env: Vec<(String, String)>) -> Rack {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -134,7 +140,7 @@ impl Rack {
             logs: Arc::new(Mutex::new(String::new())),
             admin,
             ns: ns_kept,
-            env: Vec::new(),
+            env,
         };
         rack.spawn();
         rack
@@ -271,6 +277,20 @@ impl Rack {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until the server's log has a line containing `needle`.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.logs().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the server log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn ssh_args(&self, key: &Key) -> Vec<String> {

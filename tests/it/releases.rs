@@ -328,3 +328,238 @@ fn restart_and_kill_keep_apps_served() {
         1
     );
 }
+
+/// Containers (any state) of the rack's namespace.
+fn ns_containers(rack: &Rack) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}} {{.Label \"rack.release\"}}",
+        "--filter",
+        &format!("label=rack.ns={}", rack.ns),
+    ]);
+    out.stdout.lines().map(str::to_string).collect()
+}
+
+/// `git push` in the background; returns once the push output shows
+/// `marker` (the push is then blocked at a test pause point).
+fn push_until(rack: &Rack, w: &Work, app: &str, marker: &str) -> std::process::Child {
+    use std::io::Read;
+    let mut child = std::process::Command::new("git")
+        .args(["push", &rack.git_url(app), "main"])
+        .current_dir(&w.dir)
+        .env("GIT_SSH_COMMAND", rack.git_ssh_command(&rack.admin))
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker_s = marker.to_string();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut sent = false;
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if !sent && String::from_utf8_lossy(&seen).contains(&marker_s) {
+                sent = true;
+                let _ = tx.send(Ok(()));
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(180)) {
+        Ok(Ok(())) => child,
+        Ok(Err(out)) => panic!("the push ended without {marker:?}:\n{out}"),
+        Err(_) => panic!("no {marker:?} in the push output within 180 s"),
+    }
+}
+
+/// kill -9 at `point` of v2's rollout, start again, then: exactly one
+/// current release (`expect`), served, no stray container, the deploy
+/// branch where the commit point says, the repo intact, the app not locked.
+fn kill_during_rollout(point: &str, expect: i64) {
+    require_docker();
+    let env = vec![("RACK_TEST_PAUSE_AT".to_string(), format!("{point}:v2"))];
+    let mut rack = Rack::start_with_env("", env);
+    let app = unique(&format!("k{}", &point[..2]));
+    let w = deploy_fixture(&rack, &app);
+    let v1_commit = w.head();
+    let v2_commit = w.commit("VERSION", "2\n");
+    let marker = format!("test pause: {point} v2");
+    let mut push = if point == "during_cleanup" {
+        // The push itself completes; cleanup runs after it.
+        let out = w.git(&["push", &rack.git_url(&app), "main"]);
+        out.ok();
+        assert!(out.stderr.contains("Deployed"), "{}", out.stderr);
+        rack.wait_for_log(&marker, std::time::Duration::from_secs(60));
+        None
+    } else {
+        Some(push_until(&rack, &w, &app, &marker))
+    };
+    rack.kill9();
+    if let Some(p) = push.as_mut() {
+        let st = p.wait().unwrap();
+        assert!(!st.success(), "a push cut off by kill -9 does not succeed");
+    }
+    rack.env.clear();
+    rack.start_again();
+    let a = &rack.admin;
+
+    let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
+    let current: Vec<&serde_json::Value> = rels
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1, "exactly one current release: {rels}");
+    assert_eq!(current[0]["version"], expect, "{rels}");
+    let info = rack
+        .ssh(a, &format!("releases:info {app} v{expect} --json"))
+        .ok()
+        .json();
+    assert_eq!(info["current"], true);
+    assert_eq!(info["status"], "succeeded");
+    if expect == 1 {
+        let v2 = rack
+            .ssh(a, &format!("releases:info {app} v2 --json"))
+            .ok()
+            .json();
+        assert_eq!(v2["status"], "failed", "rolled back: {v2}");
+    }
+    assert!(
+        page(&rack, &app, "/").starts_with(&format!("version {expect} v{expect}")),
+        "{}",
+        page(&rack, &app, "/")
+    );
+    let left = ns_containers(&rack);
+    assert_eq!(
+        left.len(),
+        1,
+        "only the current release's instance is left: {left:?}"
+    );
+    assert!(left[0].ends_with(&format!(" {expect}")), "{left:?}");
+
+    // The deploy branch follows the commit point; the repo is intact.
+    let repo = rack.data_dir().join("repos").join(format!("{app}.git"));
+    let git_dir = format!("--git-dir={}", repo.display());
+    let head = std::process::Command::new("git")
+        .args([git_dir.as_str(), "rev-parse", "refs/heads/main"])
+        .output()
+        .unwrap();
+    let want = if expect == 1 { &v1_commit } else { &v2_commit };
+    assert_eq!(String::from_utf8_lossy(&head.stdout).trim(), want.as_str());
+    let fsck = std::process::Command::new("git")
+        .args([git_dir.as_str(), "fsck", "--no-dangling"])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "git fsck: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+
+    // Not locked: the next push deploys.
+    w.commit("VERSION", "3\n");
+    // The restarted rack listens on a new port: a fresh ssh command line.
+    let out: crate::harness::Out = std::process::Command::new("git")
+        .args(["push", &rack.git_url(&app), "main"])
+        .current_dir(&w.dir)
+        .env("GIT_SSH_COMMAND", rack.git_ssh_command(&rack.admin))
+        .output()
+        .unwrap()
+        .into();
+    out.ok();
+    assert!(
+        out.stderr
+            .contains(&format!("remote: -----> Deployed {app} v3 in")),
+        "{}",
+        out.stderr
+    );
+    assert!(page(&rack, &app, "/").starts_with("version 3 v3"));
+}
+
+#[test]
+fn kill9_before_ready_rolls_back() {
+    kill_during_rollout("before_ready", 1);
+}
+
+#[test]
+fn kill9_after_switch_rolls_forward() {
+    kill_during_rollout("after_switch", 2);
+}
+
+#[test]
+fn kill9_during_cleanup_keeps_the_new_release() {
+    kill_during_rollout("during_cleanup", 2);
+}
+
+#[test]
+fn old_images_are_pruned_and_rollback_to_them_is_refused() {
+    require_docker();
+    let rack = Rack::start_with("[local]\nkeep_releases = 2\n");
+    let a = &rack.admin;
+    let app = unique("pr");
+    let w = deploy_fixture(&rack, &app);
+    let image = |v: i64| {
+        let info = rack
+            .ssh(a, &format!("releases:info {app} v{v} --json"))
+            .ok()
+            .json();
+        format!("rack/{app}:{}", info["build_id"].as_str().unwrap())
+    };
+    let exists = |img: &str| docker(&["image", "inspect", img]).code == 0;
+    let wait_one_container = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while containers(&app).len() != 1 {
+            assert!(std::time::Instant::now() < deadline, "old instances go");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    for n in 2..=3 {
+        w.commit("VERSION", &format!("{n}\n"));
+        w.git(&["push", &rack.git_url(&app), "main"]).ok();
+        wait_one_container();
+    }
+    let (i1, i2, i3) = (image(1), image(2), image(3));
+    assert!(i1 != i2 && i2 != i3, "three builds");
+    // v3's prune runs in the background after its push.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while exists(&i1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v1's image is pruned; logs:\n{}",
+            rack.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        exists(&i2) && exists(&i3),
+        "the last two releases keep theirs"
+    );
+
+    let config_before = rack.ssh(a, &format!("config {app} --json")).ok().json();
+    rack.ssh(a, &format!("releases:rollback {app} v1"))
+        .err("the image of v1 was pruned");
+    let rels = rack.ssh(a, &format!("releases {app} --json")).ok().json();
+    assert_eq!(rels.as_array().unwrap().len(), 3, "no new release: {rels}");
+    assert_eq!(rels[0]["name"], "v3");
+    assert_eq!(rels[0]["current"], true);
+    assert_eq!(
+        rack.ssh(a, &format!("config {app} --json")).ok().json(),
+        config_before
+    );
+    assert!(page(&rack, &app, "/").starts_with("version 3 v3"));
+
+    rack.ssh(a, &format!("releases:rollback {app} v2")).ok();
+    assert!(page(&rack, &app, "/").starts_with("version 2 v4"));
+}

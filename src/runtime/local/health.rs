@@ -15,7 +15,11 @@ use super::docker::is_not_found;
 use super::LocalRuntime;
 use crate::runtime::HealthKind;
 
-/// How often a starting instance is looked at.
+/// How often a starting instance is looked at: every 10 ms in its first
+/// second (most apps answer within it, and each poll is one inspect plus
+/// one probe), then every 50 ms.
+const FAST_POLL: Duration = Duration::from_millis(10);
+const FAST_FOR: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 /// One probe never waits longer than this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,6 +66,7 @@ impl LocalRuntime {
         probe: &Probe<'_>,
     ) -> Result<(), String> {
         let mut last: String;
+        let began = Instant::now();
         loop {
             match self.docker().inspect_container(id, None).await {
                 Err(e) if is_not_found(&e) => {
@@ -156,7 +161,12 @@ impl LocalRuntime {
                     probe.timeout.as_secs_f64().round() as u64
                 ));
             }
-            tokio::time::sleep(POLL.min(probe.deadline - now)).await;
+            let pause = if began.elapsed() < FAST_FOR {
+                FAST_POLL
+            } else {
+                POLL
+            };
+            tokio::time::sleep(pause.min(probe.deadline - now)).await;
         }
     }
 }

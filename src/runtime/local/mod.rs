@@ -154,8 +154,7 @@ impl LocalRuntime {
         progress: &Progress,
     ) -> Result<Started, RuntimeError> {
         let t0 = Instant::now();
-        let net = self.ensure_network(&spec.app).await?;
-        let port = self.port_for(spec).await?;
+        let (net, port) = futures::try_join!(self.ensure_network(&spec.app), self.port_for(spec))?;
         let mut guard = RemoveOnDrop::new(self.clone());
 
         // Create every instance, then start them together.
@@ -182,6 +181,7 @@ impl LocalRuntime {
         for ((_, source, _), r) in created.iter().zip(starts) {
             r.map_err(|e| RuntimeError::Engine(format!("starting {source}: {e}")))?;
         }
+        crate::testhook::pause_at("before_ready", spec.version, Some(progress)).await;
 
         // Readiness, all in parallel under one deadline.
         let deadline = Instant::now() + spec.health.timeout;
@@ -239,7 +239,12 @@ impl LocalRuntime {
 
     // ---- switch -------------------------------------------------------------
 
-    async fn switch_impl(&self, spec: &ReleaseSpec, started: Started) -> Result<(), RuntimeError> {
+    async fn switch_impl(
+        &self,
+        spec: &ReleaseSpec,
+        started: Started,
+        progress: &Progress,
+    ) -> Result<(), RuntimeError> {
         let all = self.list(Some(&spec.app)).await?;
         let mut web: Vec<&Instance> = all
             .iter()
@@ -259,20 +264,23 @@ impl LocalRuntime {
         self.inner
             .router
             .set_app(&spec.app, spec.hosts.clone(), backends);
+        crate::testhook::pause_at("after_switch", spec.version, Some(progress)).await;
         let old: Vec<Instance> = all
             .into_iter()
             .filter(|i| i.deploy != started.deploy_id && !i.oneoff)
             .collect();
         if !old.is_empty() {
             let me = self.clone();
-            tokio::spawn(async move { me.retire(old).await });
+            let version = spec.version;
+            tokio::spawn(async move { me.retire(old, version).await });
         }
         Ok(())
     }
 
     /// Drains the old web instances, then stops and removes everything old.
     /// Non-web instances stop at once.
-    async fn retire(&self, old: Vec<Instance>) {
+    /// `version`: the release now serving (for the test pause point).
+    async fn retire(&self, old: Vec<Instance>, version: i64) {
         let (web, other): (Vec<Instance>, Vec<Instance>) =
             old.into_iter().partition(|i| i.kind == "web");
         let addrs: Vec<SocketAddr> = web.iter().filter_map(Instance::addr).collect();
@@ -283,6 +291,7 @@ impl LocalRuntime {
                     .drain(&addrs, self.inner.opts.drain_max)
                     .await;
             }
+            crate::testhook::pause_at("during_cleanup", version, None).await;
             join_all(web.iter().map(|i| self.stop_and_remove(&i.id))).await;
         };
         let others = join_all(other.iter().map(|i| self.stop_and_remove(&i.id)));
@@ -598,9 +607,9 @@ impl Runtime for LocalRuntime {
         &'a self,
         spec: &'a ReleaseSpec,
         started: Started,
-        _progress: &'a Progress,
+        progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.switch_impl(spec, started).boxed()
+        self.switch_impl(spec, started, progress).boxed()
     }
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
@@ -646,6 +655,25 @@ impl Runtime for LocalRuntime {
 
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.destroy_impl(app).boxed()
+    }
+
+    fn prune_images<'a>(
+        &'a self,
+        app: &'a str,
+        keep: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        LocalRuntime::prune_images(self, app, keep).boxed()
+    }
+
+    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        async move {
+            match self.docker().inspect_image(image).await {
+                Ok(_) => Ok(true),
+                Err(e) if docker::is_not_found(&e) => Ok(false),
+                Err(e) => Err(RuntimeError::Engine(format!("inspecting {image}: {e}"))),
+            }
+        }
+        .boxed()
     }
 
     fn recover<'a>(
