@@ -220,7 +220,13 @@ impl Rack {
         }
         self.child = Some(child);
         // Pin the host key as a user would: from `rack host-key`.
-        let line = rack_cli(&self.data_dir(), &["host-key"], b"")
+        // With the server's environment: on aws the host key is in the
+        // bucket.
+        let mut c = Command::new(RACK);
+        c.args(["host-key", "--data-dir"])
+            .arg(self.data_dir())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let line = run_with_stdin(c, b"")
             .ok()
             .stdout
             .clone();
