@@ -349,6 +349,7 @@ async fn serve(settings: Settings) -> Result<()> {
         rack.router.clone(),
         rack.settings.trusted_proxy.clone(),
         rx.clone(),
+        rack.settings.router_threads,
     ));
     // Routes for the apps that were serving come back before new sessions.
     rack::deploy::recovery::recover(&rack).await?;
