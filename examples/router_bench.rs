@@ -4,6 +4,8 @@
 //!     router_bench hello LISTEN                   # a tiny keep-alive hyper backend
 //!
 //! Both print `ready ADDR` on stdout once listening and run until killed.
+//! `ROUTER_THREADS` sets the router's threads (`[router] threads`; default
+//! 0, one per CPU).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,8 +34,12 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             router.set_app("bench", vec![args[2].clone()], backends);
             println!("ready {}", listener.local_addr()?);
+            let threads = match std::env::var("ROUTER_THREADS") {
+                Ok(n) => n.parse()?,
+                Err(_) => 0,
+            };
             let (_keep, shutdown) = tokio::sync::watch::channel(false);
-            rack::router::serve(listener, router, None, shutdown).await
+            rack::router::serve(listener, router, None, shutdown, threads).await
         }
         Some("hello") if args.len() == 2 => {
             let listener = TcpListener::bind(&args[1]).await?;

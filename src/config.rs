@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub build: BuildFile,
     #[serde(default)]
     pub local: LocalFile,
+    pub router: RouterFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -74,6 +75,15 @@ pub struct LocalFile {
     /// Release images kept per app: those of the newest N releases (and the
     /// newest build); older ones are removed after each deploy. Default 10.
     pub keep_releases: Option<usize>,
+}
+
+/// `[router]` in `rack.toml`: the HTTP side.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterFile {
+    /// Threads serving HTTP, each with its own single-threaded runtime;
+    /// 0 (the default) is one per CPU.
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -147,6 +157,8 @@ pub struct Settings {
     /// Images of the newest N releases of an app (and its newest build) are
     /// kept; `[local] keep_releases`, default 10.
     pub keep_releases: usize,
+    /// Router threads (`[router] threads`); 0 is one per CPU.
+    pub router_threads: usize,
 }
 
 pub const DEFAULT_KEEP_RELEASES: usize = 10;
@@ -191,6 +203,10 @@ impl Settings {
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
         };
         let build = build_options(&file.build)?;
+        let router_threads = file.router.threads.unwrap_or(0);
+        if router_threads > 1024 {
+            bail!("router.threads: expected 0 (one per CPU) to 1024");
+        }
         let namespace = file.namespace.clone().unwrap_or_else(|| "rack".into());
         if namespace.is_empty()
             || namespace.len() > 20
@@ -217,6 +233,7 @@ impl Settings {
             docker: o.docker.or(file.docker),
             limits,
             data_dir,
+            router_threads,
         })
     }
 
@@ -329,6 +346,25 @@ mod tests {
         assert_eq!(s.http, "0.0.0.0:8080");
         assert_eq!(s.limits.max_connections, 3);
         assert_eq!(s.provider, Provider::Local);
+        assert_eq!(s.router_threads, 0);
+    }
+
+    #[test]
+    fn router_threads_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |text: &str| {
+            std::fs::write(dir.path().join("rack.toml"), text).unwrap();
+            Settings::resolve(Overrides {
+                data_dir: Some(dir.path().into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            resolve("[router]\nthreads = 3\n").unwrap().router_threads,
+            3
+        );
+        assert!(resolve("[router]\nthreads = 5000\n").is_err());
+        assert!(resolve("[router]\nthreadz = 1\n").is_err());
     }
 
     #[test]

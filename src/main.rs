@@ -360,6 +360,7 @@ async fn serve(settings: Settings) -> Result<()> {
             rack.router.clone(),
             rack.settings.trusted_proxy.clone(),
             rx.clone(),
+            rack.settings.router_threads,
         ));
         match early {
             Ok(r) => r?,

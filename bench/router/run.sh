@@ -19,9 +19,13 @@ if ! command -v wrk >/dev/null; then
   as_root apt-get install -y -q wrk >/dev/null || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q wrk >/dev/null; }
 fi
 
-echo "building examples/router_bench (release)" >&2
-cargo build -q --release --no-default-features --example router_bench
-BIN=${CARGO_TARGET_DIR:-target}/release/examples/router_bench
+if [[ -n ${BENCH_BIN:-} ]]; then
+  BIN=$BENCH_BIN                     # a prebuilt router_bench (A/B against another build)
+else
+  echo "building examples/router_bench (release)" >&2
+  cargo build -q --release --no-default-features --example router_bench
+  BIN=${CARGO_TARGET_DIR:-target}/release/examples/router_bench
+fi
 
 tmp=$(mktemp -d)
 # wrk closes every connection to busybox httpd first, so its side keeps each

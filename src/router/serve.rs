@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::cidr::Cidrs;
@@ -33,11 +33,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// sender is dropped), then lets running requests finish within a grace
 /// period. `trusted_proxy` is a CIDR block (or a comma-separated list):
 /// peers inside it keep their `X-Forwarded-*` headers.
+///
+/// Runs on `threads` dedicated OS threads (0: one per CPU), each with a
+/// single-threaded tokio runtime of its own, all accepting on the one
+/// listener: a connection and everything it spawns stay on the thread that
+/// accepted it, so a request costs no wake-up of another worker thread
+/// (about half the context switches of a multi-thread runtime). The
+/// routing table, the connection cap and the backend pools are shared.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     trusted_proxy: Option<String>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    threads: usize,
 ) -> anyhow::Result<()> {
     let trusted = trusted_proxy
         .as_deref()
@@ -45,14 +53,81 @@ pub async fn serve(
         .filter(|s| !s.is_empty())
         .map(Cidrs::parse)
         .transpose()?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let (stop_tx, stop) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let ctx = Arc::new(Ctx {
         router,
         trusted,
-        stop: stop.clone(),
-        slots: slots.clone(),
+        stop,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     });
+    // Everything fallible before the first thread starts.
+    let listener = listener.into_std()?;
+    let mut workers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        workers.push((runtime, listener.try_clone()?));
+    }
+    drop(listener);
+    // Stops the threads already running if starting another fails.
+    let (abort_tx, abort) = watch::channel(false);
+    let mut done = Vec::with_capacity(threads);
+    let mut failed = None;
+    for (i, (runtime, listener)) in workers.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        let (ctx, stop_tx) = (ctx.clone(), stop_tx.clone());
+        let (shutdown, abort) = (shutdown.clone(), abort.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("rack-router-{i}"))
+            .spawn(move || {
+                let r = runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    accept_loop(listener, ctx, shutdown, abort, &stop_tx).await;
+                    anyhow::Ok(())
+                });
+                // Dropping the runtime here cancels what the grace period
+                // left running (and tasks that outlived their connection).
+                drop(runtime);
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => done.push(rx),
+            Err(e) => {
+                failed = Some(anyhow::Error::new(e).context("starting a router thread"));
+                abort_tx.send_replace(true);
+                break;
+            }
+        }
+    }
+    let mut result = failed.map_or(Ok(()), Err);
+    for rx in done {
+        let r = match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("a router thread panicked")),
+        };
+        if let (Err(e), true) = (r, result.is_ok()) {
+            result = Err(e);
+        }
+    }
+    drop(abort_tx);
+    result
+}
+
+/// One router thread: accepts until `shutdown` (or `abort`), then gives its
+/// connections the grace period.
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+    mut abort: watch::Receiver<bool>,
+    stop_tx: &watch::Sender<bool>,
+) {
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -66,7 +141,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
                     tracing::debug!(%peer, "router connection refused: too many connections");
                     tokio::spawn(async move {
                         let msg = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
@@ -76,7 +151,7 @@ pub async fn serve(
                 };
                 let _ = socket.set_nodelay(true);
                 let ctx = ctx.clone();
-                let mut stop = stop.clone();
+                let mut stop = ctx.stop.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
                     let service = service_fn(move |req| handle(ctx.clone(), peer, req));
@@ -100,16 +175,18 @@ pub async fn serve(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = stopped(&mut shutdown) => break,
+            _ = stopped(&mut abort) => break,
         }
     }
     drop(listener);
+    // Every thread sees `shutdown` at about the same time; the first one
+    // here tells all connections (and tunnels) to stop.
     stop_tx.send_replace(true);
     let finish = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
         tracing::debug!("router grace period over; closing remaining connections");
         tasks.shutdown().await;
     }
-    Ok(())
 }
 
 /// Resolves once the flag is true or its sender is gone. (Never holds the

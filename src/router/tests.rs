@@ -195,6 +195,7 @@ async fn start_router(trusted: Option<&str>) -> TestRouter {
         router.clone(),
         trusted.map(str::to_string),
         rx,
+        2,
     ));
     TestRouter {
         router,

@@ -226,10 +226,7 @@ impl Rack {
         c.args(["host-key", "--data-dir"])
             .arg(self.data_dir())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let line = run_with_stdin(c, b"")
-            .ok()
-            .stdout
-            .clone();
+        let line = run_with_stdin(c, b"").ok().stdout.clone();
         let key = line
             .split_whitespace()
             .skip(1)
