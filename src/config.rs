@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub build: BuildFile,
     #[serde(default)]
     pub local: LocalFile,
+    #[serde(default)]
     pub router: RouterFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
