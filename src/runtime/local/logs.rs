@@ -84,8 +84,17 @@ impl LocalRuntime {
         let mut cutoffs: HashMap<String, i128> = HashMap::new();
         let mut lines: Vec<Stamped> = Vec::new();
         for (i, got) in initial.iter().zip(per) {
-            // Follow from its last line shown (the fetch time if none).
-            let last = got.iter().map(|s| s.nanos).max().unwrap_or(fetched_at);
+            // Follow from what the tail covered: its last line shown, and
+            // at least the fetch time. Docker's tail counts lines in file
+            // order, where stdout and stderr lines may be stamped out of
+            // order, so a line older than the fetch but newer than the
+            // last shown one was skipped by the tail, not missed.
+            let last = got
+                .iter()
+                .map(|s| s.nanos)
+                .max()
+                .unwrap_or(fetched_at)
+                .max(fetched_at);
             cutoffs.insert(i.id.clone(), last);
             lines.extend(got);
         }
