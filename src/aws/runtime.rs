@@ -1100,11 +1100,7 @@ impl AwsRuntime {
             logs::StreamReader::new(&self.ctx, &app_out.log_group, &format!("run/run/{task_id}"));
         let deadline = cmd.timeout.map(|t| Instant::now() + t);
         loop {
-            for line in output.next_batch().await? {
-                let _ = io.stdout.write_all(line.as_bytes()).await;
-                let _ = io.stdout.write_all(b"\n").await;
-            }
-            let _ = io.stdout.flush().await;
+            copy_lines(&mut output, &mut io.stdout).await?;
             let d = self
                 .ctx
                 .ecs
@@ -1123,16 +1119,10 @@ impl AwsRuntime {
                 if t.last_status() == Some("STOPPED") || code.is_some() {
                     // The driver may still be shipping the last lines.
                     for _ in 0..3 {
-                        let rest = output.next_batch().await?;
-                        if rest.is_empty() {
+                        if copy_lines(&mut output, &mut io.stdout).await? == 0 {
                             break;
                         }
-                        for line in rest {
-                            let _ = io.stdout.write_all(line.as_bytes()).await;
-                            let _ = io.stdout.write_all(b"\n").await;
-                        }
                     }
-                    let _ = io.stdout.flush().await;
                     return match code {
                         Some(c) => Ok(c as i64),
                         None => Err(RuntimeError::Other(format!(
@@ -1159,6 +1149,22 @@ impl AwsRuntime {
             tokio::time::sleep(LOG_POLL).await;
         }
     }
+}
+
+/// Writes a one-off task's new output lines to `out`; returns how many.
+/// A client that went away does not stop the task's bookkeeping.
+async fn copy_lines(
+    output: &mut logs::StreamReader,
+    out: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+) -> Result<usize> {
+    use tokio::io::AsyncWriteExt;
+    let lines = output.next_batch().await?;
+    for line in &lines {
+        let _ = out.write_all(line.as_bytes()).await;
+        let _ = out.write_all(b"\n").await;
+    }
+    let _ = out.flush().await;
+    Ok(lines.len())
 }
 
 impl Runtime for AwsRuntime {
