@@ -18,12 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from push_bench import openssh_git_server, run  # noqa: E402
+from push_bench import bench_workspace, openssh_git_server, run  # noqa: E402
 from ssh_latency import Server, free_port  # noqa: E402
 
 DOCKERFILE = """ARG BASE_IMAGE=rack-test/busybox:latest
@@ -58,19 +57,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the temporary dir (rack.log) and print its path")
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rack-build-bench-")
-    key = os.path.join(tmp, "key")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-    ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
+    tmp, key, ssh, data = bench_workspace("rack-build-bench-", a.rack, "buildbench")
     env = dict(os.environ, GIT_SSH_COMMAND=ssh)
-
     sshd, sport = openssh_git_server(tmp, key)
-    data = os.path.join(tmp, "data")
-    os.makedirs(data)
-    with open(os.path.join(data, "rack.toml"), "w") as f:
-        f.write('namespace = "buildbench"\n')
-    with open(key + ".pub", "rb") as pub:
-        run([a.rack, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
     rport = free_port()
     rack = Server("rack", rport, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", "127.0.0.1:0"], dict(os.environ), f"{tmp}/rack.log", 30)
     sshd.start()

@@ -29,6 +29,23 @@ def run(argv, **kw):
     return subprocess.run(argv, check=True, **kw)
 
 
+def bench_workspace(prefix, rack_bin, namespace):
+    """A temp dir with a fresh client key, the `ssh` command line using it
+    (same key exchange for every server), and a rack data dir (own Docker
+    namespace) whose admin is that key. Returns (tmp, key, ssh, data)."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    key = os.path.join(tmp, "key")
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    with open(os.path.join(data, "rack.toml"), "w") as f:
+        f.write(f'namespace = "{namespace}"\n')
+    with open(key + ".pub", "rb") as pub:
+        run([rack_bin, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
+    return tmp, key, ssh, data
+
+
 def make_big(path, mib_per_file=10, files=10):
     run(["git", "init", "-q", "-b", "main", path])
     for i in range(files):
@@ -97,20 +114,8 @@ def main():
     ap.add_argument("--only", choices=["big", "history"], help="run one case only")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (rack.log, repos)")
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rack-push-bench-")
-    key = os.path.join(tmp, "key")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-    ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
-
+    tmp, key, ssh, data = bench_workspace("rack-push-bench-", a.rack, "pushbench")
     sshd, sport = openssh_git_server(tmp, key)
-
-    # rack.
-    data = os.path.join(tmp, "data")
-    os.makedirs(data)
-    with open(os.path.join(data, "rack.toml"), "w") as f:
-        f.write('namespace = "pushbench"\n')
-    with open(key + ".pub", "rb") as pub:
-        run([a.rack, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
     rport = free_port()
     rack = Server("rack", rport, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", "127.0.0.1:0"], dict(os.environ), f"{tmp}/rack.log", 30)
 

@@ -28,13 +28,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from push_bench import openssh_git_server, run  # noqa: E402
+from push_bench import bench_workspace, openssh_git_server, run  # noqa: E402
 from ssh_latency import Server, free_port  # noqa: E402
 
 NS = "redeploybench"
@@ -129,19 +128,9 @@ def main():
     a = ap.parse_args()
     global VERBOSE
     VERBOSE = a.verbose
-    tmp = tempfile.mkdtemp(prefix="rack-redeploy-bench-")
-    key = os.path.join(tmp, "key")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-    ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o KexAlgorithms=curve25519-sha256"
+    tmp, key, ssh, data = bench_workspace("rack-redeploy-bench-", a.rack, NS)
     env = dict(os.environ, GIT_SSH_COMMAND=ssh)
-
     sshd, sport = openssh_git_server(tmp, key)
-    data = os.path.join(tmp, "data")
-    os.makedirs(data)
-    with open(os.path.join(data, "rack.toml"), "w") as f:
-        f.write(f'namespace = "{NS}"\n')
-    with open(key + ".pub", "rb") as pub:
-        run([a.rack, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
     rport, hport = free_port(), free_port()
     rack = Server("rack", rport, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", f"127.0.0.1:{hport}"], dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")), f"{tmp}/rack.log", 30)
     sshd.start()

@@ -18,13 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from push_bench import run  # noqa: E402
+from push_bench import bench_workspace, run  # noqa: E402
 from ssh_latency import Server, free_port  # noqa: E402
 
 NS = "restartgap"
@@ -81,17 +80,8 @@ def main():
     ap.add_argument("--restarts", type=int, default=5)
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (rack.log)")
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="rack-restart-gap-")
-    key = os.path.join(tmp, "key")
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-    ssh = f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    tmp, _key, ssh, data = bench_workspace("rack-restart-gap-", a.rack, NS)
     env = dict(os.environ, GIT_SSH_COMMAND=ssh)
-    data = os.path.join(tmp, "data")
-    os.makedirs(data)
-    with open(os.path.join(data, "rack.toml"), "w") as f:
-        f.write(f'namespace = "{NS}"\n')
-    with open(key + ".pub", "rb") as pub:
-        run([a.rack, "keys", "add", "bench", "--admin", "--data-dir", data], stdin=pub, capture_output=True)
     rport, hport = free_port(), free_port()
     argv = [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{rport}", "--http", f"127.0.0.1:{hport}"]
     app = "gap" + uuid.uuid4().hex[:6]
