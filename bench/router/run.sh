@@ -10,6 +10,7 @@ THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 BACKEND=${BACKEND:-busybox}          # busybox (httpd in a container) | hyper (keep-alive, on the host)
 IMAGE=${BENCH_IMAGE:-rack-test/busybox:latest}
+BACKEND_CPUS=${BACKEND_CPUS:-}       # busybox: the container's CPU limit (docker --cpus), as `resources.web.cpus` sets it
 HOST=bench.localhost
 
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -75,7 +76,9 @@ case $BACKEND in
       printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n' >"$tmp/img/Dockerfile"
       docker build -q -t "$IMAGE" "$tmp/img" >/dev/null
     fi
-    cid=$(docker run -d --rm "$IMAGE" /bin/sh -c \
+    limit=()
+    [[ -n $BACKEND_CPUS ]] && limit=(--cpus "$BACKEND_CPUS")
+    cid=$(docker run -d --rm "${limit[@]}" "$IMAGE" /bin/sh -c \
       'mkdir -p /www && echo "hello from busybox httpd" >/www/index.html && exec httpd -f -p 8000 -h /www')
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$cid")
     target=$ip:8000
@@ -139,7 +142,7 @@ measure() {
 wrk -t1 -c4 -d1s -H "Host: $HOST" "http://$router/" >/dev/null  # warm up both paths
 wrk -t1 -c4 -d1s "http://$target/" >/dev/null
 
-echo "backend: $BACKEND ($target)   router: $router   wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds"
+echo "backend: $BACKEND ($target${BACKEND_CPUS:+, --cpus $BACKEND_CPUS})   router: $router   wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds"
 echo "CPU per request in microseconds: router, wrk, backend (${BACKEND})"
 printf '%-7s %-6s %12s %9s %9s %7s %8s %8s %8s\n' round path req/s p50_ms p99_ms errors router wrk backend
 results="$tmp/results"

@@ -27,6 +27,7 @@ mod proxy;
 mod serve;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 use super::cidr::Cidrs;
-use super::{normalize_host, Backend, InFlight, Pick, Router, Tunnel};
+use super::{normalize_host, watchdog, Backend, InFlight, Pick, Router, Tunnel};
 
 /// Body of a request sent to a backend: the client's, streamed, or empty
 /// when an idempotent request is replayed.
@@ -120,7 +120,18 @@ pub(crate) async fn handle(
                 };
                 let failed = guard.backend().addr();
                 if let (false, Some(r)) = (retried, again) {
-                    if let Pick::Backend(g) = ctx.router.pick(&key, Some(failed)) {
+                    let timed_out = fail
+                        .error
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                    // A refused connect is retried even on the same (sole)
+                    // backend: it may just have restarted. One that timed
+                    // out is not: the client would wait twice as long.
+                    let retry = match ctx.router.pick(&key, Some(failed)) {
+                        Pick::Backend(g) if !(timed_out && g.backend().addr() == failed) => Some(g),
+                        _ => None,
+                    };
+                    if let Some(g) = retry {
                         tracing::debug!(backend = %failed, retry = %g.backend().addr(), error = %fail.error, "backend failed; retrying once");
                         guard = g;
                         pending = r;
@@ -248,18 +259,12 @@ async fn send(
             },
         }
     }
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(backend.addr())).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    let stream = match connect(backend.addr()).await {
+        Ok(s) => s,
+        Err(e) => {
             return Err(SendFail {
                 request: Some(req),
                 error: anyhow::Error::new(e).context("connect"),
-            })
-        }
-        Err(_) => {
-            return Err(SendFail {
-                request: Some(req),
-                error: anyhow::anyhow!("connect timed out"),
             })
         }
     };
@@ -316,23 +321,44 @@ async fn send(
 /// full (busybox httpd listens with a backlog of 9) is otherwise resent only
 /// after the kernel's 1 s initial timeout. The first attempt to succeed
 /// wins; the others are dropped. Fails with the last error once every
-/// attempt failed (a refused connect fails at once: nothing to hedge).
+/// attempt failed (a refused connect fails at once: nothing to hedge), or
+/// after `CONNECT_TIMEOUT`.
+///
+/// On the same host a connect is done long before the first hedge, so that
+/// path arms no tokio timer (see `watchdog`); the rare slow one does.
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let mut attempts = FuturesUnordered::new();
-    attempts.push(TcpStream::connect(addr));
-    let mut started = 1;
+    let first = TcpStream::connect(addr);
+    tokio::pin!(first);
+    tokio::select! {
+        biased;
+        r = &mut first => return r,
+        _ = watchdog::after(CONNECT_HEDGE) => {}
+    }
+    let give_up = tokio::time::sleep(CONNECT_TIMEOUT.saturating_sub(CONNECT_HEDGE));
+    tokio::pin!(give_up);
+    let mut first_pending = true;
+    let mut more = FuturesUnordered::new();
+    more.push(TcpStream::connect(addr));
+    let mut started = 2;
     loop {
         tokio::select! {
-            r = attempts.next() => match r {
-                Some(Ok(s)) => return Ok(s),
-                Some(Err(e)) if attempts.is_empty() => return Err(e),
-                Some(Err(_)) => {}
-                None => unreachable!("an attempt is always pending here"),
+            r = &mut first, if first_pending => match r {
+                Ok(s) => return Ok(s),
+                Err(e) if more.is_empty() => return Err(e),
+                Err(_) => first_pending = false,
+            },
+            Some(r) = more.next(), if !more.is_empty() => match r {
+                Ok(s) => return Ok(s),
+                Err(e) if more.is_empty() && !first_pending => return Err(e),
+                Err(_) => {}
             },
             _ = tokio::time::sleep(CONNECT_HEDGE), if started < CONNECT_ATTEMPTS => {
-                attempts.push(TcpStream::connect(addr));
+                more.push(TcpStream::connect(addr));
                 started += 1;
+            }
+            _ = &mut give_up => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
             }
         }
     }

@@ -88,6 +88,7 @@ pub async fn serve(
             .spawn(move || {
                 let r = runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
+                    tokio::spawn(super::watchdog::tick());
                     accept_loop(listener, ctx, shutdown, abort, &stop_tx).await;
                     anyhow::Ok(())
                 });

@@ -790,6 +790,11 @@ async fn bad_requests_get_4xx_and_the_router_keeps_serving() {
 async fn closing_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve_closing(listener);
+    addr
+}
+
+fn serve_closing(listener: TcpListener) {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -812,7 +817,73 @@ async fn closing_backend() -> SocketAddr {
             });
         }
     });
-    addr
+}
+
+/// The kernel's count of SYNs dropped because an accept queue was full.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next().unwrap(), tcp_ext.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap()
+}
+
+/// A listener whose accept queue is full (backlog 0, one connection
+/// waiting): the kernel drops every further SYN, as it does for busybox
+/// httpd (backlog 9) under load. Returns the waiting connection too.
+async fn full_listener() -> (TcpListener, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let waiting = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    (listener, waiting)
+}
+
+#[tokio::test]
+async fn dropped_syns_are_hedged_and_a_backend_never_accepting_times_out() {
+    let r = start_router(None).await;
+    let (slow, _slow_waiting) = full_listener().await;
+    let (stuck, _stuck_waiting) = full_listener().await;
+    r.router.set_app(
+        "slow",
+        hosts(&["slow.localhost"]),
+        vec![slow.local_addr().unwrap()],
+    );
+    r.router.set_app(
+        "stuck",
+        hosts(&["stuck.localhost"]),
+        vec![stuck.local_addr().unwrap()],
+    );
+    let dropped_before = listen_overflows();
+    let t0 = Instant::now();
+    let slow_req = tokio::spawn(get_once(r.addr, "slow.localhost", "/"));
+    let stuck_req = tokio::spawn(get_once(r.addr, "stuck.localhost", "/"));
+    // Both first SYNs dropped; then `slow` makes room and serves.
+    while listen_overflows() < dropped_before + 2 {
+        assert!(t0.elapsed() < Duration::from_secs(2), "no SYN was dropped");
+        tokio::task::yield_now().await;
+    }
+    serve_closing(slow);
+    assert_eq!(slow_req.await.unwrap(), (StatusCode::OK, "close".into()));
+    let hedged = t0.elapsed();
+    // The kernel resends a dropped SYN after 1 s; the router's second
+    // connect goes out after 250 ms.
+    assert!(
+        hedged < Duration::from_millis(900),
+        "served after {hedged:?}: the connect was not hedged"
+    );
+    assert_eq!(stuck_req.await.unwrap().0, StatusCode::BAD_GATEWAY);
+    let gave_up = t0.elapsed();
+    assert!(
+        gave_up >= Duration::from_millis(2900) && gave_up < Duration::from_secs(5),
+        "a backend that never accepts answered 502 after {gave_up:?}, not after the 3 s connect timeout"
+    );
 }
 
 #[tokio::test]
