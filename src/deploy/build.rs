@@ -119,6 +119,7 @@ pub async fn run_build(
                         crate::build::BuildError::Failed(line)
                     })?;
             res.image_id = pushed.reference;
+            prune_local_builds(rack, &docker, &job.app, &id).await;
         }
         // The Procfile decides the process types of releases of this build.
         let repo = rack.repo_path(&job.app);
@@ -170,6 +171,47 @@ pub async fn run_build(
 }
 
 /// The config values named in the app's `build_args` setting.
+/// On aws, releases run from ECR (whose lifecycle policy bounds it): the
+/// rack's engine only needs the newest build's image, as the next build's
+/// cache. Untags the app's older builds there, only those this rack's store
+/// knows (another rack on the engine may build an app of the same name).
+/// Best effort: a failure is logged and the build goes on.
+#[cfg(feature = "aws")]
+async fn prune_local_builds(rack: &Rack, docker: &bollard::Docker, app: &str, newest: &str) {
+    use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+    let newest_tag = crate::build::image_tag(app, newest);
+    let repo = newest_tag.rsplit_once(':').map_or(app, |(r, _)| r);
+    let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
+    let images = match docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(app, error = %e, "listing local build images");
+            return;
+        }
+    };
+    let prefix = format!("{repo}:");
+    for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+        let Some(id) = tag.strip_prefix(&prefix) else {
+            continue;
+        };
+        if id == newest || rack.store.build(app, id).await.is_err() {
+            continue;
+        }
+        let opts = RemoveImageOptionsBuilder::new().build();
+        match docker.remove_image(&tag, Some(opts), None).await {
+            Ok(_) => tracing::info!(app, image = %tag, "removed an older local build image"),
+            Err(e) => {
+                tracing::debug!(app, image = %tag, error = %e, "removing a local build image")
+            }
+        }
+    }
+}
+
 async fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
     let settings = rack
         .store

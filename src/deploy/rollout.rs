@@ -407,15 +407,26 @@ async fn prune_images(rack: &Rack, app: &str) -> Result<Vec<String>, String> {
             .into_iter()
             .map(|b| b.id),
     );
-    let mut keep = Vec::new();
+    let mut keep = std::collections::HashSet::new();
     for id in builds {
         match rack.store.build(app, &id).await {
-            Ok(b) => keep.push(image_of(&b)),
-            Err(_) => keep.push(crate::build::image_tag(app, &id)),
-        }
+            Ok(b) => keep.insert(image_of(&b)),
+            Err(_) => keep.insert(crate::build::image_tag(app, &id)),
+        };
     }
+    // Only this rack's builds: the engine may hold another rack's images of
+    // an app of the same name.
+    let remove: Vec<String> = rack
+        .store
+        .builds(app, usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(image_of)
+        .filter(|i| !keep.contains(i))
+        .collect();
     runtime
-        .prune_images(app, &keep)
+        .prune_images(app, &remove)
         .await
         .map_err(|e| e.to_string())
 }

@@ -224,14 +224,16 @@ pub trait Runtime: Send + Sync {
     /// Removes every instance, network and image of the app.
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes the app's release images that are not in `keep` (image
-    /// references as in `ReleaseSpec::image`) and that no instance uses.
-    /// Returns the references removed. Providers whose images live
-    /// elsewhere (a registry with its own retention) remove nothing.
+    /// Removes the app's images named in `remove` (image references as in
+    /// `ReleaseSpec::image`, of this rack's own builds: another rack on the
+    /// same engine may hold images of an app of the same name) that exist
+    /// and that no instance uses. Returns the references removed. Providers
+    /// whose images live elsewhere (a registry with its own retention)
+    /// remove nothing.
     fn prune_images<'a>(
         &'a self,
         _app: &'a str,
-        _keep: &'a [String],
+        _remove: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
         Box::pin(async { Ok(Vec::new()) })
     }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use aws_sdk_ecs::types::TaskDefinition;
 
-use crate::builds::{add_fixture, require_docker};
+use crate::builds::{add_fixture, docker, require_docker};
 use crate::git::work;
 use crate::harness::{Out, Rack, RACK};
 
@@ -336,6 +336,16 @@ fn aws_provider_push_config_rollback_scale_destroy() {
     // A new build, then rollback: the service points at the old image again.
     w.commit("public/extra.html", "x");
     w.git(&["push", &rack.git_url(app), "main"]).ok();
+    // Releases run from ECR: the rack's engine keeps only the newest
+    // build's image (the next build's cache).
+    let builds = rack.ssh(admin, &format!("builds {app} --json")).ok().json();
+    let local = |i: usize| format!("rack/{app}:{}", builds[i]["id"].as_str().unwrap());
+    let (newest, older) = (local(0), local(1));
+    assert!(
+        docker(&["image", "inspect", &newest]).code == 0
+            && docker(&["image", "inspect", &older]).code != 0,
+        "{newest} kept, {older} removed"
+    );
     rack.ssh(admin, &format!("releases:rollback {app} v2")).ok();
     let cluster = rt().block_on(async {
         let section = rack::aws::rack::AwsSection::from_file(&rack.data_dir())

@@ -525,6 +525,10 @@ fn old_images_are_pruned_and_rollback_to_them_is_refused() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     };
+    // Another rack on the same engine with an app of the same name: its
+    // images are not this rack's to prune.
+    let foreign = format!("rack/{app}:b-0another-rack");
+    docker(&["tag", "rack-test/busybox:latest", &foreign]).ok();
     for n in 2..=3 {
         w.commit("VERSION", &format!("{n}\n"));
         w.git(&["push", &rack.git_url(&app), "main"]).ok();
@@ -546,6 +550,8 @@ fn old_images_are_pruned_and_rollback_to_them_is_refused() {
         exists(&i2) && exists(&i3),
         "the last two releases keep theirs"
     );
+    assert!(exists(&foreign), "an image of no build of this rack stays");
+    docker(&["rmi", &foreign]).ok();
 
     let config_before = rack.ssh(a, &format!("config {app} --json")).ok().json();
     rack.ssh(a, &format!("releases:rollback {app} v1"))

@@ -122,21 +122,21 @@ impl LocalRuntime {
         &self.inner.docker
     }
 
-    /// Removes the app's images (`rack/APP:*`) that are not in `keep` (full
-    /// references, `rack/APP:BUILD`) and that no container (in any state)
-    /// was created from. Returns the references removed.
+    /// Removes the app's images (`rack/APP:BUILD`) named in `remove` that
+    /// the engine has and that no container (in any state) was created
+    /// from. Returns the references removed.
     pub async fn prune_images(
         &self,
         app: &str,
-        keep: &[String],
+        remove: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
-        let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
+        let remove: HashSet<&str> = remove.iter().map(String::as_str).collect();
         // Untagging succeeds even while a container runs the image (when
         // another tag names it): never untag what a container was made from.
         let in_use = self.images_in_use().await?;
         let mut removed = Vec::new();
         for tag in self.app_image_tags(app).await? {
-            if keep.contains(tag.as_str()) || in_use.contains(&tag) {
+            if !remove.contains(tag.as_str()) || in_use.contains(&tag) {
                 continue;
             }
             if self.remove_image_tag(&tag).await {
@@ -660,9 +660,9 @@ impl Runtime for LocalRuntime {
     fn prune_images<'a>(
         &'a self,
         app: &'a str,
-        keep: &'a [String],
+        remove: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
-        LocalRuntime::prune_images(self, app, keep).boxed()
+        LocalRuntime::prune_images(self, app, remove).boxed()
     }
 
     fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {

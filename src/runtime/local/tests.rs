@@ -868,10 +868,25 @@ async fn destroy_removes_containers_network_images_and_the_route_and_prune_keeps
     assert_eq!(router.backends(&app).len(), 1);
 
     let removed = rt
-        .prune_images(&app, &[format!("rack/{app}:b2")])
+        .prune_images(
+            &app,
+            &[
+                format!("rack/{app}:b1"),
+                format!("rack/{app}:b3"),
+                format!("rack/{app}:b9"),
+            ],
+        )
         .await
         .unwrap();
-    assert_eq!(removed, [format!("rack/{app}:b1")], "b3 is in use, b2 kept");
+    assert_eq!(
+        removed,
+        [format!("rack/{app}:b1")],
+        "b3 is in use, b2 not named, b9 not there"
+    );
+    assert_eq!(
+        rt.app_image_tags(&app).await.unwrap(),
+        [format!("rack/{app}:b2"), format!("rack/{app}:b3")]
+    );
 
     rt.destroy(&app).await.unwrap();
     assert!(rt.list(Some(&app)).await.unwrap().is_empty());
