@@ -170,7 +170,6 @@ pub async fn run_build(
     result.map(|_| rec)
 }
 
-/// The config values named in the app's `build_args` setting.
 /// On aws, releases run from ECR (whose lifecycle policy bounds it): the
 /// rack's engine only needs the newest build's image, as the next build's
 /// cache. Untags the app's older builds there, only those this rack's store
@@ -212,6 +211,7 @@ async fn prune_local_builds(rack: &Rack, docker: &bollard::Docker, app: &str, ne
     }
 }
 
+/// The config values named in the app's `build_args` setting.
 async fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
     let settings = rack
         .store
