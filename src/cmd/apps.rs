@@ -115,10 +115,37 @@ pub async fn destroy<R: AsyncRead + Unpin>(
         state.current_release.is_some() || !ctx.rack.store.builds(app, 1).await?.is_empty();
     if had_runtime {
         let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+        // The images of this rack's builds only: another rack on the same
+        // engine may hold images of an app of the same name. (The aws
+        // runtime's images are in ECR, removed with the app's stack.)
+        let images: Vec<String> = if ctx.rack.settings.provider == crate::config::Provider::Local {
+            ctx.rack
+                .store
+                .builds(app, usize::MAX)
+                .await?
+                .iter()
+                .map(crate::deploy::rollout::image_of)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // On aws the rack's engine still holds the newest build, as a
+        // cache. Before `destroy`: on aws it deletes the build records that
+        // tell this rack's images from another's.
+        #[cfg(feature = "aws")]
+        if ctx.rack.aws.is_some() {
+            match crate::build::connect_docker(ctx.rack.settings.docker.as_deref()).await {
+                Ok(docker) => crate::deploy::prune_local_builds(ctx.rack, &docker, app, None).await,
+                Err(e) => tracing::warn!(app, error = %e, "removing the app's build images"),
+            }
+        }
         runtime
             .destroy(app)
             .await
             .map_err(|e| CmdError::Failed(format!("removing {app}'s processes: {e}")))?;
+        if let Err(e) = runtime.prune_images(app, &images).await {
+            tracing::warn!(app, error = %e, "removing the app's images");
+        }
     }
     let path = ctx.rack.repo_path(app);
     match ctx.rack.store.delete_app(app).await {

@@ -119,7 +119,7 @@ pub async fn run_build(
                         crate::build::BuildError::Failed(line)
                     })?;
             res.image_id = pushed.reference;
-            prune_local_builds(rack, &docker, &job.app, &id).await;
+            prune_local_builds(rack, &docker, &job.app, Some(&id)).await;
         }
         // The Procfile decides the process types of releases of this build.
         let repo = rack.repo_path(&job.app);
@@ -172,14 +172,20 @@ pub async fn run_build(
 
 /// On aws, releases run from ECR (whose lifecycle policy bounds it): the
 /// rack's engine only needs the newest build's image, as the next build's
-/// cache. Untags the app's older builds there, only those this rack's store
-/// knows (another rack on the engine may build an app of the same name).
-/// Best effort: a failure is logged and the build goes on.
+/// cache. Untags the app's builds there but `keep` (all of them when
+/// `None`: the app is being destroyed), only those this rack's store knows
+/// (another rack on the engine may build an app of the same name). Best
+/// effort: a failure is logged and the caller goes on.
 #[cfg(feature = "aws")]
-async fn prune_local_builds(rack: &Rack, docker: &bollard::Docker, app: &str, newest: &str) {
+pub(crate) async fn prune_local_builds(
+    rack: &Rack,
+    docker: &bollard::Docker,
+    app: &str,
+    keep: Option<&str>,
+) {
     use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
-    let newest_tag = crate::build::image_tag(app, newest);
-    let repo = newest_tag.rsplit_once(':').map_or(app, |(r, _)| r);
+    let any_tag = crate::build::image_tag(app, "x");
+    let repo = any_tag.rsplit_once(':').map_or(app, |(r, _)| r);
     let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
     let images = match docker
         .list_images(Some(
@@ -198,7 +204,7 @@ async fn prune_local_builds(rack: &Rack, docker: &bollard::Docker, app: &str, ne
         let Some(id) = tag.strip_prefix(&prefix) else {
             continue;
         };
-        if id == newest || rack.store.build(app, id).await.is_err() {
+        if keep == Some(id) || rack.store.build(app, id).await.is_err() {
             continue;
         }
         let opts = RemoveImageOptionsBuilder::new().build();

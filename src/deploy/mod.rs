@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+#[cfg(feature = "aws")]
+pub(crate) use build::prune_local_builds;
 pub use build::{run_build, BuildJob};
 
 use crate::git::receive::MOVED_WHILE_WAITING;

@@ -221,7 +221,8 @@ pub trait Runtime: Send + Sync {
         hosts: Vec<String>,
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes every instance, network and image of the app.
+    /// Removes every instance and network of the app (its images go with
+    /// `prune_images`: only the caller knows which builds are its own).
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Removes the app's images named in `remove` (image references as in

@@ -428,6 +428,10 @@ fn aws_provider_push_config_rollback_scale_destroy() {
 
     rack.ssh(admin, &format!("apps:destroy {app} --confirm {app}"))
         .ok();
+    assert!(
+        docker(&["image", "inspect", &newest]).code != 0,
+        "the local build image goes with the app"
+    );
     rt().block_on(async {
         let r = cfn
             .describe_stacks()

@@ -551,7 +551,6 @@ fn old_images_are_pruned_and_rollback_to_them_is_refused() {
         "the last two releases keep theirs"
     );
     assert!(exists(&foreign), "an image of no build of this rack stays");
-    docker(&["rmi", &foreign]).ok();
 
     let config_before = rack.ssh(a, &format!("config {app} --json")).ok().json();
     rack.ssh(a, &format!("releases:rollback {app} v1"))
@@ -568,4 +567,11 @@ fn old_images_are_pruned_and_rollback_to_them_is_refused() {
 
     rack.ssh(a, &format!("releases:rollback {app} v2")).ok();
     assert!(page(&rack, &app, "/").starts_with("version 2 v4"));
+
+    // Destroying the app removes its images, and only its own.
+    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    assert!(!exists(&i2) && !exists(&i3), "{app}'s images go with it");
+    assert!(exists(&foreign), "another rack's image stays");
+    docker(&["rmi", &foreign]).ok();
 }

@@ -340,9 +340,6 @@ impl LocalRuntime {
         let ids: Vec<String> = list.into_iter().map(|i| i.id).collect();
         self.remove_all(&ids).await;
         self.remove_network(app).await?;
-        for tag in self.app_image_tags(app).await? {
-            self.remove_image_tag(&tag).await;
-        }
         Ok(())
     }
 

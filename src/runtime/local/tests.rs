@@ -891,6 +891,13 @@ async fn destroy_removes_containers_network_images_and_the_route_and_prune_keeps
     rt.destroy(&app).await.unwrap();
     assert!(rt.list(Some(&app)).await.unwrap().is_empty());
     assert!(router.backends(&app).is_empty());
+    // Images are the caller's to name: b3 is no longer in use.
+    assert_eq!(
+        rt.app_image_tags(&app).await.unwrap(),
+        [format!("rack/{app}:b2"), format!("rack/{app}:b3")]
+    );
+    let both = [format!("rack/{app}:b2"), format!("rack/{app}:b3")];
+    assert_eq!(rt.prune_images(&app, &both).await.unwrap(), both);
     assert!(rt.app_image_tags(&app).await.unwrap().is_empty());
     let nets = docker.list_networks(None).await.unwrap();
     assert!(!nets
