@@ -24,8 +24,8 @@ pub mod output;
 pub mod testing;
 
 pub use builder::{
-    connect_docker, image_tag, new_build_id, BuildError, BuildKind, BuildLimits, BuildOptions,
-    BuildRequest, BuildResult, Builder, LogSink, NetworkMode, MAX_BUILD_MEMORY,
+    app_image_tags, connect_docker, image_tag, new_build_id, BuildError, BuildKind, BuildLimits,
+    BuildOptions, BuildRequest, BuildResult, Builder, LogSink, NetworkMode, MAX_BUILD_MEMORY,
 };
 pub use dockerfile::declared_args;
 

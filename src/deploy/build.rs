@@ -183,33 +183,24 @@ pub(crate) async fn prune_local_builds(
     app: &str,
     keep: Option<&str>,
 ) {
-    use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
-    let any_tag = crate::build::image_tag(app, "x");
-    let repo = any_tag.rsplit_once(':').map_or(app, |(r, _)| r);
-    let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
-    let images = match docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await
-    {
-        Ok(i) => i,
+    let tags = match crate::build::app_image_tags(docker, app).await {
+        Ok(t) => t,
         Err(e) => {
             tracing::warn!(app, error = %e, "listing local build images");
             return;
         }
     };
-    let prefix = format!("{repo}:");
-    for tag in images.into_iter().flat_map(|i| i.repo_tags) {
+    let prefix = crate::build::image_tag(app, "");
+    for tag in tags {
         let Some(id) = tag.strip_prefix(&prefix) else {
             continue;
         };
         if keep == Some(id) || rack.store.build(app, id).await.is_err() {
             continue;
         }
-        let opts = RemoveImageOptionsBuilder::new().build();
+        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::new().build();
         match docker.remove_image(&tag, Some(opts), None).await {
-            Ok(_) => tracing::info!(app, image = %tag, "removed an older local build image"),
+            Ok(_) => tracing::info!(app, image = %tag, "removed a local build image"),
             Err(e) => {
                 tracing::debug!(app, image = %tag, error = %e, "removing a local build image")
             }

@@ -9,9 +9,9 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
@@ -426,24 +426,9 @@ impl LocalRuntime {
 
     /// `rack/APP:*` tags present in the engine.
     pub(super) async fn app_image_tags(&self, app: &str) -> Result<Vec<String>, RuntimeError> {
-        let repo = format!("rack/{app}");
-        let filters = HashMap::from([("reference".to_string(), vec![repo.clone()])]);
-        let images = self
-            .docker()
-            .list_images(Some(
-                ListImagesOptionsBuilder::new().filters(&filters).build(),
-            ))
+        crate::build::app_image_tags(self.docker(), app)
             .await
-            .map_err(|e| engine("listing images", e))?;
-        let prefix = format!("{repo}:");
-        let mut tags: Vec<String> = images
-            .into_iter()
-            .flat_map(|i| i.repo_tags)
-            .filter(|t| t.starts_with(&prefix))
-            .collect();
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
+            .map_err(|e| engine("listing images", e))
     }
 
     /// Untags (and deletes when it was the last tag) one image; `false`
