@@ -1,0 +1,163 @@
+use super::*;
+
+fn ign(text: &str) -> DockerIgnore {
+    DockerIgnore::parse(text).expect("valid patterns")
+}
+
+#[test]
+fn pattern_table() {
+    // (pattern, path, matches?) — cases from moby's patternmatcher tests.
+    let cases: &[(&str, &str, bool)] = &[
+        ("**", "file", true),
+        ("**", "file/", true),
+        ("**/", "file", true),
+        ("**/", "file/", true),
+        ("**/**", "file", true),
+        ("dir/**", "dir/file", true),
+        ("dir/**", "dir/file/", true),
+        ("dir/**", "dir/dir2/file", true),
+        ("dir/**/", "dir/dir2/file", true),
+        ("**/dir", "dir", true),
+        ("**/dir", "dir/file", true),
+        ("**/dir2/*", "dir/dir2/file", true),
+        ("**/dir2/*", "dir/dir2/file/", true),
+        ("**/dir2/**", "dir/dir2/dir3/file", true),
+        ("**file", "file", true),
+        ("**file", "dir/file", true),
+        ("**/file", "dir/file", true),
+        ("**file", "dir/dir/file", true),
+        ("**/file", "dir/dir/file", true),
+        ("**/file*", "dir/dir/file", true),
+        ("**/file*", "dir/dir/file.txt", true),
+        ("**/file*txt", "dir/dir/file.txt", true),
+        ("**/file*.txt", "dir/dir/file.txt", true),
+        ("**/**/*.txt", "dir/dir/file.txt", true),
+        ("**/**/*.txt2", "dir/dir/file.txt", false),
+        ("**/*.txt", "file.txt", true),
+        ("**/**/*.txt", "file.txt", true),
+        ("a**/*.txt", "a/file.txt", true),
+        ("a**/*.txt", "a/dir/file.txt", true),
+        ("a**/*.txt", "a/dir/dir/file.txt", true),
+        ("a/*.txt", "a/dir/file.txt", false),
+        ("a/*.txt", "a/file.txt", true),
+        ("a/*.txt**", "a/file.txt", true),
+        ("a[b-d]e", "ae", false),
+        ("a[b-d]e", "ace", true),
+        ("a[b-d]e", "aae", false),
+        ("a[^b-d]e", "aze", true),
+        (".*", ".foo", true),
+        (".*", "foo", false),
+        ("abc.def", "abcdef", false),
+        ("abc.def", "abc.def", true),
+        ("abc.def", "abcZdef", false),
+        ("abc?def", "abcZdef", true),
+        ("abc?def", "abcdef", false),
+        ("a\\\\", "a\\", true),
+        ("**/foo/bar", "foo/bar", true),
+        ("**/foo/bar", "dir/foo/bar", true),
+        ("**/foo/bar", "dir/dir2/foo/bar", true),
+        ("abc/**", "abc", false),
+        ("abc/**", "abc/def", true),
+        ("abc/**", "abc/def/ghi", true),
+        ("**/.foo", ".foo", true),
+        ("**/.foo", "bar.foo", false),
+        ("a(b)c/def", "a(b)c/def", true),
+        ("a(b)c/def", "a(b)c/xyz", false),
+        ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
+        (
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            true,
+        ),
+        (
+            "dist/*.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            true,
+        ),
+        ("*", "a", true),
+        ("*", "a/b", true), // via its parent directory `a`
+        ("*.go", "main.go", true),
+        ("*.go", "pkg/main.go", false),
+        ("/node_modules", "node_modules", true),
+        ("./a/../b", "b", true),
+    ];
+    for &(pat, path, want) in cases {
+        let m = DockerIgnore::from_patterns(&[pat]).expect(pat);
+        // A single pattern: `is_excluded` is moby's MatchesOrParentMatches.
+        assert_eq!(
+            m.is_excluded(path),
+            want,
+            "pattern {pat:?} against {path:?}"
+        );
+    }
+}
+
+#[test]
+fn parent_directories_and_exceptions() {
+    let m = ign("# a comment\n\n  *.log  \nsecrets/\ndocs/**\n!docs/keep.md\ncache\n!cache/keep.txt\n/build\n");
+    let table: &[(&str, bool)] = &[
+        ("app.log", true),
+        ("sub/app.log", false), // `*` does not cross `/`
+        ("secrets", true),
+        ("secrets/key.txt", true),
+        ("secrets/deep/key.txt", true),
+        ("docs", false),
+        ("docs/internal.md", true),
+        ("docs/keep.md", false),
+        ("cache", true),
+        ("cache/blob", true),
+        ("cache/keep.txt", false),
+        ("build", true),
+        ("build/out.o", true),
+        ("src/build", false),
+        ("index.html", false),
+    ];
+    for &(path, want) in table {
+        assert_eq!(m.is_excluded(path), want, "{path}");
+    }
+    assert!(!m.must_descend("secrets"));
+    assert!(m.must_descend("cache"));
+    assert!(m.must_descend("docs"));
+    assert!(!m.must_descend("build"));
+}
+
+#[test]
+fn last_match_wins() {
+    let m = ign("*.md\n!README.md\nREADME.md\n");
+    assert!(m.is_excluded("README.md"));
+    let m = ign("*.md\nREADME.md\n!README.md\n");
+    assert!(!m.is_excluded("README.md"));
+    assert!(m.is_excluded("CHANGES.md"));
+    // Exclude everything, re-include one tree.
+    let m = ign("*\n!src\n");
+    assert!(m.is_excluded("Makefile"));
+    assert!(!m.is_excluded("src"));
+    assert!(!m.is_excluded("src/main.rs"));
+    assert!(m.must_descend("src"));
+}
+
+#[test]
+fn keep_dockerfile() {
+    let mut m = ign("*\n");
+    assert!(m.is_excluded("Dockerfile"));
+    m.keep("Dockerfile");
+    m.keep(".dockerignore");
+    assert!(!m.is_excluded("Dockerfile"));
+    assert!(!m.is_excluded(".dockerignore"));
+    assert!(m.is_excluded("other"));
+}
+
+#[test]
+fn syntax_errors() {
+    assert!(DockerIgnore::parse("!\n").is_err());
+    assert!(DockerIgnore::parse("a[bc\n").is_err());
+    assert!(DockerIgnore::parse("a[z-a]\n").is_err());
+}
+
+#[test]
+fn clean_paths() {
+    assert_eq!(clean("a//b/./c/"), "a/b/c");
+    assert_eq!(clean("/a/../b"), "/b");
+    assert_eq!(clean("./"), ".");
+    assert_eq!(clean("../x"), "../x");
+}
