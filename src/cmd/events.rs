@@ -11,6 +11,7 @@ pub async fn list<R>(
 ) -> Result<Output, CmdError> {
     let events = ctx
         .rack
+        .provider
         .store
         .events(app, ctx.who.visible_apps(), limit)
         .await?;

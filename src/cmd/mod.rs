@@ -87,6 +87,15 @@ impl From<crate::store::StoreError> for CmdError {
     }
 }
 
+impl From<crate::deploy::DeployError> for CmdError {
+    fn from(e: crate::deploy::DeployError) -> Self {
+        if let crate::deploy::DeployError::Store(crate::store::StoreError::Db(inner)) = &e {
+            tracing::error!(error = %inner, "state database error");
+        }
+        CmdError::Failed(e.to_string())
+    }
+}
+
 impl From<crate::release::config::ConfigError> for CmdError {
     fn from(e: crate::release::config::ConfigError) -> Self {
         CmdError::Failed(e.to_string())
@@ -882,24 +891,7 @@ impl<R> Ctx<'_, R> {
     where
         F: std::future::Future<Output = T>,
     {
-        let (progress, mut rx) = crate::progress::Progress::channel();
-        let fut = work(progress);
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                Some(line) = rx.recv() => {
-                    let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
-                }
-                r = &mut fut => {
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
-                    }
-                    let _ = self.stderr.flush().await;
-                    return r;
-                }
-            }
-        }
+        crate::progress::Progress::forward_to(&mut *self.stderr, work).await
     }
 }
 
@@ -958,6 +950,7 @@ where
                     Err(e) => format!("error: {e}"),
                 };
                 if let Err(e) = rack
+                    .provider
                     .store
                     .add_event(&who.key_name, app.as_deref(), &line, &outcome)
                     .await

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{output::Output, CmdError, Ctx};
-use crate::deploy::rollout::{new_deploy_id, spec_for};
+use crate::deploy::rollout::new_deploy_id;
 use crate::runtime::{LogOptions, OneOff, OneOffIo};
 
 pub async fn logs<R>(
@@ -16,8 +16,13 @@ pub async fn logs<R>(
     lines: Option<usize>,
     kind: Option<String>,
 ) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    ctx.rack.provider.store.app(app).await?;
+    let runtime = ctx
+        .rack
+        .provider
+        .runtime()
+        .await
+        .map_err(CmdError::Failed)?;
     let (tx, mut rx) = mpsc::channel(1024);
     let opts = LogOptions {
         follow,
@@ -45,15 +50,23 @@ pub async fn run<R: AsyncRead + Unpin>(
     app: &str,
     argv: Vec<String>,
 ) -> Result<Output, CmdError> {
-    let state = ctx.rack.store.app_state(app).await?;
+    let state = ctx.rack.provider.store.app_state(app).await?;
     let v = state
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
-    let release = ctx.rack.store.release(app, v).await?;
-    let spec = spec_for(ctx.rack, &release, &BTreeMap::new(), new_deploy_id())
+    let release = ctx.rack.provider.store.release(app, v).await?;
+    let runtime = ctx
+        .rack
+        .provider
+        .runtime()
         .await
         .map_err(CmdError::Failed)?;
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    let spec = ctx
+        .rack
+        .deployer
+        .spec_for(&*runtime, &release, &BTreeMap::new(), new_deploy_id())
+        .await
+        .map_err(CmdError::Failed)?;
 
     let tty = ctx.tty.take();
     let (tty_size, resize) = match tty {

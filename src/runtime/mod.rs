@@ -103,6 +103,21 @@ pub struct ReleaseSpec {
     pub hosts: Vec<String>,
 }
 
+/// Which images of its builds the rack's engine keeps. The deploy pipeline
+/// picks the images to prune by it; the runtime removes them
+/// (`prune_images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Releases run from the engine's images: after each release, all but
+    /// the images of the newest `[local] keep_releases` releases, the
+    /// current one and the newest build go.
+    Releases,
+    /// Releases run from a registry with its own retention (aws: ECR's
+    /// lifecycle policy): after each publish the engine keeps only the
+    /// newest build's image, as the next build's cache.
+    NewestBuild,
+}
+
 /// What `start` brought up, handed back to `switch` or `abort`.
 #[derive(Debug, Clone, Default)]
 pub struct Started {
@@ -221,16 +236,55 @@ pub trait Runtime: Send + Sync {
         hosts: Vec<String>,
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes every instance and network of the app (its images go with
-    /// `prune_images`: only the caller knows which builds are its own).
+    /// Creates what an app needs before its first release (`apps:create`,
+    /// with its host names): nothing locally; the app's stack on aws.
+    fn create_app<'a>(
+        &'a self,
+        _app: &'a str,
+        _hosts: Vec<String>,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Removes every instance and network of the app, and on aws all of its
+    /// infrastructure (its images go with `prune_images`: only the caller
+    /// knows which builds are its own).
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes the app's images named in `remove` (image references as in
-    /// `ReleaseSpec::image`, of this rack's own builds: another rack on the
-    /// same engine may hold images of an app of the same name) that exist
-    /// and that no instance uses. Returns the references removed. Providers
-    /// whose images live elsewhere (a registry with its own retention)
-    /// remove nothing.
+    /// Makes a finished build's image (`images::image_tag(app, build_id)`
+    /// on the rack's engine, whose id is `image_id`) runnable where releases
+    /// run, and returns what the build record keeps as its image: locally
+    /// `image_id` as it is (nothing moves); on aws the push to the app's ECR
+    /// repository, and the reference by digest.
+    fn publish_image<'a>(
+        &'a self,
+        _app: &'a str,
+        _build_id: &'a str,
+        image_id: String,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(async { Ok(image_id) })
+    }
+
+    /// The reference releases of a build run (`ReleaseSpec::image`), given
+    /// what its record keeps (`publish_image`'s answer; `None` when the
+    /// record is gone): locally the build's tag, `rack/APP:BUILD`.
+    fn release_image(&self, app: &str, build_id: &str, _recorded: Option<&str>) -> String {
+        crate::images::image_tag(app, build_id)
+    }
+
+    /// Which images of its builds the rack's engine keeps (see
+    /// [`Retention`]).
+    fn retention(&self) -> Retention {
+        Retention::Releases
+    }
+
+    /// Removes the app's build images named in `remove` (tags
+    /// `rack/APP:BUILD` on the rack's engine, of this rack's own builds:
+    /// another rack on the same engine may hold images of an app of the same
+    /// name) that exist and that no instance uses. Returns the tags removed.
+    /// What [`Runtime::retention`] keeps is the caller's choice of `remove`.
     fn prune_images<'a>(
         &'a self,
         _app: &'a str,

@@ -48,12 +48,15 @@ async fn clients() -> (
     aws_sdk_cloudformation::Client,
     aws_sdk_cloudwatchlogs::Client,
 ) {
-    for (k, v) in aws_env() {
-        // SAFETY: set before any client reads the environment, in this
-        // test's own thread; other tests do not read these variables.
-        unsafe { std::env::set_var(k, v) };
-    }
+    // The same endpoint, credentials and region as the server's
+    // environment (`aws_env`), given to the SDK directly: the test process's
+    // own environment is never changed.
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto())
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "rack-it",
+        ))
         .load()
         .await;
     let s3 = aws_sdk_s3::Client::from_conf(

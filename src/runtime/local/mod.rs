@@ -61,6 +61,8 @@ pub struct LocalOptions {
     pub namespace: String,
     /// How long a non-web instance must run without a restart to be ready.
     pub settle: Duration,
+    /// Test-only pause point of a rollout (`testhook`); `None` in use.
+    pub pause_at: Option<String>,
 }
 
 impl Default for LocalOptions {
@@ -73,6 +75,7 @@ impl Default for LocalOptions {
             pids_limit: Some(4096),
             namespace: "rack".into(),
             settle: Duration::from_secs(5),
+            pause_at: None,
         }
     }
 }
@@ -181,7 +184,13 @@ impl LocalRuntime {
         for ((_, source, _), r) in created.iter().zip(starts) {
             r.map_err(|e| RuntimeError::Engine(format!("starting {source}: {e}")))?;
         }
-        crate::testhook::pause_at("before_ready", spec.version, Some(progress)).await;
+        crate::testhook::pause_at(
+            self.inner.opts.pause_at.as_deref(),
+            "before_ready",
+            spec.version,
+            Some(progress),
+        )
+        .await;
 
         // Readiness, all in parallel under one deadline.
         let deadline = Instant::now() + spec.health.timeout;
@@ -264,7 +273,13 @@ impl LocalRuntime {
         self.inner
             .router
             .set_app(&spec.app, spec.hosts.clone(), backends);
-        crate::testhook::pause_at("after_switch", spec.version, Some(progress)).await;
+        crate::testhook::pause_at(
+            self.inner.opts.pause_at.as_deref(),
+            "after_switch",
+            spec.version,
+            Some(progress),
+        )
+        .await;
         let old: Vec<Instance> = all
             .into_iter()
             .filter(|i| i.deploy != started.deploy_id && !i.oneoff)
@@ -291,7 +306,13 @@ impl LocalRuntime {
                     .drain(&addrs, self.inner.opts.drain_max)
                     .await;
             }
-            crate::testhook::pause_at("during_cleanup", version, None).await;
+            crate::testhook::pause_at(
+                self.inner.opts.pause_at.as_deref(),
+                "during_cleanup",
+                version,
+                None,
+            )
+            .await;
             join_all(web.iter().map(|i| self.stop_and_remove(&i.id))).await;
         };
         let others = join_all(other.iter().map(|i| self.stop_and_remove(&i.id)));
