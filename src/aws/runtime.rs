@@ -45,8 +45,8 @@ use super::rack::AwsSection;
 use super::{AwsContext, AwsError, Result};
 use crate::progress::Progress;
 use crate::runtime::{
-    LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ProcessSpec, ReleaseSpec, Runtime,
-    RuntimeError, Started,
+    LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ProcessSpec, ReleaseSpec, RolloutHandle,
+    Runtime, RuntimeError, Started,
 };
 
 /// Default time a rollout may take before it counts as failed.
@@ -335,28 +335,6 @@ struct Change {
     service: String,
     previous: Option<String>,
     new: String,
-}
-
-impl Change {
-    fn encode(&self) -> String {
-        format!(
-            "{}|{}|{}",
-            self.service,
-            self.previous.as_deref().unwrap_or(""),
-            self.new
-        )
-    }
-    fn decode(s: &str) -> Option<Change> {
-        let mut it = s.splitn(3, '|');
-        let service = it.next()?.to_string();
-        let previous = it.next().filter(|p| !p.is_empty()).map(str::to_string);
-        let new = it.next()?.to_string();
-        Some(Change {
-            service,
-            previous,
-            new,
-        })
-    }
 }
 
 impl AwsRuntime {
@@ -846,7 +824,7 @@ impl AwsRuntime {
         Ok(Started {
             app: spec.app.clone(),
             deploy_id: spec.deploy_id.clone(),
-            instances: changes.iter().map(Change::encode).collect(),
+            handle: RolloutHandle::new(changes),
         })
     }
 
@@ -1221,11 +1199,7 @@ impl Runtime for AwsRuntime {
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let changes: Vec<Change> = started
-                .instances
-                .iter()
-                .filter_map(|s| Change::decode(s))
-                .collect();
+            let changes: Vec<Change> = started.handle.take().unwrap_or_default();
             self.undo(&changes).await;
         })
     }

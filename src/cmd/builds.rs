@@ -103,13 +103,9 @@ pub async fn deploy<R>(
     reference: Option<&str>,
     no_cache: bool,
 ) -> Result<Output, CmdError> {
-    let (deployer, actor) = (&ctx.rack.deployer, ctx.who.key_name.as_str());
+    let actor = ctx.who.key_name.as_str();
     let d = ctx
-        .with_progress(|progress| async move {
-            deployer
-                .deploy(app, reference, no_cache, actor, &progress)
-                .await
-        })
+        .deploying(|d, p| async move { d.deploy(app, reference, no_cache, actor, &p).await })
         .await?;
     let mut out = Output::message(format!(
         "Deployed {app} v{} (build {}) from {}",

@@ -81,13 +81,11 @@ async fn change<R>(
             Change::Set(k, _) | Change::Unset(k) => k.clone(),
         })
         .collect();
-    let (deployer, actor) = (&ctx.rack.deployer, ctx.who.key_name.as_str());
+    let actor = ctx.who.key_name.as_str();
     let done = ctx
-        .with_progress(|progress| async move {
-            deployer
-                .change_config(app, actor, &changes, no_restart, &progress)
-                .await
-        })
+        .deploying(
+            |d, p| async move { d.change_config(app, actor, &changes, no_restart, &p).await },
+        )
         .await?;
     Ok(applied(
         app,

@@ -893,6 +893,25 @@ impl<R> Ctx<'_, R> {
     {
         crate::progress::Progress::forward_to(&mut *self.stderr, work).await
     }
+
+    /// The runtime, or the command fails saying why it cannot be reached.
+    pub async fn runtime(&self) -> Result<Arc<dyn crate::runtime::Runtime>, CmdError> {
+        self.rack.provider.runtime().await.map_err(CmdError::Failed)
+    }
+}
+
+impl<'a, R> Ctx<'a, R> {
+    /// Runs one `Deployer` use case with its progress lines on stderr.
+    pub async fn deploying<T, F>(
+        &mut self,
+        work: impl FnOnce(&'a crate::deploy::Deployer, crate::progress::Progress) -> F,
+    ) -> Result<T, CmdError>
+    where
+        F: std::future::Future<Output = Result<T, crate::deploy::DeployError>>,
+    {
+        let deployer = &self.rack.deployer;
+        Ok(self.with_progress(|p| work(deployer, p)).await?)
+    }
 }
 
 impl<R: AsyncRead + Unpin> Ctx<'_, R> {

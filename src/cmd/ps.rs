@@ -7,12 +7,7 @@ use crate::names::{printable, validate_process_type};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
     ctx.rack.provider.store.app(app).await?;
-    let runtime = ctx
-        .rack
-        .provider
-        .runtime()
-        .await
-        .map_err(CmdError::Failed)?;
+    let runtime = ctx.runtime().await?;
     let mut procs = runtime
         .processes(app)
         .await
@@ -83,9 +78,8 @@ pub async fn scale<R>(
     pairs: &[String],
 ) -> Result<Output, CmdError> {
     let counts = parse_counts(pairs)?;
-    let deployer = &ctx.rack.deployer;
     let formation = ctx
-        .with_progress(|progress| async move { deployer.scale(app, &counts, &progress).await })
+        .deploying(|d, p| async move { d.scale(app, &counts, &p).await })
         .await?;
     let text: Vec<String> = formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut out = Output::message(format!("Scaled {app} to {}", text.join(" ")));
@@ -101,8 +95,7 @@ pub async fn restart<R>(
     if let Some(k) = kind {
         validate_process_type(k).map_err(CmdError::Usage)?;
     }
-    let deployer = &ctx.rack.deployer;
-    ctx.with_progress(|progress| async move { deployer.restart(app, &progress).await })
+    ctx.deploying(|d, p| async move { d.restart(app, &p).await })
         .await?;
     Ok(Output::message(format!("Restarted {app}")))
 }

@@ -17,12 +17,7 @@ pub async fn logs<R>(
     kind: Option<String>,
 ) -> Result<Output, CmdError> {
     ctx.rack.provider.store.app(app).await?;
-    let runtime = ctx
-        .rack
-        .provider
-        .runtime()
-        .await
-        .map_err(CmdError::Failed)?;
+    let runtime = ctx.runtime().await?;
     let (tx, mut rx) = mpsc::channel(1024);
     let opts = LogOptions {
         follow,
@@ -55,12 +50,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
     let release = ctx.rack.provider.store.release(app, v).await?;
-    let runtime = ctx
-        .rack
-        .provider
-        .runtime()
-        .await
-        .map_err(CmdError::Failed)?;
+    let runtime = ctx.runtime().await?;
     let spec = ctx
         .rack
         .deployer

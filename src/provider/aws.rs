@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::Sender;
 
 use super::lease::LeasedLocks;
 use super::{Install, Provider};
@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::progress::Progress;
 use crate::release::config::Configs;
 use crate::release::crypto::MasterKey;
+use crate::runtime::RuntimeFuture as Fut;
 use crate::runtime::{
     LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Retention, Runtime,
     RuntimeError, Started,
@@ -178,77 +179,48 @@ impl EcsRuntime {
     }
 }
 
+/// `AwsRuntime` as it is, but for the app stack, the images and their
+/// retention.
 impl Runtime for EcsRuntime {
-    fn start<'a>(
-        &'a self,
-        spec: &'a ReleaseSpec,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
-        self.inner.start(spec, progress)
+    fn start<'a>(&'a self, spec: &'a ReleaseSpec, p: &'a Progress) -> Fut<'a, Started> {
+        self.inner.start(spec, p)
     }
 
-    fn switch<'a>(
-        &'a self,
-        spec: &'a ReleaseSpec,
-        started: Started,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.inner.switch(spec, started, progress)
+    fn switch<'a>(&'a self, spec: &'a ReleaseSpec, s: Started, p: &'a Progress) -> Fut<'a, ()> {
+        self.inner.switch(spec, s, p)
     }
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
         self.inner.abort(started)
     }
 
-    fn processes<'a>(
-        &'a self,
-        app: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ProcessInfo>, RuntimeError>> {
+    fn processes<'a>(&'a self, app: &'a str) -> Fut<'a, Vec<ProcessInfo>> {
         self.inner.processes(app)
     }
 
-    fn logs<'a>(
-        &'a self,
-        app: &'a str,
-        opts: LogOptions,
-        tx: mpsc::Sender<LogLine>,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.inner.logs(app, opts, tx)
+    fn logs<'a>(&'a self, app: &'a str, o: LogOptions, tx: Sender<LogLine>) -> Fut<'a, ()> {
+        self.inner.logs(app, o, tx)
     }
 
-    fn run<'a>(
-        &'a self,
-        spec: &'a ReleaseSpec,
-        cmd: OneOff,
-        io: OneOffIo,
-    ) -> BoxFuture<'a, Result<i64, RuntimeError>> {
+    fn run<'a>(&'a self, spec: &'a ReleaseSpec, cmd: OneOff, io: OneOffIo) -> Fut<'a, i64> {
         self.inner.run(spec, cmd, io)
     }
 
-    fn set_hosts<'a>(
-        &'a self,
-        app: &'a str,
-        hosts: Vec<String>,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn set_hosts<'a>(&'a self, app: &'a str, hosts: Vec<String>) -> Fut<'a, ()> {
         self.inner.set_hosts(app, hosts)
     }
 
     /// The app's stack: ECR repository, log group, target group, rule.
-    fn create_app<'a>(
-        &'a self,
-        app: &'a str,
-        hosts: Vec<String>,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn create_app<'a>(&'a self, app: &'a str, hosts: Vec<String>, p: &'a Progress) -> Fut<'a, ()> {
         Box::pin(async move {
-            aws::app::create_app(&self.ctx, &self.section, app, &hosts, progress)
+            aws::app::create_app(&self.ctx, &self.section, app, &hosts, p)
                 .await
                 .map(|_| ())
                 .map_err(other)
         })
     }
 
-    fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+    fn destroy<'a>(&'a self, app: &'a str) -> Fut<'a, ()> {
         self.inner.destroy(app)
     }
 
@@ -260,7 +232,7 @@ impl Runtime for EcsRuntime {
         build_id: &'a str,
         _image_id: String,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+    ) -> Fut<'a, String> {
         Box::pin(async move {
             let docker = self.engine().await?;
             let tag = crate::images::image_tag(app, build_id);
@@ -282,23 +254,15 @@ impl Runtime for EcsRuntime {
         Retention::NewestBuild
     }
 
-    fn prune_images<'a>(
-        &'a self,
-        app: &'a str,
-        remove: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+    fn prune_images<'a>(&'a self, app: &'a str, remove: &'a [String]) -> Fut<'a, Vec<String>> {
         Box::pin(self.untag(app, remove))
     }
 
-    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+    fn has_image<'a>(&'a self, image: &'a str) -> Fut<'a, bool> {
         self.inner.has_image(image)
     }
 
-    fn recover<'a>(
-        &'a self,
-        current: &'a [ReleaseSpec],
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.inner.recover(current, progress)
+    fn recover<'a>(&'a self, current: &'a [ReleaseSpec], p: &'a Progress) -> Fut<'a, ()> {
+        self.inner.recover(current, p)
     }
 }

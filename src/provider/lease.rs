@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use futures::future::BoxFuture;
-
-use super::lock::{DeployGuard, DeployLock, Locks};
+use super::lock::{Acquire, DeployGuard, DeployLock, Locks};
 use crate::aws::state::{Lease, LeaseOutcome, S3State};
 use crate::progress::Progress;
 
@@ -105,11 +103,7 @@ impl LeasedLocks {
 }
 
 impl DeployLock for LeasedLocks {
-    fn acquire<'a>(
-        &'a self,
-        app: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<DeployGuard, String>> {
+    fn acquire<'a>(&'a self, app: &'a str, progress: &'a Progress) -> Acquire<'a> {
         Box::pin(async move {
             let (local, said) = self.local.acquire_local(app, progress).await;
             let held = self.lease.acquire(app, progress, said).await?;

@@ -18,16 +18,15 @@ use crate::progress::Progress;
 /// What a waiting deploy says, once.
 pub const WAITING: &str = "Waiting for the deploy in progress to finish";
 
+/// What [`DeployLock::acquire`] returns.
+pub type Acquire<'a> = BoxFuture<'a, Result<DeployGuard, String>>;
+
 /// Takes an app's deploy lock.
 pub trait DeployLock: Send + Sync {
     /// Takes the app's lock, saying [`WAITING`] (once) when another holder
     /// has it. `Err` (the user's one line) only when the lock's store
     /// cannot be reached.
-    fn acquire<'a>(
-        &'a self,
-        app: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<DeployGuard, String>>;
+    fn acquire<'a>(&'a self, app: &'a str, progress: &'a Progress) -> Acquire<'a>;
 }
 
 /// Held while a deploy (or any change that rolls processes) runs; dropping
@@ -72,11 +71,7 @@ impl Locks {
 }
 
 impl DeployLock for Locks {
-    fn acquire<'a>(
-        &'a self,
-        app: &'a str,
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, Result<DeployGuard, String>> {
+    fn acquire<'a>(&'a self, app: &'a str, progress: &'a Progress) -> Acquire<'a> {
         Box::pin(async move {
             let (guard, _) = self.acquire_local(app, progress).await;
             Ok(DeployGuard::new(vec![Box::new(guard)]))

@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 use crate::progress::Progress;
 use crate::release::SecretEnv;
 
+/// What most `Runtime` methods return.
+pub type RuntimeFuture<'a, T> = BoxFuture<'a, Result<T, RuntimeError>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The new instances never became ready; the message says why and
@@ -118,13 +121,42 @@ pub enum Retention {
     NewestBuild,
 }
 
-/// What `start` brought up, handed back to `switch` or `abort`.
-#[derive(Debug, Clone, Default)]
+/// What `start` brought up, handed back to `switch` or `abort` of the same
+/// runtime in the same process.
+#[derive(Debug)]
 pub struct Started {
     pub app: String,
     pub deploy_id: String,
-    /// Provider-specific instance ids (container ids locally).
-    pub instances: Vec<String>,
+    /// What only the runtime that made it reads (local: the container ids;
+    /// aws: each service's previous and new task definition).
+    pub handle: RolloutHandle,
+}
+
+/// A provider-private value carried from `start` to `switch` or `abort`.
+/// Never journalled: a rollout a crash interrupts is undone by `recover`
+/// from what runs, so the handle needs no serialised form.
+pub struct RolloutHandle(Box<dyn std::any::Any + Send + Sync>);
+
+impl RolloutHandle {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> RolloutHandle {
+        RolloutHandle(Box::new(value))
+    }
+
+    /// The value, when it is a `T` (it always is for the runtime that made
+    /// it).
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+
+    pub fn take<T: std::any::Any>(self) -> Option<T> {
+        self.0.downcast().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for RolloutHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RolloutHandle(..)")
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use crate::progress::Progress;
 use crate::router::Router;
 use crate::runtime::{
-    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Runtime,
-    RuntimeError, Started,
+    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, RolloutHandle,
+    Runtime, RuntimeError, Started,
 };
 
 use docker::{Instance, NewInstance};
@@ -77,6 +77,21 @@ impl Default for LocalOptions {
             settle: Duration::from_secs(5),
             pause_at: None,
         }
+    }
+}
+
+/// The containers a `start` created: `Started::handle` of this runtime.
+#[derive(Debug, Default)]
+struct Containers(Vec<String>);
+
+impl LocalRuntime {
+    /// The ids of the containers `started` names.
+    pub fn started_containers(started: &Started) -> &[String] {
+        started
+            .handle
+            .get::<Containers>()
+            .map(|c| c.0.as_slice())
+            .unwrap_or_default()
     }
 }
 
@@ -242,7 +257,7 @@ impl LocalRuntime {
         Ok(Started {
             app: spec.app.clone(),
             deploy_id: spec.deploy_id.clone(),
-            instances,
+            handle: RolloutHandle::new(Containers(instances)),
         })
     }
 
@@ -631,7 +646,11 @@ impl Runtime for LocalRuntime {
     }
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
-        async move { self.remove_all(&started.instances).await }.boxed()
+        async move {
+            let ids = started.handle.take::<Containers>().unwrap_or_default();
+            self.remove_all(&ids.0).await
+        }
+        .boxed()
     }
 
     fn processes<'a>(
