@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{split_pair, unexpected, usage, with_space, Access, Args, HelpLine};
+use super::{split_pair, unexpected, with_space, Access, Args};
 use crate::appsettings;
 use crate::names::printable;
 
@@ -243,28 +243,6 @@ pub enum AppsCmd {
     },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("apps", "apps", "list apps"),
-    ("apps:create", "apps:create APP", "create an app"),
-    ("apps:info", "apps:info APP", "show an app"),
-    (
-        "apps:destroy",
-        "apps:destroy APP --confirm APP",
-        "delete an app and everything it has",
-    ),
-    (
-        "apps:set",
-        "apps:set APP KEY=VAL ...",
-        "change app settings",
-    ),
-    ("apps:unset", "apps:unset APP KEY ...", "reset app settings"),
-    (
-        "apps:deploy",
-        "apps:deploy APP [REF] [--no-cache]",
-        "build and deploy a commit already pushed",
-    ),
-];
-
 impl AppsCmd {
     /// `None` when `name` is not an `apps*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<AppsCmd>, CmdError> {
@@ -285,23 +263,15 @@ impl AppsCmd {
                 AppsCmd::Destroy { app, confirm }
             }
             "apps:set" => {
-                let app = a.app(name)?;
-                let pairs = a
-                    .rest()
+                let (app, words) = a.app_words(name)?;
+                let pairs = words
                     .iter()
                     .map(|w| split_pair(w))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if pairs.is_empty() {
-                    return Err(usage("usage: apps:set APP KEY=VAL ..."));
-                }
+                    .collect::<Result<_, _>>()?;
                 AppsCmd::Set { app, pairs }
             }
             "apps:unset" => {
-                let app = a.app(name)?;
-                let keys = a.rest();
-                if keys.is_empty() {
-                    return Err(usage("usage: apps:unset APP KEY ..."));
-                }
+                let (app, keys) = a.app_words(name)?;
                 AppsCmd::Unset { app, keys }
             }
             "apps:deploy" => {

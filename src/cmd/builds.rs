@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{output::Output, CmdError, Ctx};
-use super::{usage, Access, Args, HelpLine};
+use super::{usage, Access, Args};
 use crate::deploy::{run_build, BuildJob};
 use crate::store::BuildRecord;
 
@@ -183,16 +183,6 @@ pub enum BuildsCmd {
     },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("builds", "builds APP", "list builds"),
-    ("builds:info", "builds:info APP BUILD", "show a build"),
-    (
-        "builds:logs",
-        "builds:logs APP BUILD [-f]",
-        "print (and follow) a build's output",
-    ),
-];
-
 impl BuildsCmd {
     /// `None` when `name` is not a `builds*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<BuildsCmd>, CmdError> {
@@ -201,9 +191,7 @@ impl BuildsCmd {
                 app: a.only_app(name)?,
             },
             "builds:info" => {
-                let app = a.app(name)?;
-                let build = a.required("usage: builds:info APP BUILD")?;
-                a.done(name)?;
+                let (app, build) = a.app_word(name)?;
                 BuildsCmd::Info { app, build }
             }
             "builds:logs" => {

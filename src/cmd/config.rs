@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{split_pair, usage, Access, Args, HelpLine};
+use super::{split_pair, usage, Access, Args};
 use crate::names::validate_config_key;
 use crate::release::config::Change;
 
@@ -154,21 +154,6 @@ pub enum ConfigCmd {
     },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("config", "config APP", "show config vars"),
-    ("config:get", "config:get APP KEY", "print one config value"),
-    (
-        "config:set",
-        "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin",
-        "set config vars",
-    ),
-    (
-        "config:unset",
-        "config:unset APP KEY ... [--no-restart]",
-        "remove config vars",
-    ),
-];
-
 impl ConfigCmd {
     /// `None` when `name` is not a `config*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ConfigCmd>, CmdError> {
@@ -177,9 +162,7 @@ impl ConfigCmd {
                 app: a.only_app("config")?,
             },
             "config:get" => {
-                let app = a.app(name)?;
-                let key = a.required("usage: config:get APP KEY")?;
-                a.done(name)?;
+                let (app, key) = a.app_word(name)?;
                 ConfigCmd::Get { app, key }
             }
             "config:set" => parse_set(a)?,

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{usage_of, Access, Args, HelpLine};
+use super::{Access, Args};
 use crate::names::printable;
 
 fn validate_host(host: &str) -> Result<String, CmdError> {
@@ -71,20 +71,6 @@ pub enum DomainsCmd {
     Remove { app: String, host: String },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("domains", "domains APP", "host names routed to the app"),
-    (
-        "domains:add",
-        "domains:add APP HOST",
-        "route another host name to the app",
-    ),
-    (
-        "domains:remove",
-        "domains:remove APP HOST",
-        "stop routing a host name",
-    ),
-];
-
 impl DomainsCmd {
     /// `None` when `name` is not a `domains*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<DomainsCmd>, CmdError> {
@@ -93,9 +79,7 @@ impl DomainsCmd {
                 app: a.only_app(name)?,
             },
             "domains:add" | "domains:remove" => {
-                let app = a.app(name)?;
-                let host = a.required(&format!("usage: {}", usage_of(name)))?;
-                a.done(name)?;
+                let (app, host) = a.app_word(name)?;
                 if name == "domains:add" {
                     DomainsCmd::Add { app, host }
                 } else {

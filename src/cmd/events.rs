@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{parse_count, usage, Access, Args, HelpLine};
+use super::{parse_count, usage, Access, Args};
 use crate::names::{printable, validate_app};
 
 pub async fn list<R>(
@@ -49,8 +49,6 @@ pub struct EventsCmd {
     pub app: Option<String>,
     pub limit: usize,
 }
-
-pub(super) const HELP: &[HelpLine] = &[("events", "events [APP] [-n N]", "audit trail")];
 
 impl EventsCmd {
     /// `None` when `name` is not `events`.

@@ -6,7 +6,7 @@ use serde_json::json;
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{usage_of, Access, Args, HelpLine};
+use super::{Access, Args};
 use crate::names::{printable, validate_app, validate_key_name};
 use crate::store::{now_rfc3339, KeyRecord, Store};
 
@@ -146,16 +146,6 @@ pub enum KeysCmd {
     },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("keys", "keys", "list SSH keys (admin)"),
-    (
-        "keys:add",
-        "keys:add NAME (--admin | --app APP ...)",
-        "add a key read from stdin (admin)",
-    ),
-    ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
-];
-
 impl KeysCmd {
     /// `None` when `name` is not a `keys*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<KeysCmd>, CmdError> {
@@ -165,12 +155,12 @@ impl KeysCmd {
                 KeysCmd::List
             }
             "keys:add" => {
-                let name = a.required(&format!("usage: {}", usage_of("keys:add")))?;
+                let name = a.word("keys:add")?;
                 let (admin, apps) = parse_scope(a.rest())?;
                 KeysCmd::Add { name, admin, apps }
             }
             "keys:remove" => {
-                let name = a.required("usage: keys:remove NAME")?;
+                let name = a.word("keys:remove")?;
                 a.done("keys:remove")?;
                 KeysCmd::Remove { name }
             }

@@ -118,27 +118,96 @@ pub enum Command {
 /// `(name, usage, summary)` of one command, for `help` and usage errors.
 pub type HelpLine = (&'static str, &'static str, &'static str);
 
-const BASE_HELP: &[HelpLine] = &[
+/// Every command's help line, in display order.
+pub const HELP: &[HelpLine] = &[
     ("help", "help", "this list"),
     ("version", "version", "the rack's version"),
+    ("apps", "apps", "list apps"),
+    ("apps:create", "apps:create APP", "create an app"),
+    ("apps:info", "apps:info APP", "show an app"),
+    (
+        "apps:destroy",
+        "apps:destroy APP --confirm APP",
+        "delete an app and everything it has",
+    ),
+    (
+        "apps:set",
+        "apps:set APP KEY=VAL ...",
+        "change app settings",
+    ),
+    ("apps:unset", "apps:unset APP KEY ...", "reset app settings"),
+    (
+        "apps:deploy",
+        "apps:deploy APP [REF] [--no-cache]",
+        "build and deploy a commit already pushed",
+    ),
+    ("config", "config APP", "show config vars"),
+    ("config:get", "config:get APP KEY", "print one config value"),
+    (
+        "config:set",
+        "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin",
+        "set config vars",
+    ),
+    (
+        "config:unset",
+        "config:unset APP KEY ... [--no-restart]",
+        "remove config vars",
+    ),
+    ("builds", "builds APP", "list builds"),
+    ("builds:info", "builds:info APP BUILD", "show a build"),
+    (
+        "builds:logs",
+        "builds:logs APP BUILD [-f]",
+        "print (and follow) a build's output",
+    ),
+    ("releases", "releases APP", "list releases"),
+    ("releases:info", "releases:info APP vN", "show a release"),
+    (
+        "releases:rollback",
+        "releases:rollback APP [vN]",
+        "new release with vN's build and config",
+    ),
+    ("ps", "ps APP", "list processes"),
+    (
+        "ps:scale",
+        "ps:scale APP TYPE=N ...",
+        "change process counts",
+    ),
+    (
+        "ps:restart",
+        "ps:restart APP [TYPE]",
+        "roll the processes without a new release",
+    ),
+    ("domains", "domains APP", "host names routed to the app"),
+    (
+        "domains:add",
+        "domains:add APP HOST",
+        "route another host name to the app",
+    ),
+    (
+        "domains:remove",
+        "domains:remove APP HOST",
+        "stop routing a host name",
+    ),
+    (
+        "logs",
+        "logs APP [-f] [-n N] [--type TYPE]",
+        "processes' output, TYPE.N | line",
+    ),
+    (
+        "run",
+        "run APP -- CMD ARGS...",
+        "one-off process (ssh -t for a terminal)",
+    ),
+    ("keys", "keys", "list SSH keys (admin)"),
+    (
+        "keys:add",
+        "keys:add NAME (--admin | --app APP ...)",
+        "add a key read from stdin (admin)",
+    ),
+    ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
+    ("events", "events [APP] [-n N]", "audit trail"),
 ];
-
-/// Every command's help line, in display order (the groups' own lists).
-pub static HELP: std::sync::LazyLock<Vec<HelpLine>> = std::sync::LazyLock::new(|| {
-    [
-        BASE_HELP,
-        apps::HELP,
-        config::HELP,
-        builds::HELP,
-        releases::HELP,
-        ps::HELP,
-        domains::HELP,
-        run::HELP,
-        keys::HELP,
-        events::HELP,
-    ]
-    .concat()
-});
 
 /// Arguments after the command name, with `--json` already taken out.
 struct Args {
@@ -161,12 +230,34 @@ impl Args {
         self.done(cmd)?;
         Ok(app)
     }
-    fn next(&mut self) -> Option<String> {
-        self.words.next()
+    /// `CMD APP WORD` and nothing else.
+    fn app_word(&mut self, cmd: &str) -> Result<(String, String), CmdError> {
+        let app = self.app(cmd)?;
+        let word = self.word(cmd)?;
+        self.done(cmd)?;
+        Ok((app, word))
     }
-    /// The next word, or a usage error saying `missing`.
-    fn required(&mut self, missing: &str) -> Result<String, CmdError> {
-        self.words.next().ok_or_else(|| usage(missing))
+    /// `CMD APP [WORD]` and nothing else.
+    fn app_maybe_word(&mut self, cmd: &str) -> Result<(String, Option<String>), CmdError> {
+        let app = self.app(cmd)?;
+        let word = self.words.next();
+        self.done(cmd)?;
+        Ok((app, word))
+    }
+    /// `CMD APP WORD...`: at least one word after the app.
+    fn app_words(&mut self, cmd: &str) -> Result<(String, Vec<String>), CmdError> {
+        let app = self.app(cmd)?;
+        let words = self.rest();
+        if words.is_empty() {
+            return Err(usage(format!("usage: {}", usage_of(cmd))));
+        }
+        Ok((app, words))
+    }
+    /// The next word, or a usage error with the command's usage.
+    fn word(&mut self, cmd: &str) -> Result<String, CmdError> {
+        self.words
+            .next()
+            .ok_or_else(|| usage(format!("usage: {}", usage_of(cmd))))
     }
     /// The rest, which may only be `FLAG VALUE` or `FLAG=VALUE`.
     fn option_only(&mut self, flag: &str, missing: &str) -> Result<Option<String>, CmdError> {

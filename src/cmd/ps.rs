@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{usage, with_space, Access, Args, HelpLine};
+use super::{with_space, Access, Args};
 use crate::deploy::rollout;
 use crate::names::{printable, validate_process_type};
 
@@ -174,20 +174,6 @@ pub enum PsCmd {
     Restart { app: String, kind: Option<String> },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("ps", "ps APP", "list processes"),
-    (
-        "ps:scale",
-        "ps:scale APP TYPE=N ...",
-        "change process counts",
-    ),
-    (
-        "ps:restart",
-        "ps:restart APP [TYPE]",
-        "roll the processes without a new release",
-    ),
-];
-
 impl PsCmd {
     /// `None` when `name` is not a `ps*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<PsCmd>, CmdError> {
@@ -196,17 +182,11 @@ impl PsCmd {
                 app: a.only_app(name)?,
             },
             "ps:scale" => {
-                let app = a.app(name)?;
-                let pairs = a.rest();
-                if pairs.is_empty() {
-                    return Err(usage("usage: ps:scale APP TYPE=N ..."));
-                }
+                let (app, pairs) = a.app_words(name)?;
                 PsCmd::Scale { app, pairs }
             }
             "ps:restart" => {
-                let app = a.app(name)?;
-                let kind = a.next();
-                a.done(name)?;
+                let (app, kind) = a.app_maybe_word(name)?;
                 PsCmd::Restart { app, kind }
             }
             _ => return Ok(None),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{with_space, Access, Args, HelpLine};
+use super::{with_space, Access, Args};
 use crate::deploy::rollout::{self, ConfigChoice, NewRelease};
 use crate::state::Rack;
 use crate::store::ReleaseRecord;
@@ -257,16 +257,6 @@ pub enum ReleasesCmd {
     },
 }
 
-pub(super) const HELP: &[HelpLine] = &[
-    ("releases", "releases APP", "list releases"),
-    ("releases:info", "releases:info APP vN", "show a release"),
-    (
-        "releases:rollback",
-        "releases:rollback APP [vN]",
-        "new release with vN's build and config",
-    ),
-];
-
 impl ReleasesCmd {
     /// `None` when `name` is not a `releases*` command.
     pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ReleasesCmd>, CmdError> {
@@ -275,15 +265,11 @@ impl ReleasesCmd {
                 app: a.only_app(name)?,
             },
             "releases:info" => {
-                let app = a.app(name)?;
-                let version = a.required("usage: releases:info APP vN")?;
-                a.done(name)?;
+                let (app, version) = a.app_word(name)?;
                 ReleasesCmd::Info { app, version }
             }
             "releases:rollback" => {
-                let app = a.app(name)?;
-                let version = a.next();
-                a.done(name)?;
+                let (app, version) = a.app_maybe_word(name)?;
                 ReleasesCmd::Rollback { app, version }
             }
             _ => return Ok(None),

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{output::Output, CmdError, Ctx};
-use super::{parse_count, unexpected, usage, Access, Args, HelpLine};
+use super::{parse_count, unexpected, usage, Access, Args};
 use crate::deploy::rollout::{new_deploy_id, spec_for};
 use crate::runtime::{LogOptions, OneOff, OneOffIo};
 
@@ -132,19 +132,6 @@ pub enum RunCmd {
         argv: Vec<String>,
     },
 }
-
-pub(super) const HELP: &[HelpLine] = &[
-    (
-        "logs",
-        "logs APP [-f] [-n N] [--type TYPE]",
-        "processes' output, TYPE.N | line",
-    ),
-    (
-        "run",
-        "run APP -- CMD ARGS...",
-        "one-off process (ssh -t for a terminal)",
-    ),
-];
 
 impl RunCmd {
     /// `None` when `name` is neither `logs` nor `run`.
