@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{with_space, Access, Args};
 use crate::store::ReleaseRecord;
 
 fn release_json(r: &ReleaseRecord, current: Option<i64>) -> serde_json::Value {
@@ -95,11 +96,9 @@ pub async fn rollback<R>(
     target: Option<&str>,
 ) -> Result<Output, CmdError> {
     let target = target.map(parse_version).transpose()?;
-    let (deployer, actor) = (&ctx.rack.deployer, ctx.who.key_name.as_str());
+    let actor = ctx.who.key_name.as_str();
     let r = ctx
-        .with_progress(
-            |progress| async move { deployer.rollback(app, target, actor, &progress).await },
-        )
+        .deploying(|d, p| async move { d.rollback(app, target, actor, &p).await })
         .await?;
     let keys = if r.changed_keys.is_empty() {
         "none".to_string()
@@ -112,4 +111,76 @@ pub async fn rollback<R>(
     ));
     out.json = json!({ "app": app, "release": r.version, "rolled_back_to": r.target, "changed_keys": r.changed_keys });
     Ok(out)
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `releases*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleasesCmd {
+    List {
+        app: String,
+    },
+    Info {
+        app: String,
+        version: String,
+    },
+    Rollback {
+        app: String,
+        version: Option<String>,
+    },
+}
+
+impl ReleasesCmd {
+    /// `None` when `name` is not a `releases*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ReleasesCmd>, CmdError> {
+        Ok(Some(match name {
+            "releases" => ReleasesCmd::List {
+                app: a.only_app(name)?,
+            },
+            "releases:info" => {
+                let (app, version) = a.app_word(name)?;
+                ReleasesCmd::Info { app, version }
+            }
+            "releases:rollback" => {
+                let (app, version) = a.app_maybe_word(name)?;
+                ReleasesCmd::Rollback { app, version }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            ReleasesCmd::List { app } | ReleasesCmd::Info { app, .. } => Access::Read(app.clone()),
+            ReleasesCmd::Rollback { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            ReleasesCmd::List { app }
+            | ReleasesCmd::Info { app, .. }
+            | ReleasesCmd::Rollback { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            ReleasesCmd::List { .. } | ReleasesCmd::Info { .. } => None,
+            ReleasesCmd::Rollback { app, version } => Some(format!(
+                "releases:rollback {app}{}",
+                with_space(version.as_deref())
+            )),
+        }
+    }
+
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
+        match self {
+            ReleasesCmd::List { app } => list(ctx, &app).await,
+            ReleasesCmd::Info { app, version } => info(ctx, &app, &version).await,
+            ReleasesCmd::Rollback { app, version } => rollback(ctx, &app, version.as_deref()).await,
+        }
+    }
 }
