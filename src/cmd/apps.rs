@@ -12,9 +12,7 @@ use crate::names::printable;
 pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
     let visible = ctx.who.visible_apps();
     let items = ctx
-        .rack
-        .provider
-        .store
+        .store()
         .list_apps()
         .await?
         .into_iter()
@@ -46,15 +44,9 @@ pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> 
 }
 
 pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    let rec = ctx.rack.provider.store.app(app).await?;
-    let domains = ctx.rack.provider.store.domains(app).await?;
-    let config_version = ctx
-        .rack
-        .provider
-        .store
-        .latest_config(app)
-        .await?
-        .map(|c| c.version);
+    let rec = ctx.store().app(app).await?;
+    let domains = ctx.store().domains(app).await?;
+    let config_version = ctx.store().latest_config(app).await?.map(|c| c.version);
     Ok(Output::info(
         app,
         json!({
@@ -92,15 +84,11 @@ pub async fn set<R>(
     for (k, v) in pairs {
         appsettings::validate(k, v).map_err(CmdError::Usage)?;
     }
-    let mut rec = ctx.rack.provider.store.app(app).await?;
+    let mut rec = ctx.store().app(app).await?;
     for (k, v) in pairs {
         rec.settings.insert(k.clone(), v.clone());
     }
-    ctx.rack
-        .provider
-        .store
-        .set_app_settings(app, &rec.settings)
-        .await?;
+    ctx.store().set_app_settings(app, &rec.settings).await?;
     if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
         let path = ctx.rack.repo_path(app);
         if let Err(e) = crate::git::set_head(&path, &branch.1) {
@@ -124,17 +112,13 @@ pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Ou
             printable(bad)
         )));
     }
-    let mut rec = ctx.rack.provider.store.app(app).await?;
+    let mut rec = ctx.store().app(app).await?;
     let before: BTreeMap<_, _> = rec.settings.clone();
     for k in keys {
         rec.settings.remove(k);
     }
     if before != rec.settings {
-        ctx.rack
-            .provider
-            .store
-            .set_app_settings(app, &rec.settings)
-            .await?;
+        ctx.store().set_app_settings(app, &rec.settings).await?;
     }
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
 }

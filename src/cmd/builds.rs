@@ -28,11 +28,9 @@ fn build_json(b: &BuildRecord) -> serde_json::Value {
 }
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.provider.store.app(app).await?;
+    ctx.store().app(app).await?;
     let items = ctx
-        .rack
-        .provider
-        .store
+        .store()
         .builds(app, 50)
         .await?
         .iter()
@@ -51,7 +49,7 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 }
 
 pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str, build: &str) -> Result<Output, CmdError> {
-    let b = ctx.rack.provider.store.build(app, build).await?;
+    let b = ctx.store().build(app, build).await?;
     Ok(Output::info(
         &format!("{app} build {build}"),
         build_json(&b),
@@ -66,13 +64,13 @@ pub async fn logs<R>(
     build: &str,
     follow: bool,
 ) -> Result<Output, CmdError> {
-    ctx.rack.provider.store.build(app, build).await?;
+    ctx.store().build(app, build).await?;
     let path = ctx.rack.build_log_path(app, build);
     let mut pos = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Read status before the file so the last lines are never missed.
-        let running = ctx.rack.provider.store.build(app, build).await?.status == "running";
+        let running = ctx.store().build(app, build).await?.status == "running";
         if let Ok(mut f) = tokio::fs::File::open(&path).await {
             f.seek(std::io::SeekFrom::Start(pos))
                 .await

@@ -9,8 +9,8 @@ use crate::names::validate_config_key;
 use crate::release::config::Change;
 
 pub async fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.provider.store.app(app).await?;
-    let vars = ctx.rack.provider.configs.current(app).await?;
+    ctx.store().app(app).await?;
+    let vars = ctx.configs().current(app).await?;
     let mut m = Map::new();
     for (k, v) in vars.iter() {
         m.insert(k.to_string(), Value::String(v.to_string()));
@@ -27,8 +27,8 @@ pub async fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 
 pub async fn get<R>(ctx: &Ctx<'_, R>, app: &str, key: &str) -> Result<Output, CmdError> {
     validate_config_key(key).map_err(CmdError::Usage)?;
-    ctx.rack.provider.store.app(app).await?;
-    match ctx.rack.provider.configs.get(app, key).await? {
+    ctx.store().app(app).await?;
+    match ctx.configs().get(app, key).await? {
         Some(v) => Ok(Output::raw("value", v)),
         None => Err(CmdError::Failed(format!("{key} is not set on {app}"))),
     }
@@ -47,7 +47,7 @@ pub async fn set<R: AsyncRead + Unpin>(
     let mut changes: Vec<Change> = pairs.into_iter().map(|(k, v)| Change::Set(k, v)).collect();
     if let Some(key) = stdin_key {
         validate_config_key(&key).map_err(CmdError::Usage)?;
-        ctx.rack.provider.store.app(app).await?;
+        ctx.store().app(app).await?;
         let bytes = ctx.read_stdin().await?;
         let value = String::from_utf8(bytes)
             .map_err(|_| CmdError::Failed(format!("the value of {key} on stdin is not UTF-8")))?;

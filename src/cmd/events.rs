@@ -12,9 +12,7 @@ pub async fn list<R>(
     limit: usize,
 ) -> Result<Output, CmdError> {
     let events = ctx
-        .rack
-        .provider
-        .store
+        .store()
         .events(app, ctx.who.visible_apps(), limit)
         .await?;
     let items = events

@@ -472,6 +472,16 @@ impl<R> Ctx<'_, R> {
         crate::progress::Progress::forward_to(&mut *self.stderr, work).await
     }
 
+    /// The rack's store.
+    pub fn store(&self) -> &'_ dyn crate::store::Store {
+        &*self.rack.provider.store
+    }
+
+    /// The rack's config versions (sealed).
+    pub fn configs(&self) -> &'_ crate::release::config::Configs {
+        &self.rack.provider.configs
+    }
+
     /// The runtime, or the command fails saying why it cannot be reached.
     pub async fn runtime(&self) -> Result<Arc<dyn crate::runtime::Runtime>, CmdError> {
         self.rack.provider.runtime().await.map_err(CmdError::Failed)

@@ -7,14 +7,14 @@ use super::{with_space, Access, Args};
 use crate::names::{printable, validate_process_type};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.provider.store.app(app).await?;
+    ctx.store().app(app).await?;
     let runtime = ctx.runtime().await?;
     let mut procs = runtime
         .processes(app)
         .await
         .map_err(|e| CmdError::Failed(e.to_string()))?;
     // Instances of an earlier rollout are draining: not part of the app.
-    if let Some(current) = ctx.rack.provider.store.app_state(app).await?.deploy_id {
+    if let Some(current) = ctx.store().app_state(app).await?.deploy_id {
         procs.retain(|p| p.deploy_id.is_empty() || p.deploy_id == current || p.kind == "run");
     }
     procs.sort_by(|a, b| (a.kind.as_str(), a.number).cmp(&(b.kind.as_str(), b.number)));

@@ -36,17 +36,9 @@ pub fn parse_version(s: &str) -> Result<i64, CmdError> {
 }
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    let current = ctx
-        .rack
-        .provider
-        .store
-        .app_state(app)
-        .await?
-        .current_release;
+    let current = ctx.store().app_state(app).await?.current_release;
     let items = ctx
-        .rack
-        .provider
-        .store
+        .store()
         .releases(app, 50)
         .await?
         .iter()
@@ -68,19 +60,11 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 
 pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str, version: &str) -> Result<Output, CmdError> {
     let v = parse_version(version)?;
-    let current = ctx
-        .rack
-        .provider
-        .store
-        .app_state(app)
-        .await?
-        .current_release;
-    let r = ctx.rack.provider.store.release(app, v).await?;
+    let current = ctx.store().app_state(app).await?.current_release;
+    let r = ctx.store().release(app, v).await?;
     let mut obj = release_json(&r, current);
     let keys: Vec<String> = ctx
-        .rack
-        .provider
-        .configs
+        .configs()
         .at(app, r.config_version)
         .await?
         .keys()

@@ -17,7 +17,7 @@ pub async fn logs<R>(
     lines: Option<usize>,
     kind: Option<String>,
 ) -> Result<Output, CmdError> {
-    ctx.rack.provider.store.app(app).await?;
+    ctx.store().app(app).await?;
     let runtime = ctx.runtime().await?;
     let (tx, mut rx) = mpsc::channel(1024);
     let opts = LogOptions {
@@ -46,11 +46,11 @@ pub async fn run<R: AsyncRead + Unpin>(
     app: &str,
     argv: Vec<String>,
 ) -> Result<Output, CmdError> {
-    let state = ctx.rack.provider.store.app_state(app).await?;
+    let state = ctx.store().app_state(app).await?;
     let v = state
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
-    let release = ctx.rack.provider.store.release(app, v).await?;
+    let release = ctx.store().release(app, v).await?;
     let runtime = ctx.runtime().await?;
     let spec = ctx
         .rack
