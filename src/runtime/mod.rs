@@ -1,14 +1,30 @@
 //! Where releases run. `Runtime` is the scheduler interface every provider
 //! implements (the shape of dokku's scheduler plugins): start a release's
 //! processes and wait until they are ready, switch traffic to them, abort,
-//! list processes, stream logs, run one-off processes, destroy an app, and
-//! recover after a restart.
+//! list processes, stream logs, run one-off processes, create and destroy
+//! an app's infrastructure, publish a build's image where releases run, say
+//! which images the rack's engine keeps, and recover after a restart.
 //!
 //! A rollout is split in two so the deploy pipeline can put its commit point
-//! between them: `start` (new instances up and ready, nothing switched) →
-//! the pipeline records the release as current → `switch` (traffic moves,
-//! old instances drain and stop in the background). `abort` undoes a
-//! `start` that will not be committed.
+//! between them: `start` (new instances up and ready) → the pipeline records
+//! the release as current → `switch` → old instances drain and stop in the
+//! background. `abort` undoes a `start` that will not be committed.
+//!
+//! What each provider guarantees before the commit point differs, and the
+//! pipeline relies only on what both give (the new instances are ready;
+//! `abort`, or `recover` after a crash, puts the previous release back):
+//! - local: `start` switches nothing. The router moves traffic only in
+//!   `switch`, after the commit point, to all new web instances at once.
+//! - aws (ECS): `start` is a rolling update of each service, and ECS puts
+//!   new tasks behind the app's target group as they pass its health check,
+//!   so before the commit point both releases may serve requests. `abort`
+//!   rolls the services back to their previous task definitions; `switch`
+//!   only retires the process types the release no longer has.
+//!
+//! So a request is served by the committed release alone only once `switch`
+//! returns. (Blue/green target groups switched in `switch` would make aws
+//! match local, at the price of a second target group and listener-rule
+//! swaps per app.)
 //!
 //! The runtime knows nothing of git, builds or the store; it is handed a
 //! complete `ReleaseSpec`.
@@ -216,15 +232,17 @@ pub struct OneOffIo {
 
 pub trait Runtime: Send + Sync {
     /// Brings up every instance of `spec` (each type at its count) and waits
-    /// until all are ready; nothing is switched. On failure nothing of this
-    /// rollout is left running.
+    /// until all are ready. Locally nothing is switched; on ECS the new
+    /// tasks may already serve (see the module doc). On failure nothing of
+    /// this rollout is left running.
     fn start<'a>(
         &'a self,
         spec: &'a ReleaseSpec,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Started, RuntimeError>>;
 
-    /// Moves traffic to the started instances at once, then lets in-flight
+    /// After the commit point: moves traffic to the started instances at
+    /// once (local; ECS's rolling update already did), then lets in-flight
     /// requests on the previous ones finish and stops them in the
     /// background.
     fn switch<'a>(
