@@ -14,6 +14,7 @@
 //! memory trim itself). A job must not wait long on anything
 //! else (a lock, a network peer): the jobs behind it wait too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ struct Job {
 
 /// The queue of the running housekeeper, if any.
 static QUEUE: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+/// A memory trim is queued (see [`release_free_memory`]).
+static TRIM_QUEUED: AtomicBool = AtomicBool::new(false);
 
 /// The running worker; stopping it is the owner's job.
 pub struct Housekeeper {
@@ -46,6 +49,8 @@ impl Housekeeper {
         let (queue, rx) = mpsc::channel(QUEUE_LEN);
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(work(rx, stopped));
+        // A trim dropped with an earlier housekeeper's queue never ran.
+        TRIM_QUEUED.store(false, Ordering::Release);
         *QUEUE.lock().unwrap_or_else(|e| e.into_inner()) = Some(queue.clone());
         Housekeeper {
             queue,
@@ -115,13 +120,22 @@ async fn work(mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
 /// after push (measured: 56, 78, 90 MiB after three pushes of the same
 /// 10,000-commit history). `malloc_trim` walks every arena, so it need not
 /// run on the thread that freed the memory.
+/// Trims requested while one is queued are served by that one.
 pub fn release_free_memory() {
-    submit(
+    if TRIM_QUEUED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let queued = submit(
         "release free memory",
         Box::pin(async {
+            // Cleared first: memory freed from here on needs another trim.
+            TRIM_QUEUED.store(false, Ordering::Release);
             let _ = tokio::task::spawn_blocking(trim).await;
         }),
     );
+    if !queued {
+        TRIM_QUEUED.store(false, Ordering::Release);
+    }
 }
 
 fn trim() {

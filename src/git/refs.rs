@@ -117,3 +117,6 @@ pub fn apply_atomic(path: &Path, updates: &[RefUpdate], log: &str) -> Result<(),
     }
     tx.commit().map_err(other)
 }
+
+#[cfg(test)]
+mod tests;
