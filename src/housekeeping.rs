@@ -1,18 +1,18 @@
 //! Housekeeping: upkeep that runs beside the server, not inside a request
 //! (repacking a repo with too many packs, giving freed memory back to the
-//! system after a push).
+//! system after a push; pruning old images is meant to move here too).
 //!
-//! One worker task runs the jobs one at a time from a bounded queue. The
-//! server owns it ([`Housekeeper::start`] when it starts serving,
-//! [`Housekeeper::stop`] on shutdown), so no job outlives the process and
-//! none runs on a detached thread. Code that wants a job done calls
-//! [`submit`]; while no housekeeper runs (a library user, a unit test) or
-//! its queue is full, the job is dropped: every job here is an
-//! optimisation whose next chance comes with the next push.
+//! One worker task runs the jobs from a bounded queue, one at a time
+//! ([`submit`]), or on tasks of its own for a job that may wait
+//! ([`spawn`]). The server owns it ([`Housekeeper::start`] when it starts
+//! serving, [`Housekeeper::stop`] on shutdown), so no job outlives the
+//! server and none runs on a detached thread. While no housekeeper runs
+//! (a library user, a unit test) or its queue is full, a job is dropped:
+//! every job here is upkeep whose next chance comes with the next push.
 //!
 //! Does not know: what the jobs of other modules do (it only runs the
-//! memory trim itself). A job must not wait long on anything
-//! else (a lock, a network peer): the jobs behind it wait too.
+//! memory trim itself). A [`submit`]ted job must not wait long on
+//! anything else (a lock, a network peer): the jobs behind it wait too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 /// Jobs waiting beyond this are dropped (see [`submit`]).
 const QUEUE_LEN: usize = 64;
@@ -28,6 +28,8 @@ const QUEUE_LEN: usize = 64;
 struct Job {
     name: &'static str,
     work: BoxFuture<'static, ()>,
+    /// Runs beside the other jobs (see [`spawn`]) instead of in turn.
+    beside: bool,
 }
 
 /// The queue of the running housekeeper, if any.
@@ -59,8 +61,8 @@ impl Housekeeper {
         }
     }
 
-    /// Takes no more jobs, drops those still queued, lets the job at hand
-    /// finish within `grace`, then aborts it (a child process it started
+    /// Takes no more jobs, drops those still queued, lets the jobs at hand
+    /// finish within `grace`, then aborts them (a child process one started
     /// with `kill_on_drop` is killed).
     pub async fn stop(self, grace: Duration) {
         {
@@ -82,14 +84,35 @@ impl Housekeeper {
     }
 }
 
-/// Queues `work` for the running housekeeper. Returns whether it was
-/// queued (not when no housekeeper runs or its queue is full).
+/// Queues `work` for the running housekeeper, to run after the jobs
+/// before it. Returns whether it was queued (not when no housekeeper runs
+/// or its queue is full).
 pub fn submit(name: &'static str, work: BoxFuture<'static, ()>) -> bool {
+    queue(Job {
+        name,
+        work,
+        beside: false,
+    })
+}
+
+/// Like [`submit`], for a job that may wait (e.g. for an app's deploy
+/// lock): it runs on a task of its own beside the others, owned by the
+/// housekeeper all the same (stopped with it).
+pub fn spawn(name: &'static str, work: BoxFuture<'static, ()>) -> bool {
+    queue(Job {
+        name,
+        work,
+        beside: true,
+    })
+}
+
+fn queue(job: Job) -> bool {
     let queue = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(queue) = queue.as_ref() else {
         return false;
     };
-    match queue.try_send(Job { name, work }) {
+    let name = job.name;
+    match queue.try_send(job) {
         Ok(()) => true,
         Err(_) => {
             tracing::debug!(job = name, "housekeeping queue full; job dropped");
@@ -99,18 +122,26 @@ pub fn submit(name: &'static str, work: BoxFuture<'static, ()>) -> bool {
 }
 
 async fn work(mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
+    let mut beside = JoinSet::new();
     loop {
         let job = tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
+            Some(_) = beside.join_next(), if !beside.is_empty() => continue,
             job = jobs.recv() => match job {
                 Some(job) => job,
-                None => return,
+                None => break,
             },
         };
         tracing::debug!(job = job.name, "housekeeping");
-        job.work.await;
+        if job.beside {
+            beside.spawn(job.work);
+        } else {
+            job.work.await;
+        }
     }
+    // Within the owner's grace period; aborted with the worker after it.
+    while beside.join_next().await.is_some() {}
 }
 
 /// Gives memory freed after a push's libgit2 work back to the system, on
