@@ -344,7 +344,7 @@ impl Deployer {
         runtime.release_image(&build.app, &build.id, build.image_id.as_deref())
     }
 
-    /// After a release, in the background, when the engine keeps the images
+    /// After a release, as a housekeeping job, when the engine keeps the images
     /// of the newest releases ([`Retention::Releases`]): removes the app's
     /// images but those of the newest `keep_releases` releases, the current
     /// one and the newest build. Runs under the app's deploy lock (taken
@@ -360,7 +360,7 @@ impl Deployer {
         }
         let this = self.clone();
         let app = app.to_string();
-        tokio::spawn(async move {
+        let job = async move {
             let _guard = match this.lock(&app, &Progress::discard()).await {
                 Ok(g) => g,
                 Err(e) => {
@@ -379,7 +379,9 @@ impl Deployer {
                 Ok(runtime) => this.prune_own_images(&*runtime, &app, &keep).await,
                 Err(e) => tracing::warn!(app = %app, error = %e, "pruning release images"),
             }
-        });
+        };
+        // Owned by the server's housekeeper: stopped with it, never detached.
+        crate::housekeeping::spawn("image prune", Box::pin(job));
     }
 
     /// The builds of the newest `keep_releases` releases, the current
