@@ -1,4 +1,5 @@
 use super::*;
+use crate::aws::secrets::load_or_create_secret;
 use crate::aws::testing;
 
 async fn bucket(ctx: &AwsContext) -> S3State {
@@ -203,6 +204,13 @@ async fn rack_secrets_are_sealed_and_kept() {
     );
 }
 
+/// `owner` tries to take app `app`'s lease for a minute.
+async fn take_lease(s: &S3State, owner: &str) -> LeaseOutcome {
+    s.try_acquire_lease("app", owner, Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_deploy_lease_is_exclusive_until_it_expires() {
     let Some(ctx) = testing::context("lease").await else {
@@ -210,19 +218,11 @@ async fn the_deploy_lease_is_exclusive_until_it_expires() {
     };
     let s = bucket(&ctx).await;
     s.create_head(&new_head("app")).await.unwrap();
-    let LeaseOutcome::Acquired(a) = s
-        .try_acquire_lease("app", "a", Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
+    let LeaseOutcome::Acquired(a) = take_lease(&s, "a").await else {
         panic!("a should get the lease")
     };
     assert_eq!(a.counter, 1);
-    match s
-        .try_acquire_lease("app", "b", Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
+    match take_lease(&s, "b").await {
         LeaseOutcome::Held(l) => assert_eq!(l.owner, "a"),
         other => panic!("{other:?}"),
     }
@@ -233,11 +233,7 @@ async fn the_deploy_lease_is_exclusive_until_it_expires() {
     assert_eq!(renewed.counter, 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Expired: b takes over, and a can no longer renew.
-    let LeaseOutcome::Acquired(b) = s
-        .try_acquire_lease("app", "b", Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
+    let LeaseOutcome::Acquired(b) = take_lease(&s, "b").await else {
         panic!("b should take over an expired lease")
     };
     assert_eq!(b.counter, 2);
@@ -247,9 +243,7 @@ async fn the_deploy_lease_is_exclusive_until_it_expires() {
         .is_err());
     s.release_lease("app", &b).await.unwrap();
     assert!(matches!(
-        s.try_acquire_lease("app", "c", Duration::from_secs(60))
-            .await
-            .unwrap(),
+        take_lease(&s, "c").await,
         LeaseOutcome::Acquired(Lease { counter: 3, .. })
     ));
 }
