@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::types::{Capability, Parameter, Stack, StackEvent, Tag};
 
-use super::{or_absent, AwsContext, AwsError, Result};
+use super::{or_absent, value_of, AwsContext, AwsError, Result};
 use crate::progress::Progress;
 
 /// How long a stack operation may take (an ALB alone takes minutes on AWS).
@@ -52,16 +52,19 @@ pub async fn describe(ctx: &AwsContext, name: &str) -> Result<Option<Stack>> {
 /// Names of the stacks whose name starts with `prefix`, deleted ones left
 /// out (ListStacks keeps them listed for 90 days).
 pub async fn stack_names(ctx: &AwsContext, prefix: &str) -> Result<Vec<String>> {
+    let request = ctx.cfn.list_stacks();
+    let stacks = paginated!(
+        "CloudFormation.ListStacks",
+        request,
+        |p| p.stack_summaries(),
+        None
+    )?;
     let mut names: Vec<String> = Vec::new();
-    let mut pages = ctx.cfn.list_stacks().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::api("CloudFormation.ListStacks", e))?;
-        for s in page.stack_summaries() {
-            let deleted = s.stack_status().map(|st| st.as_str()) == Some("DELETE_COMPLETE");
-            if let Some(name) = s.stack_name().filter(|n| n.starts_with(prefix)) {
-                if !deleted && !names.iter().any(|n| n == name) {
-                    names.push(name.to_string());
-                }
+    for s in stacks {
+        let deleted = s.stack_status().map(|st| st.as_str()) == Some("DELETE_COMPLETE");
+        if let Some(name) = s.stack_name().filter(|n| n.starts_with(prefix)) {
+            if !deleted && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
             }
         }
     }
@@ -70,20 +73,14 @@ pub async fn stack_names(ctx: &AwsContext, prefix: &str) -> Result<Vec<String>> 
 
 /// The value of the stack's tag `key`.
 pub fn tag<'a>(stack: &'a Stack, key: &str) -> Option<&'a str> {
-    stack
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
+    value_of(stack.tags(), key, |t| (t.key(), t.value()))
 }
 
 /// The value the stack's parameter `key` has now.
 pub fn parameter<'a>(stack: &'a Stack, key: &str) -> Option<&'a str> {
-    stack
-        .parameters()
-        .iter()
-        .find(|p| p.parameter_key() == Some(key))
-        .and_then(|p| p.parameter_value())
+    value_of(stack.parameters(), key, |p| {
+        (p.parameter_key(), p.parameter_value())
+    })
 }
 
 pub fn outputs(stack: &Stack) -> BTreeMap<String, String> {
@@ -104,21 +101,14 @@ pub fn status(stack: &Stack) -> &str {
 
 /// Every event of the stack (newest first, as CloudFormation answers).
 pub async fn events(ctx: &AwsContext, stack_id: &str) -> Result<Vec<StackEvent>> {
-    let mut out = Vec::new();
-    let mut pages = ctx
-        .cfn
-        .describe_stack_events()
-        .stack_name(stack_id)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::api("CloudFormation.DescribeStackEvents", e))?;
-        out.extend(page.stack_events().iter().cloned());
-        if out.len() > 10_000 {
-            break;
-        }
-    }
-    Ok(out)
+    let request = ctx.cfn.describe_stack_events().stack_name(stack_id);
+    // A stack's history is unbounded; its newest events are what matter.
+    paginated!(
+        "CloudFormation.DescribeStackEvents",
+        request,
+        |p| p.stack_events(),
+        Some(10_000)
+    )
 }
 
 fn event_line(e: &StackEvent) -> String {

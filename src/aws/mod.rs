@@ -38,6 +38,31 @@
 //! keyId", "The specified bucket does not exist" or "Cluster not found"
 //! reach the user verbatim.
 
+/// The items of every page of a paginated request (`|page| items`: a
+/// page's items, a slice), through the SDK's own paginator, at most `limit` of
+/// them (`None`: all); evaluates to `Result<Vec<_>>` with the error named
+/// after `op`. A macro because the SDKs' paginators share no trait a
+/// function could take.
+macro_rules! paginated {
+    ($op:expr, $request:expr, |$page:ident| $items:expr, $limit:expr) => {
+        async {
+            let limit: Option<usize> = $limit;
+            let mut pages = $request.into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let $page = page.map_err(|e| $crate::aws::AwsError::api($op, e))?;
+                out.extend($items.iter().cloned());
+                if let Some(l) = limit.filter(|l| out.len() >= *l) {
+                    out.truncate(l);
+                    break;
+                }
+            }
+            Ok::<_, $crate::aws::AwsError>(out)
+        }
+        .await
+    };
+}
+
 pub mod app;
 pub mod cfn;
 pub mod ecr;
@@ -158,6 +183,20 @@ impl AwsError {
 }
 
 pub type Result<T, E = AwsError> = std::result::Result<T, E>;
+
+/// The value of `key` in a list of key/value pairs as the SDKs model
+/// them (tags, stack parameters); `kv` reads an item's key and value.
+pub fn value_of<'a, T>(
+    items: &'a [T],
+    key: &str,
+    kv: impl Fn(&'a T) -> (Option<&'a str>, Option<&'a str>),
+) -> Option<&'a str> {
+    items
+        .iter()
+        .map(kv)
+        .find(|(k, _)| *k == Some(key))
+        .and_then(|(_, v)| v)
+}
 
 /// An SDK answer, or `None` when `absent` says its error means "not
 /// there" (each API says so its own way: a code, a status, a message).

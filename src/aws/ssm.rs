@@ -66,22 +66,12 @@ pub async fn put_config<'a>(
 /// Deletes the SSM parameters under `path` (recursively); returns how
 /// many there were.
 pub async fn delete_parameters(ctx: &AwsContext, path: &str) -> Result<usize> {
-    let mut names = Vec::new();
-    let mut pages = ctx
-        .ssm
-        .get_parameters_by_path()
-        .path(path)
-        .recursive(true)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::api("SSM.GetParametersByPath", e))?;
-        names.extend(
-            page.parameters()
-                .iter()
-                .filter_map(|p| p.name().map(str::to_string)),
-        );
-    }
+    let request = ctx.ssm.get_parameters_by_path().path(path).recursive(true);
+    let names: Vec<String> =
+        paginated!("SSM.GetParametersByPath", request, |p| p.parameters(), None)?
+            .iter()
+            .filter_map(|p| p.name().map(str::to_string))
+            .collect();
     // DeleteParameters takes at most ten names.
     for chunk in names.chunks(10) {
         ctx.ssm

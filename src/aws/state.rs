@@ -240,28 +240,13 @@ impl S3State {
     /// Keys under `prefix` (all pages, or the first `limit`), in S3's
     /// (lexicographic) order.
     pub async fn list(&self, prefix: &str, limit: Option<usize>) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .ctx
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::api("S3.ListObjectsV2", e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            if let Some(l) = limit.filter(|l| out.len() >= *l) {
-                out.truncate(l);
-                break;
-            }
-        }
-        Ok(out)
+        let s3 = &self.ctx.s3;
+        let request = s3.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        let objects = paginated!("S3.ListObjectsV2", request, |p| p.contents(), limit)?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
     }
 
     /// The highest `N` of `PREFIX/vN.json` objects (0 when none).

@@ -73,6 +73,19 @@ pub async fn context(prefix: &str) -> Option<AwsContext> {
     Some(AwsContext::from_shared(&unique_rack(prefix), &shared))
 }
 
+/// A new KMS key of the test account: its ARN.
+pub async fn kms_key(ctx: &AwsContext) -> String {
+    ctx.kms
+        .create_key()
+        .send()
+        .await
+        .expect("create a KMS key")
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("a KMS key has an ARN")
+        .to_string()
+}
+
 /// moto's default VPC and two of its default subnets, read with a raw EC2
 /// query (rack has no EC2 client; moto routes on the credential scope and
 /// checks no signature). A stack that creates its own VPC cannot be deleted

@@ -51,44 +51,24 @@ pub fn network(subnets: &[String], security_group: &str) -> Result<NetworkConfig
 /// Names of the app's services in the cluster (missing cluster: none).
 pub async fn app_services(ctx: &AwsContext, cluster: &str, app: &str) -> Result<Vec<String>> {
     let prefix = format!("{app}_");
-    let mut out = Vec::new();
-    let mut pages = ctx
-        .ecs
-        .list_services()
-        .cluster(cluster)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                let e = AwsError::api("ECS.ListServices", e);
-                if e.is_not_found() || e.to_string().contains("Cluster not found") {
-                    break;
-                }
-                return Err(e);
-            }
-        };
-        for arn in page.service_arns() {
-            let name = arn.rsplit('/').next().unwrap_or(arn);
-            if name.starts_with(&prefix) {
-                out.push(name.to_string());
-            }
-        }
-    }
+    let request = ctx.ecs.list_services().cluster(cluster);
+    let arns = match paginated!("ECS.ListServices", request, |p| p.service_arns(), None) {
+        Ok(arns) => arns,
+        Err(e) if e.is_not_found() || e.to_string().contains("Cluster not found") => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let out: Vec<String> = arns
+        .iter()
+        .map(|arn| arn.rsplit('/').next().unwrap_or(arn))
+        .filter(|name| name.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
     // Deleted services may still be listed for a while: keep live ones.
     let mut live = Vec::new();
     for chunk in out.chunks(10) {
-        let d = ctx
-            .ecs
-            .describe_services()
-            .cluster(cluster)
-            .set_services(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| AwsError::api("ECS.DescribeServices", e))?;
         live.extend(
-            d.services()
+            describe_services(ctx, cluster, chunk)
+                .await?
                 .iter()
                 .filter(|s| s.status() != Some("INACTIVE"))
                 .filter_map(|s| s.service_name().map(str::to_string)),
@@ -98,25 +78,31 @@ pub async fn app_services(ctx: &AwsContext, cluster: &str, app: &str) -> Result<
     Ok(live)
 }
 
+/// DescribeServices of up to ten services.
+async fn describe_services(
+    ctx: &AwsContext,
+    cluster: &str,
+    names: &[String],
+) -> Result<Vec<Service>> {
+    let out = ctx
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .set_services(Some(names.to_vec()))
+        .send()
+        .await
+        .map_err(|e| AwsError::api("ECS.DescribeServices", e))?;
+    Ok(out.services().to_vec())
+}
+
 /// The service, if it exists and is ACTIVE.
 pub async fn describe_service(
     ctx: &AwsContext,
     cluster: &str,
     name: &str,
 ) -> Result<Option<Service>> {
-    let out = ctx
-        .ecs
-        .describe_services()
-        .cluster(cluster)
-        .services(name)
-        .send()
-        .await
-        .map_err(|e| AwsError::api("ECS.DescribeServices", e))?;
-    Ok(out
-        .services()
-        .iter()
-        .find(|s| s.status() == Some("ACTIVE"))
-        .cloned())
+    let services = describe_services(ctx, cluster, &[name.to_string()]).await?;
+    Ok(services.into_iter().find(|s| s.status() == Some("ACTIVE")))
 }
 
 /// Summary of a service for tests and `apps:info`: (task definition ARN,
@@ -167,15 +153,8 @@ pub async fn put_service(
 ) -> Result<Option<String>> {
     let name = service_name(spec.app, spec.kind);
     if let Some(s) = existing {
-        ctx.ecs
-            .update_service()
-            .cluster(cluster)
-            .service(&name)
-            .task_definition(spec.task_definition)
-            .desired_count(spec.count as i32)
-            .send()
-            .await
-            .map_err(|e| AwsError::api("ECS.UpdateService", e))?;
+        let count = Some(spec.count as i32);
+        update_service(ctx, cluster, &name, Some(spec.task_definition), count).await?;
         return Ok(s.task_definition().map(str::to_string));
     }
     let mut req = ctx
@@ -218,18 +197,21 @@ pub async fn put_service(
     Ok(None)
 }
 
-/// Points the service back at `task_definition` (undoing an update).
-pub async fn point_service_at(
+/// Points the service at `task_definition` and/or sets its desired count
+/// (what is `None` stays as it is).
+pub async fn update_service(
     ctx: &AwsContext,
     cluster: &str,
     name: &str,
-    task_definition: &str,
+    task_definition: Option<&str>,
+    desired_count: Option<i32>,
 ) -> Result<()> {
     ctx.ecs
         .update_service()
         .cluster(cluster)
         .service(name)
-        .task_definition(task_definition)
+        .set_task_definition(task_definition.map(str::to_string))
+        .set_desired_count(desired_count)
         .send()
         .await
         .map_err(|e| AwsError::api("ECS.UpdateService", e))?;
@@ -239,14 +221,7 @@ pub async fn point_service_at(
 /// Deletes a service: scaled to 0 first (best effort), then deleted with
 /// `force`, so its tasks stop whatever their state.
 pub async fn delete_service(ctx: &AwsContext, cluster: &str, name: &str) -> Result<()> {
-    let _ = ctx
-        .ecs
-        .update_service()
-        .cluster(cluster)
-        .service(name)
-        .desired_count(0)
-        .send()
-        .await;
+    let _ = update_service(ctx, cluster, name, None, Some(0)).await;
     ctx.ecs
         .delete_service()
         .cluster(cluster)

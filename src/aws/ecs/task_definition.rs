@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::{
 };
 use serde_json::json;
 
-use crate::aws::{AwsContext, AwsError, Result};
+use crate::aws::{value_of, AwsContext, AwsError, Result};
 
 /// The tag holding a revision's fingerprint.
 const SPEC_TAG: &str = "rack:spec";
@@ -173,9 +173,7 @@ pub async fn tags(ctx: &AwsContext, task_definition: &str) -> Result<Vec<Tag>> {
 
 /// The value of the revision's tag `key`, if it has one.
 pub fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
+    value_of(tags, key, |t| (t.key(), t.value()))
 }
 
 /// Registers `spec` as a new revision, or returns `current` when that
@@ -223,27 +221,27 @@ pub async fn register_or_reuse(
 /// Deregisters every revision of the app's families (`rack-RACK_APP_*`).
 pub async fn deregister_app(ctx: &AwsContext, app: &str) -> Result<()> {
     let prefix = family(ctx, app, "");
-    let mut arns = Vec::new();
-    let mut pages = ctx.ecs.list_task_definitions().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::api("ECS.ListTaskDefinitions", e))?;
-        for arn in page.task_definition_arns() {
-            // arn:...:task-definition/FAMILY:REV
-            let fam = arn
-                .rsplit('/')
-                .next()
-                .and_then(|s| s.rsplit_once(':'))
-                .map(|(f, _)| f);
-            if fam.is_some_and(|f| f.starts_with(&prefix)) {
-                arns.push(arn.clone());
-            }
-        }
-    }
+    let request = ctx.ecs.list_task_definitions();
+    let all = paginated!(
+        "ECS.ListTaskDefinitions",
+        request,
+        |p| p.task_definition_arns(),
+        None
+    )?;
+    let arns = all.iter().filter(|arn| {
+        // arn:...:task-definition/FAMILY:REV
+        let fam = arn
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(f, _)| f);
+        fam.is_some_and(|f| f.starts_with(&prefix))
+    });
     for arn in arns {
         let _ = ctx
             .ecs
             .deregister_task_definition()
-            .task_definition(&arn)
+            .task_definition(arn)
             .send()
             .await;
     }

@@ -24,6 +24,11 @@ pub async fn service_tasks(ctx: &AwsContext, cluster: &str, service: &str) -> Re
     if arns.is_empty() {
         return Ok(Vec::new());
     }
+    describe_tasks(ctx, cluster, arns).await
+}
+
+/// DescribeTasks of up to 100 tasks.
+async fn describe_tasks(ctx: &AwsContext, cluster: &str, arns: Vec<String>) -> Result<Vec<Task>> {
     let d = ctx
         .ecs
         .describe_tasks()
@@ -88,15 +93,8 @@ pub async fn run_task(
 
 /// The task as DescribeTasks has it now.
 pub async fn describe_task(ctx: &AwsContext, cluster: &str, task: &str) -> Result<Option<Task>> {
-    let d = ctx
-        .ecs
-        .describe_tasks()
-        .cluster(cluster)
-        .tasks(task)
-        .send()
-        .await
-        .map_err(|e| AwsError::api("ECS.DescribeTasks", e))?;
-    Ok(d.tasks().first().cloned())
+    let tasks = describe_tasks(ctx, cluster, vec![task.to_string()]).await?;
+    Ok(tasks.into_iter().next())
 }
 
 /// Stops the task, best effort.

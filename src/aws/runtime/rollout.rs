@@ -268,7 +268,8 @@ impl AwsRuntime {
         for c in changes {
             let r = match &c.previous {
                 Some(prev) => {
-                    ecs::point_service_at(&self.ctx, self.cluster(), &c.service, prev).await
+                    let cluster = self.cluster();
+                    ecs::update_service(&self.ctx, cluster, &c.service, Some(prev), None).await
                 }
                 None => ecs::delete_service(&self.ctx, self.cluster(), &c.service).await,
             };

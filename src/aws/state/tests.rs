@@ -8,6 +8,14 @@ async fn bucket(ctx: &AwsContext) -> S3State {
     S3State::new(ctx.clone(), name)
 }
 
+/// A fresh bucket holding app `app`'s head.
+async fn bucket_with_app(prefix: &str) -> Option<S3State> {
+    let ctx = testing::context(prefix).await?;
+    let s = bucket(&ctx).await;
+    s.create_head(&new_head("app")).await.unwrap();
+    Some(s)
+}
+
 fn new_head(app: &str) -> Head {
     Head {
         app: app.into(),
@@ -18,11 +26,9 @@ fn new_head(app: &str) -> Head {
 
 #[tokio::test]
 async fn a_stale_etag_gets_412_and_the_retry_loses_nothing() {
-    let Some(ctx) = testing::context("cas").await else {
+    let Some(s) = bucket_with_app("cas").await else {
         return;
     };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
     assert!(matches!(
         s.create_head(&new_head("app")).await,
         Err(AwsError::Conflict(_))
@@ -99,11 +105,10 @@ async fn update_head_retries_when_another_writer_wins_the_window() {
 
 #[tokio::test]
 async fn versions_are_allocated_without_overwriting() {
-    let Some(ctx) = testing::context("ver").await else {
+    let Some(s) = bucket_with_app("ver").await else {
         return;
     };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
+    let ctx = s.ctx.clone();
     let (n1, _) = s
         .create_versioned("apps/app/releases", |n| serde_json::json!({ "v": n }))
         .await
@@ -181,8 +186,7 @@ async fn rack_secrets_are_sealed_and_kept() {
         return;
     };
     let s = bucket(&ctx).await;
-    let key = ctx.kms.create_key().send().await.unwrap();
-    let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let key = testing::kms_key(&ctx).await;
     let secret = b"-----BEGIN OPENSSH PRIVATE KEY----- host".to_vec();
     let first = load_or_create_secret(&s, &key, "ssh_host_key", || secret.clone())
         .await
@@ -213,11 +217,9 @@ async fn take_lease(s: &S3State, owner: &str) -> LeaseOutcome {
 
 #[tokio::test]
 async fn the_deploy_lease_is_exclusive_until_it_expires() {
-    let Some(ctx) = testing::context("lease").await else {
+    let Some(s) = bucket_with_app("lease").await else {
         return;
     };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
     let LeaseOutcome::Acquired(a) = take_lease(&s, "a").await else {
         panic!("a should get the lease")
     };
