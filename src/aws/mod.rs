@@ -38,11 +38,11 @@
 //! keyId", "The specified bucket does not exist" or "Cluster not found"
 //! reach the user verbatim.
 
-/// The items of every page of a paginated request (`|page| items`: a
-/// page's items, a slice), through the SDK's own paginator, at most `limit` of
-/// them (`None`: all); evaluates to `Result<Vec<_>>` with the error named
-/// after `op`. A macro because the SDKs' paginators share no trait a
-/// function could take.
+/// The items of every page of a paginated request, through the SDK's own
+/// paginator: `|page| items` picks a page's items (a slice); at most
+/// `limit` of them (`None`: all). Evaluates to `Result<Vec<_>>`, the error
+/// named after `op`. A macro: every operation has its own paginator type,
+/// and they share no trait a function could be generic over.
 macro_rules! paginated {
     ($op:expr, $request:expr, |$page:ident| $items:expr, $limit:expr) => {
         async {

@@ -17,7 +17,7 @@
 //! domains/HOST.json              a host name's claim by one app (If-None-Match)
 //! procfiles/BUILD_ID.json        the Procfile recorded with a build
 //! rack/NAME.sealed              rack secrets such as the SSH host key,
-//!                                KMS-envelope-sealed (`load_or_create_secret`)
+//!                                KMS-envelope-sealed (`aws::secrets`)
 //! ```
 //!
 //! # Rules
@@ -35,7 +35,9 @@
 //!   taken over; the counter rises with every acquisition, so a writer that
 //!   lost its lease can tell (fencing).
 //! - Nothing here holds a plaintext config value: config versions arrive
-//!   sealed by [`super::envelope`].
+//!   sealed by [`super::envelope`] (this module calls no KMS itself).
+//! - `apps:destroy` deletes `apps/APP/` ([`delete_app_objects`]);
+//!   `rack uninstall aws` empties the whole bucket ([`empty_bucket`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
