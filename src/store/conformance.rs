@@ -109,14 +109,9 @@ async fn keys(s: &dyn Store) {
     ));
     s.add_key(&key("root2", "fp4", true, "app")).await.unwrap();
     s.remove_key("alice").await.unwrap();
-    let names: Vec<String> = s
-        .list_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|k| k.name)
-        .collect();
-    assert_eq!(names, vec!["ci", "root2"], "sorted by name");
+    let keys = s.list_keys().await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "root2"], "sorted by name");
     s.remove_key("ci").await.unwrap();
     assert_eq!(s.list_keys().await.unwrap().len(), 1);
 }
@@ -139,14 +134,9 @@ async fn apps_and_settings(s: &dyn Store) {
         Err(StoreError::NotFound(_))
     ));
     s.create_app("second").await.unwrap();
-    let names: Vec<String> = s
-        .list_apps()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    assert_eq!(names, vec!["app", "second"], "sorted by name");
+    let apps = s.list_apps().await.unwrap();
+    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["app", "second"], "sorted by name");
 }
 
 /// Host names are unique across apps.

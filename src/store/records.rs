@@ -10,6 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// An app's `apps:set` settings: key → validated value.
+pub type AppSettings = BTreeMap<String, String>;
+/// The Procfile found in a build: process type → command.
+pub type Procfile = BTreeMap<String, String>;
+/// Process type → number of instances.
+pub type Formation = BTreeMap<String, u32>;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyRecord {
     pub name: String,
@@ -26,7 +33,18 @@ pub struct AppRecord {
     pub name: String,
     pub created_at: String,
     /// Validated `apps:set` settings (`deploy_branch`, `port`, ...).
-    pub settings: BTreeMap<String, String>,
+    pub settings: AppSettings,
+}
+
+impl AppRecord {
+    /// A new app: created now, no settings.
+    pub fn new(name: &str) -> AppRecord {
+        AppRecord {
+            name: name.to_owned(),
+            created_at: now_rfc3339(),
+            settings: AppSettings::new(),
+        }
+    }
 }
 
 /// One encrypted config value as stored: the AEAD output and its nonce.
@@ -48,16 +66,6 @@ pub struct ConfigVersion {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: i64,
-    pub time: String,
-    pub actor: String,
-    pub app: Option<String>,
-    pub action: String,
-    pub outcome: String,
-}
-
-/// An audit event as recorded, before the store gives it its id.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
     pub time: String,
     pub actor: String,
     pub app: Option<String>,
@@ -155,7 +163,7 @@ pub struct ReleaseRecord {
     pub build_id: String,
     pub config_version: i64,
     /// Process types → counts at the time of the release.
-    pub formation: BTreeMap<String, u32>,
+    pub formation: Formation,
     pub description: String,
     pub created_by: String,
     pub created_at: String,
@@ -174,7 +182,7 @@ pub struct ReleaseRecord {
 pub struct Commit {
     pub release: Option<i64>,
     pub deploy_id: String,
-    pub formation: BTreeMap<String, u32>,
+    pub formation: Formation,
 }
 
 /// The app's running state: current release, rollout id, counts per type.
@@ -182,7 +190,7 @@ pub struct Commit {
 pub struct AppState {
     pub current_release: Option<i64>,
     pub deploy_id: Option<String>,
-    pub formation: BTreeMap<String, u32>,
+    pub formation: Formation,
 }
 
 pub fn now_rfc3339() -> String {

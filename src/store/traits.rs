@@ -3,11 +3,9 @@
 //! kind can name just that trait. Every method is one short, atomic
 //! operation on the backend (SQLite locally, S3 on aws).
 
-use std::collections::BTreeMap;
-
 use super::{
-    now_rfc3339, AppRecord, AppState, BuildRecord, Commit, ConfigVersion, Event, EventFilter,
-    KeyRecord, NewEvent, ReleaseRecord, Result,
+    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
+    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, Result,
 };
 
 /// SSH keys: admins and per-app deploy keys.
@@ -29,8 +27,7 @@ pub trait AppStore: Send + Sync {
     /// The app, or a NotFound error phrased for users.
     async fn app(&self, name: &str) -> Result<AppRecord>;
     async fn list_apps(&self) -> Result<Vec<AppRecord>>;
-    async fn set_app_settings(&self, name: &str, settings: &BTreeMap<String, String>)
-        -> Result<()>;
+    async fn set_app_settings(&self, name: &str, settings: &AppSettings) -> Result<()>;
     /// Removes the app and everything stored about it except audit events.
     async fn delete_app(&self, name: &str) -> Result<()>;
     async fn domains(&self, app: &str) -> Result<Vec<String>>;
@@ -64,10 +61,9 @@ pub trait BuildStore: Send + Sync {
     /// At start-up: builds that were running when the process died can never
     /// finish; mark them failed so nothing shows "running" forever.
     async fn fail_running_builds(&self, reason: &str) -> Result<usize>;
-    async fn set_build_procfile(&self, id: &str, procfile: &BTreeMap<String, String>)
-        -> Result<()>;
+    async fn set_build_procfile(&self, id: &str, procfile: &Procfile) -> Result<()>;
     /// The Procfile entries recorded with a build (`None`: no Procfile).
-    async fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>>;
+    async fn build_procfile(&self, id: &str) -> Result<Option<Procfile>>;
 }
 
 /// Releases, the app's running state and the deploy journal: the commit
@@ -76,7 +72,7 @@ pub trait BuildStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait ReleaseStore: Send + Sync {
     async fn app_state(&self, app: &str) -> Result<AppState>;
-    async fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()>;
+    async fn set_formation(&self, app: &str, formation: &Formation) -> Result<()>;
     /// Creates the next `vN` (pending). Version allocation and insert are
     /// one transaction, so concurrent creators never share a number.
     async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord>;
@@ -88,7 +84,7 @@ pub trait ReleaseStore: Send + Sync {
         app: &str,
         version: i64,
         deploy_id: &str,
-        formation: &BTreeMap<String, u32>,
+        formation: &Formation,
     ) -> Result<()> {
         let commit = Commit {
             release: Some(version),
@@ -102,7 +98,7 @@ pub trait ReleaseStore: Send + Sync {
         &self,
         app: &str,
         deploy_id: &str,
-        formation: &BTreeMap<String, u32>,
+        formation: &Formation,
     ) -> Result<()> {
         let commit = Commit {
             release: None,
@@ -134,7 +130,8 @@ pub trait EventStore: Send + Sync {
         action: &str,
         outcome: &str,
     ) -> Result<()> {
-        let event = NewEvent {
+        let event = Event {
+            id: 0,
             time: now_rfc3339(),
             actor: actor.to_owned(),
             app: app.map(str::to_owned),
@@ -157,7 +154,8 @@ pub trait EventStore: Send + Sync {
         };
         self.select_events(app, filter).await
     }
-    async fn append_event(&self, event: NewEvent) -> Result<()>;
+    /// Records `event`; its `id` is ignored (ids are the store's).
+    async fn append_event(&self, event: Event) -> Result<()>;
     /// `events` in the backend: reads the events (of `app` when given)
     /// newest first and returns what [`EventFilter::select`] picks.
     async fn select_events(&self, app: Option<&str>, filter: EventFilter) -> Result<Vec<Event>>;

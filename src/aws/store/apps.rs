@@ -1,12 +1,10 @@
 //! `AppStore` on S3: the app's head object holds its settings and domain
 //! list; `domains/HOST.json` claims a host for one app.
 
-use std::collections::BTreeMap;
-
 use super::{store_err, S3Store};
 use crate::aws::state::{delete_app_objects, Head};
 use crate::aws::AwsError;
-use crate::store::{now_rfc3339, AppRecord, AppStore, Result, StoreError};
+use crate::store::{AppRecord, AppSettings, AppStore, Result, StoreError};
 
 fn app_record(h: &Head) -> AppRecord {
     AppRecord {
@@ -54,13 +52,14 @@ impl S3Store {
 #[async_trait::async_trait]
 impl AppStore for S3Store {
     async fn create_app(&self, name: &str) -> Result<AppRecord> {
+        let app = AppRecord::new(name);
         let head = Head {
-            app: name.to_string(),
-            created_at: now_rfc3339(),
+            app: app.name.clone(),
+            created_at: app.created_at.clone(),
             ..Head::default()
         };
         match self.state.create_head(&head).await {
-            Ok(_) => Ok(app_record(&head)),
+            Ok(_) => Ok(app),
             Err(AwsError::Conflict(_)) => {
                 Err(StoreError::Conflict(format!("app '{name}' already exists")))
             }
@@ -92,11 +91,7 @@ impl AppStore for S3Store {
         Ok(out)
     }
 
-    async fn set_app_settings(
-        &self,
-        name: &str,
-        settings: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_app_settings(&self, name: &str, settings: &AppSettings) -> Result<()> {
         self.update_head(name, |h| h.settings = settings.clone())
             .await
     }

@@ -1,10 +1,8 @@
 //! `BuildStore` on S3: `apps/APP/builds/ID.json` (ids sort by time as
 //! plain strings) and `procfiles/ID.json`.
 
-use std::collections::BTreeMap;
-
 use super::{store_err, S3Store};
-use crate::store::{now_rfc3339, BuildRecord, BuildStore, Result, StoreError};
+use crate::store::{now_rfc3339, BuildRecord, BuildStore, Procfile, Result, StoreError};
 
 fn build_key(app: &str, id: &str) -> String {
     format!("apps/{app}/builds/{id}.json")
@@ -92,11 +90,7 @@ impl BuildStore for S3Store {
         Ok(n)
     }
 
-    async fn set_build_procfile(
-        &self,
-        id: &str,
-        procfile: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_build_procfile(&self, id: &str, procfile: &Procfile) -> Result<()> {
         let key = format!("procfiles/{id}.json");
         // Written once per build; a repeat (same content) is fine.
         match self.state.put_json(&key, procfile, None).await {
@@ -104,7 +98,7 @@ impl BuildStore for S3Store {
             Err(e) if e.is_precondition_failed() => {
                 let (cur, etag) = self
                     .state
-                    .get_json::<BTreeMap<String, String>>(&key)
+                    .get_json::<Procfile>(&key)
                     .await
                     .map_err(store_err)?
                     .unwrap_or_default();
@@ -122,7 +116,7 @@ impl BuildStore for S3Store {
         }
     }
 
-    async fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+    async fn build_procfile(&self, id: &str) -> Result<Option<Procfile>> {
         Ok(self
             .state
             .get_json(&format!("procfiles/{id}.json"))

@@ -7,11 +7,12 @@ use std::convert::Infallible;
 
 use super::{store_err, S3Store};
 use crate::aws::state::{now_ms, StoredEvent};
-use crate::store::{Event, EventFilter, EventStore, NewEvent, Result};
+use crate::store::{Event, EventFilter, EventStore, Result};
 
 #[async_trait::async_trait]
 impl EventStore for S3Store {
-    async fn append_event(&self, e: NewEvent) -> Result<()> {
+    async fn append_event(&self, e: Event) -> Result<()> {
+        // The object name orders events; an object has no id.
         let stored = StoredEvent {
             time: e.time,
             actor: e.actor,

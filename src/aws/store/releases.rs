@@ -3,12 +3,10 @@
 //! the running state in the app's head, whose `release` field is the
 //! commit point.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::{store_err, S3Store};
-use crate::store::{AppState, Commit, ReleaseRecord, ReleaseStore, Result, StoreError};
+use crate::store::{AppState, Commit, Formation, ReleaseRecord, ReleaseStore, Result, StoreError};
 
 /// A release object: the record, and the journal it does not show.
 #[derive(Serialize, Deserialize, Clone)]
@@ -70,7 +68,7 @@ impl ReleaseStore for S3Store {
         })
     }
 
-    async fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    async fn set_formation(&self, app: &str, formation: &Formation) -> Result<()> {
         self.update_head(app, |h| h.formation = formation.clone())
             .await
     }

@@ -1,11 +1,9 @@
 //! `AppStore` on SQLite: `apps` rows (settings as a JSON column) and the
 //! `domains` table (the host is the key, so a host has one app).
 
-use std::collections::BTreeMap;
-
 use super::schema::{app_row, to_json, APP_COLUMNS};
 use super::{conflict_on_unique, SqliteStore};
-use crate::store::{now_rfc3339, AppRecord, AppStore, Result, StoreError};
+use crate::store::{AppRecord, AppSettings, AppStore, Result, StoreError};
 
 fn no_such_app(name: &str) -> StoreError {
     StoreError::NotFound(format!("app '{name}' does not exist"))
@@ -14,11 +12,7 @@ fn no_such_app(name: &str) -> StoreError {
 #[async_trait::async_trait]
 impl AppStore for SqliteStore {
     async fn create_app(&self, name: &str) -> Result<AppRecord> {
-        let app = AppRecord {
-            name: name.to_owned(),
-            created_at: now_rfc3339(),
-            settings: BTreeMap::new(),
-        };
+        let app = AppRecord::new(name);
         let sql = "INSERT INTO apps (name, created_at, settings) VALUES (?1, ?2, '{}')";
         self.execute(sql, (app.name.clone(), app.created_at.clone()))
             .await
@@ -41,11 +35,7 @@ impl AppStore for SqliteStore {
         self.query(sql, (), app_row).await
     }
 
-    async fn set_app_settings(
-        &self,
-        name: &str,
-        settings: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_app_settings(&self, name: &str, settings: &AppSettings) -> Result<()> {
         let sql = "UPDATE apps SET settings = ?2 WHERE name = ?1";
         match self
             .execute(sql, (name.to_owned(), to_json(settings)))

@@ -1,11 +1,9 @@
 //! `BuildStore` on SQLite: `builds` rows (push options and the Procfile as
 //! JSON columns).
 
-use std::collections::BTreeMap;
-
 use super::schema::{build_row, to_json, with_build_params, BUILD_COLUMNS};
 use super::SqliteStore;
-use crate::store::{now_rfc3339, BuildRecord, BuildStore, Result, StoreError};
+use crate::store::{now_rfc3339, BuildRecord, BuildStore, Procfile, Result, StoreError};
 
 #[async_trait::async_trait]
 impl BuildStore for SqliteStore {
@@ -52,18 +50,14 @@ impl BuildStore for SqliteStore {
         self.execute(sql, (reason.to_owned(), now_rfc3339())).await
     }
 
-    async fn set_build_procfile(
-        &self,
-        id: &str,
-        procfile: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    async fn set_build_procfile(&self, id: &str, procfile: &Procfile) -> Result<()> {
         let sql = "UPDATE builds SET procfile = ?2 WHERE id = ?1";
         self.execute(sql, (id.to_owned(), to_json(procfile)))
             .await
             .map(drop)
     }
 
-    async fn build_procfile(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+    async fn build_procfile(&self, id: &str) -> Result<Option<Procfile>> {
         let sql = "SELECT procfile FROM builds WHERE id = ?1";
         let text: Vec<Option<String>> = self.query(sql, (id.to_owned(),), |r| r.get(0)).await?;
         Ok(text

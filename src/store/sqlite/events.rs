@@ -4,11 +4,11 @@ use rusqlite::params;
 
 use super::schema::{event_row, EVENT_COLUMNS};
 use super::SqliteStore;
-use crate::store::{Event, EventFilter, EventStore, NewEvent, Result};
+use crate::store::{Event, EventFilter, EventStore, Result};
 
 #[async_trait::async_trait]
 impl EventStore for SqliteStore {
-    async fn append_event(&self, e: NewEvent) -> Result<()> {
+    async fn append_event(&self, e: Event) -> Result<()> {
         let sql =
             "INSERT INTO events (time, actor, app, action, outcome) VALUES (?1, ?2, ?3, ?4, ?5)";
         self.execute(sql, (e.time, e.actor, e.app, e.action, e.outcome))

@@ -3,13 +3,11 @@
 //! (`current_release`, `deploy_id`, `formation`). The commit point is one
 //! transaction over both.
 
-use std::collections::BTreeMap;
-
 use rusqlite::params;
 
 use super::schema::{from_json, release_row, to_json, RELEASE_COLUMNS};
 use super::SqliteStore;
-use crate::store::{AppState, Commit, ReleaseRecord, ReleaseStore, Result, StoreError};
+use crate::store::{AppState, Commit, Formation, ReleaseRecord, ReleaseStore, Result, StoreError};
 
 #[async_trait::async_trait]
 impl ReleaseStore for SqliteStore {
@@ -29,7 +27,7 @@ impl ReleaseStore for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("app '{app}' does not exist")))
     }
 
-    async fn set_formation(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    async fn set_formation(&self, app: &str, formation: &Formation) -> Result<()> {
         let sql = "UPDATE apps SET formation = ?2 WHERE name = ?1";
         self.execute(sql, (app.to_owned(), to_json(formation)))
             .await
