@@ -77,8 +77,8 @@ pub trait ReleaseStore: Send + Sync {
     /// one transaction, so concurrent creators never share a number.
     async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord>;
     async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()>;
-    /// The commit point of a deploy: at once the release becomes current
-    /// (with its rollout id and counts) and succeeded.
+    /// The commit point of a deploy: the release becomes current (with its
+    /// rollout id and counts) and succeeded.
     async fn commit_release(
         &self,
         app: &str,
@@ -107,8 +107,11 @@ pub trait ReleaseStore: Send + Sync {
         };
         self.commit(app, commit).await
     }
-    /// What `commit_release` and `commit_rollout` do, in one atomic write
-    /// (one transaction, or one conditional write of the app's head).
+    /// What `commit_release` and `commit_rollout` do. The app's running
+    /// state changes in one atomic write: one SQLite transaction (with the
+    /// release's status), or one conditional write of the app's S3 head,
+    /// after which the release is marked succeeded (recovery finishes that
+    /// step if a crash comes between).
     async fn commit(&self, app: &str, commit: Commit) -> Result<()>;
     async fn clear_ref_update(&self, app: &str, version: i64) -> Result<()>;
     async fn release(&self, app: &str, version: i64) -> Result<ReleaseRecord>;
