@@ -22,7 +22,8 @@ use crate::runtime::{
     LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Retention, Runtime,
     RuntimeError, Started,
 };
-use crate::store::{SqliteStore, Store};
+use crate::store::prelude::*;
+use crate::store::SqliteStore;
 
 /// The `[aws]` section of `rack.toml` and the rack's name, or why not.
 async fn context(settings: &Settings) -> Result<(AwsContext, AwsSection)> {
