@@ -58,21 +58,13 @@ impl Deployer {
         let started = Instant::now();
         let store = &self.provider.store;
         let id = new_build_id();
-        let record = BuildRecord {
-            id: id.clone(),
-            app: job.app.clone(),
-            commit: job.commit.to_string(),
-            status: "running".into(),
-            kind: None,
-            push_options: job.push_options.clone(),
-            created_by: job.actor.clone(),
-            created_at: now_rfc3339(),
-            finished_at: None,
-            duration_ms: None,
-            context_bytes: None,
-            image_id: None,
-            error: None,
-        };
+        let record = BuildRecord::running(
+            id.clone(),
+            job.app.clone(),
+            job.commit.to_string(),
+            job.push_options.clone(),
+            job.actor.clone(),
+        );
         store.insert_build(&record).await.map_err(internal)?;
         let mut pending = Pending {
             store: store.clone(),
