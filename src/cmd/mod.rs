@@ -291,8 +291,8 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "run",
-        "run APP -- CMD ARGS...",
-        "one-off process (ssh -t for a terminal)",
+        "run APP [--exec] -- COMMAND",
+        "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal",
     ),
     ("keys", "keys", "list SSH keys (admin)"),
     (
@@ -571,13 +571,7 @@ impl Command {
             }
             "run" => {
                 let app = a.app("run")?;
-                let mut argv = a.rest();
-                if argv.first().map(String::as_str) == Some("--") {
-                    argv.remove(0);
-                }
-                if argv.is_empty() {
-                    return Err(usage("usage: run APP -- CMD ARGS..."));
-                }
+                let argv = run::parse_argv(a.rest())?;
                 Command::Run { app, argv }
             }
             "config" | "config:show" => {
@@ -816,7 +810,7 @@ impl Command {
             DomainsAdd { app, host } => format!("domains:add {app} {host}"),
             DomainsRemove { app, host } => format!("domains:remove {app} {host}"),
             // Only the program name: arguments may carry secrets.
-            Run { app, argv } => format!("run {app} {}", argv[0]),
+            Run { app, argv } => format!("run {app} {}", run::audit_name(argv)),
             AppsDeploy {
                 app,
                 reference,

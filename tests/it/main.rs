@@ -3,12 +3,14 @@
 
 mod aws;
 mod builds;
+mod client;
 mod commands;
 mod git;
 mod harness;
 mod hostile;
 mod http;
 mod oneoff;
+mod readme;
 mod releases;
 mod secrets;
 mod up;
