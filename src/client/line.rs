@@ -71,9 +71,8 @@ pub fn build(target: &Target, words: Vec<String>) -> Result<Request> {
     let is_run = name == "run";
     let mut exec = false;
     while let Some(w) = words.next() {
-        let flag = |long: &str, short: &str| {
-            w == long || w == short || w.starts_with(&format!("{long}="))
-        };
+        let flag =
+            |long: &str, short: &str| w == long || w == short || w.starts_with(&format!("{long}="));
         let takes_app = app != AppArg::No;
         if takes_app && flag("--app", "-a") {
             target.app = Some(flag_value(&w, &mut words)?);

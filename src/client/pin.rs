@@ -212,7 +212,13 @@ fn pin(file: &PathBuf, url: &RackUrl, scanned: &str) -> Result<()> {
         .stderr(Stdio::null())
         .output()
         .context("running ssh-keygen -F")?;
-    let key_of = |l: &str| l.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" ");
+    let key_of = |l: &str| {
+        l.split_whitespace()
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let pinned: Vec<String> = String::from_utf8_lossy(&known.stdout)
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())

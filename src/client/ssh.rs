@@ -47,7 +47,10 @@ impl Ssh {
         match self {
             Ssh::Shell(line) => {
                 let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("{line} \"$@\"")).arg(line).args(args);
+                c.arg("-c")
+                    .arg(format!("{line} \"$@\""))
+                    .arg(line)
+                    .args(args);
                 c
             }
             Ssh::Program(p) => {

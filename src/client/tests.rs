@@ -65,12 +65,19 @@ fn the_rack_remote_is_found() {
     let two = r(&[("prod", "ssh://git@h/a"), ("rack", "ssh://git@h/b")]);
     assert_eq!(from_remotes(None, &two).unwrap().unwrap().app.unwrap(), "b");
     assert_eq!(
-        from_remotes(Some("prod"), &two).unwrap().unwrap().app.unwrap(),
+        from_remotes(Some("prod"), &two)
+            .unwrap()
+            .unwrap()
+            .app
+            .unwrap(),
         "a"
     );
     let many = r(&[("prod", "ssh://git@h/a"), ("staging", "ssh://git@h/b")]);
     let e = from_remotes(None, &many).unwrap_err().to_string();
-    assert!(e.contains("-r REMOTE") && e.contains("prod, staging"), "{e}");
+    assert!(
+        e.contains("-r REMOTE") && e.contains("prod, staging"),
+        "{e}"
+    );
     assert!(from_remotes(None, &r(&[gh])).unwrap().is_none());
     assert!(from_remotes(Some("origin"), &r(&[gh])).is_err());
     assert!(from_remotes(Some("nope"), &r(&[gh])).is_err());

@@ -192,7 +192,9 @@ pub fn parse_argv(words: Vec<String>) -> Result<Vec<String>, CmdError> {
         many => shell_words::join(many),
     };
     if line.trim().is_empty() {
-        return Err(usage("usage: run APP -- COMMAND (one command line for /bin/sh -c)"));
+        return Err(usage(
+            "usage: run APP -- COMMAND (one command line for /bin/sh -c)",
+        ));
     }
     Ok(SHELL.iter().map(|s| s.to_string()).chain([line]).collect())
 }

@@ -71,10 +71,7 @@ fn run_takes_one_command_line_for_the_shell() {
         sh("printf '%s' 'a b'")
     );
     for bad in ["run a", "run a --", "run a --   ", "run a --exec --"] {
-        assert!(
-            Command::parse(split_line(bad).unwrap()).is_err(),
-            "{bad}"
-        );
+        assert!(Command::parse(split_line(bad).unwrap()).is_err(), "{bad}");
     }
     // Only `run` lines keep a raw tail; others are shell words as before.
     assert_eq!(

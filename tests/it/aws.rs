@@ -592,7 +592,10 @@ pub fn readme_block(tmp: &std::path::Path, path: &str, block: &str) {
     std::fs::create_dir_all(&home).unwrap();
     let name = format!("readme{}", std::process::id() % 100_000);
     let mut script = String::from("set -eo pipefail\nexec 2>&1\n");
-    for line in block.replace("--rack prod", &format!("--rack {name}")).lines() {
+    for line in block
+        .replace("--rack prod", &format!("--rack {name}"))
+        .lines()
+    {
         let cmd = line.split("  #").next().unwrap_or(line).trim_end();
         if cmd.starts_with("rack server") {
             script.push_str(&format!(

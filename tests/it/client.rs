@@ -109,7 +109,13 @@ fn client_commands_from_a_checkout() {
 
     // rack help lists both kinds of commands.
     let help = rack_cmd(&["help"]).ok().stdout.clone();
-    for want in ["server", "remote", "completions", "rack config:set KEY=VAL", "rack run"] {
+    for want in [
+        "server",
+        "remote",
+        "completions",
+        "rack config:set KEY=VAL",
+        "rack run",
+    ] {
         assert!(help.contains(want), "{want}: {help}");
     }
 
@@ -139,7 +145,11 @@ fn client_commands_from_a_checkout() {
 /// PATH with this build's `rack` first.
 fn path_with_rack() -> String {
     let dir = Path::new(RACK).parent().unwrap();
-    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// `rack run -- sh` under a real terminal (tmux): a shell, and its exit
@@ -162,7 +172,17 @@ fn client_run_with_a_terminal() {
         rack.git_ssh_command(a)
     );
     let st = Command::new("tmux")
-        .args(["new-session", "-d", "-x", "120", "-y", "30", "-s", &session, &cmd])
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            "-s",
+            &session,
+            &cmd,
+        ])
         .status()
         .expect("tmux is needed for the terminal test: scripts/test installs it");
     assert!(st.success());
@@ -175,12 +195,21 @@ fn client_run_with_a_terminal() {
             if s.contains(text) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "terminal never showed {text:?}:\n{s}");
+            assert!(
+                Instant::now() < deadline,
+                "terminal never showed {text:?}:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
     wait_screen("#");
-    tmux(&["send-keys", "-t", &session, "echo tty-$((40+2)) $(tty)", "Enter"]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "echo tty-$((40+2)) $(tty)",
+        "Enter",
+    ]);
     let s = wait_screen("tty-42 /dev/");
     assert!(s.contains("/dev/pts") || s.contains("/dev/console"), "{s}");
     tmux(&["send-keys", "-t", &session, "exit 3", "Enter"]);
@@ -223,7 +252,11 @@ fn remote_add_pins_the_host_key() {
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
     assert!(!kh.exists());
     assert_ne!(git(&["remote"]).stdout.trim(), "rack");
-    client(&dir, &ssh, &["remote", "add", &host, "--fingerprint", "SHA256:nope"]);
+    client(
+        &dir,
+        &ssh,
+        &["remote", "add", &host, "--fingerprint", "SHA256:nope"],
+    );
     assert!(!kh.exists());
 
     // The fingerprint the rack's machine shows.
@@ -232,11 +265,25 @@ fn remote_add_pins_the_host_key() {
         "{RACK} host-key --data-dir {} | ssh-keygen -lf -",
         rack.data_dir().display()
     ));
-    let fp = run_with_stdin(c, b"").ok().stdout.split_whitespace().nth(1).unwrap().to_string();
+    let fp = run_with_stdin(c, b"")
+        .ok()
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
     assert!(fp.starts_with("SHA256:"), "{fp}");
-    let out = client(&dir, &ssh, &["remote", "add", &host, "pinned", "--fingerprint", &fp]);
+    let out = client(
+        &dir,
+        &ssh,
+        &["remote", "add", &host, "pinned", "--fingerprint", &fp],
+    );
     out.ok();
-    assert!(out.stderr.contains(&fp), "the fingerprint is shown: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&fp),
+        "the fingerprint is shown: {}",
+        out.stderr
+    );
     let pinned = std::fs::read_to_string(&kh).unwrap();
     assert!(
         pinned.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", rack.port)),
@@ -252,17 +299,27 @@ fn remote_add_pins_the_host_key() {
 
     // The rack's key changes (here: the pinned line names another key).
     let other = keygen(rack.dir.path(), "impostor");
-    let other_key = other.public().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let other_key = other
+        .public()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     std::fs::write(&kh, format!("[127.0.0.1]:{} {other_key}\n", rack.port)).unwrap();
     let out = client(&dir, &ssh, &["apps"]);
     assert_eq!(out.code, 255, "{}", out.stderr);
     assert!(
-        out.stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        out.stderr
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
             || out.stderr.contains("Host key verification failed"),
         "{}",
         out.stderr
     );
     let out = client(&dir, &ssh, &["remote", "add", &host, "pinned", "--yes"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("already has another key"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already has another key"),
+        "{}",
+        out.stderr
+    );
 }

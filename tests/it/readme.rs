@@ -141,7 +141,11 @@ fn every_readme_block_runs() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let blocks = blocks(&readme);
     assert!(blocks.len() >= 10, "{blocks:?}");
-    assert_eq!(kind(&blocks[0]), Kind::ScriptsUp, "the quick start comes first");
+    assert_eq!(
+        kind(&blocks[0]),
+        Kind::ScriptsUp,
+        "the quick start comes first"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let (home, path) = home_with_tools(tmp.path());
     let ns = format!("rd{}", std::process::id() % 100_000);
@@ -204,10 +208,14 @@ fn every_readme_block_runs() {
         "README block {last} failed (exit {}):\n{}\n--- the block:\n{}\n--- server:\n{}",
         out.code,
         out.stdout,
-        blocks.get(last.parse::<usize>().unwrap_or(0)).map(String::as_str).unwrap_or(""),
+        blocks
+            .get(last.parse::<usize>().unwrap_or(0))
+            .map(String::as_str)
+            .unwrap_or(""),
         server.log()
     );
-    // What the README says the blocks print.
+    println!("{}", out.stdout); // shown with --nocapture
+                                // What the README says the blocks print.
     let all: String = ran.iter().map(|i| section(*i)).collect();
     for want in [
         "Deployed sample v1",
@@ -232,7 +240,11 @@ fn check_toml(tmp: &Path, i: usize, block: &str) {
     let mut c = Command::new(RACK);
     c.args(["host-key", "--data-dir"]).arg(&data);
     let out = run_with_stdin(c, b"");
-    assert_eq!(out.code, 0, "README block {i} is not a valid rack.toml: {}\n{block}", out.stderr);
+    assert_eq!(
+        out.code, 0,
+        "README block {i} is not a valid rack.toml: {}\n{block}",
+        out.stderr
+    );
 }
 
 /// `scripts/up` in the background, as the quick start runs it.
@@ -280,9 +292,14 @@ impl ScriptsUp {
         });
         let (mut ssh_port, mut http_port) = (0, 0);
         while ssh_port == 0 || http_port == 0 {
-            let (m, port) = rx.recv_timeout(Duration::from_secs(300)).unwrap_or_else(|_| {
-                panic!("scripts/up never started the server:\n{}", log.lock().unwrap())
-            });
+            let (m, port) = rx
+                .recv_timeout(Duration::from_secs(300))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "scripts/up never started the server:\n{}",
+                        log.lock().unwrap()
+                    )
+                });
             match m.as_str() {
                 "ssh listening" => ssh_port = port,
                 "http listening" => http_port = port,
@@ -323,7 +340,12 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=rack.ns={}", self.0)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=rack.ns={}", self.0),
+            ])
             .output();
         if let Ok(o) = ids {
             let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
@@ -331,7 +353,10 @@ impl Drop for Cleanup {
                 .map(str::to_string)
                 .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
             }
         }
         let _ = Command::new("docker")
@@ -344,5 +369,8 @@ impl Drop for Cleanup {
 fn blocks_are_found() {
     let text = "intro\n\n    one\n    two\n\n    still\ntext\n    not a block\n\n    three\n";
     assert_eq!(blocks(text), vec!["one\ntwo\n\nstill\n", "three\n"]);
-    assert_eq!(bounded("rack logs -f   # x\n"), "rack logs -f || test $? = 124\n".replace("rack", "timeout 5 rack"));
+    assert_eq!(
+        bounded("rack logs -f   # x\n"),
+        "rack logs -f || test $? = 124\n".replace("rack", "timeout 5 rack")
+    );
 }
