@@ -1,7 +1,12 @@
 use super::line::{build, AppArg};
 use super::remote::{from_remotes, RackUrl};
 use super::Target;
-use crate::cmd::{run::split_line, Command};
+use crate::cmd::apps::AppsCmd;
+use crate::cmd::config::ConfigCmd;
+use crate::cmd::keys::KeysCmd;
+use crate::cmd::ps::PsCmd;
+use crate::cmd::run::{split_line, RunCmd};
+use crate::cmd::Command;
 
 fn url(app: &str) -> RackUrl {
     RackUrl {
@@ -88,12 +93,12 @@ fn values_reach_the_server_byte_for_byte() {
     let value = "a b 'q' \"dq\" $HOME ; rm -rf / \\ `x` \n second line\ttab ünï";
     let pair = format!("K={value}");
     match server_sees(&Target::default(), &["config:set", &pair, "--no-restart"]) {
-        Command::ConfigSet {
+        Command::Config(ConfigCmd::Set {
             app,
             pairs,
             no_restart,
             ..
-        } => {
+        }) => {
             assert_eq!(app, "app");
             assert_eq!(pairs, vec![("K".to_string(), value.to_string())]);
             assert!(no_restart);
@@ -106,16 +111,16 @@ fn values_reach_the_server_byte_for_byte() {
 fn app_comes_from_the_remote_or_a_flag() {
     assert_eq!(
         server_sees(&Target::default(), &["ps:scale", "web=2"]),
-        Command::PsScale {
+        Command::Ps(PsCmd::Scale {
             app: "app".into(),
             pairs: vec!["web=2".into()]
-        }
+        })
     );
     assert_eq!(
         server_sees(&Target::default(), &["ps", "-a", "other"]),
-        Command::Ps {
+        Command::Ps(PsCmd::List {
             app: "other".into()
-        }
+        })
     );
     let t = Target {
         app: Some("x".into()),
@@ -123,26 +128,29 @@ fn app_comes_from_the_remote_or_a_flag() {
     };
     assert_eq!(
         server_sees(&t, &["config:get", "K"]),
-        Command::ConfigGet {
+        Command::Config(ConfigCmd::Get {
             app: "x".into(),
             key: "K".into()
-        }
+        })
     );
     // keys:add's own --app is the server's, not the client's.
     assert_eq!(
         server_sees(&Target::default(), &["keys:add", "ci", "--app", "a"]),
-        Command::KeysAdd {
+        Command::Keys(KeysCmd::Add {
             name: "ci".into(),
             admin: false,
             apps: vec!["a".into()]
-        }
+        })
     );
-    assert_eq!(server_sees(&Target::default(), &["apps"]), Command::Apps);
+    assert_eq!(
+        server_sees(&Target::default(), &["apps"]),
+        Command::Apps(AppsCmd::List)
+    );
     assert_eq!(
         server_sees(&Target::default(), &["apps:create", "fresh"]),
-        Command::AppsCreate {
+        Command::Apps(AppsCmd::Create {
             app: "fresh".into()
-        }
+        })
     );
     assert_eq!(super::line::app_arg("events"), AppArg::Optional);
     assert_eq!(super::line::app_arg("logs"), AppArg::Required);
@@ -150,9 +158,11 @@ fn app_comes_from_the_remote_or_a_flag() {
 
 #[test]
 fn run_sends_one_command_line() {
-    let sh = |l: &str| Command::Run {
-        app: "app".into(),
-        argv: vec!["/bin/sh".into(), "-c".into(), l.into()],
+    let sh = |l: &str| {
+        Command::Run(RunCmd::Run {
+            app: "app".into(),
+            argv: vec!["/bin/sh".into(), "-c".into(), l.into()],
+        })
     };
     let t = Target::default();
     assert_eq!(server_sees(&t, &["run", "--", "echo $G"]), sh("echo $G"));
@@ -160,17 +170,17 @@ fn run_sends_one_command_line() {
     assert_eq!(server_sees(&t, &["run", "--", "exit 7"]), sh("exit 7"));
     assert_eq!(
         server_sees(&t, &["run", "-a", "b", "--", "ls", "-a"]),
-        Command::Run {
+        Command::Run(RunCmd::Run {
             app: "b".into(),
             argv: vec!["/bin/sh".into(), "-c".into(), "ls -a".into()],
-        }
+        })
     );
     assert_eq!(
         server_sees(&t, &["run", "--exec", "--", "printf", "%s\n", "a 'b'"]),
-        Command::Run {
+        Command::Run(RunCmd::Run {
             app: "app".into(),
             argv: vec!["printf".into(), "%s\n".into(), "a 'b'".into()],
-        }
+        })
     );
     assert!(build(&t, words(&["run"])).is_err());
 }

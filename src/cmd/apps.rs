@@ -6,6 +6,7 @@ use serde_json::json;
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{split_pair, unexpected, with_space, Access, Args};
 use crate::appsettings;
 use crate::names::printable;
 
@@ -209,4 +210,160 @@ pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Ou
         ctx.rack.store.set_app_settings(app, &rec.settings).await?;
     }
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `apps*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppsCmd {
+    List,
+    Create {
+        app: String,
+    },
+    Info {
+        app: String,
+    },
+    Destroy {
+        app: String,
+        confirm: Option<String>,
+    },
+    Set {
+        app: String,
+        pairs: Vec<(String, String)>,
+    },
+    Unset {
+        app: String,
+        keys: Vec<String>,
+    },
+    Deploy {
+        app: String,
+        reference: Option<String>,
+        no_cache: bool,
+    },
+}
+
+impl AppsCmd {
+    /// `None` when `name` is not an `apps*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<AppsCmd>, CmdError> {
+        Ok(Some(match name {
+            "apps" | "apps:list" => {
+                a.done("apps")?;
+                AppsCmd::List
+            }
+            "apps:create" => AppsCmd::Create {
+                app: a.only_app(name)?,
+            },
+            "apps:info" => AppsCmd::Info {
+                app: a.only_app(name)?,
+            },
+            "apps:destroy" => {
+                let app = a.app(name)?;
+                let confirm = a.option_only("--confirm", "--confirm needs the app name")?;
+                AppsCmd::Destroy { app, confirm }
+            }
+            "apps:set" => {
+                let (app, words) = a.app_words(name)?;
+                let pairs = words
+                    .iter()
+                    .map(|w| split_pair(w))
+                    .collect::<Result<_, _>>()?;
+                AppsCmd::Set { app, pairs }
+            }
+            "apps:unset" => {
+                let (app, keys) = a.app_words(name)?;
+                AppsCmd::Unset { app, keys }
+            }
+            "apps:deploy" => {
+                let app = a.app(name)?;
+                let mut reference = None;
+                let mut no_cache = false;
+                for w in a.rest() {
+                    if w == "--no-cache" {
+                        no_cache = true;
+                    } else if reference.is_none() && !w.starts_with('-') {
+                        reference = Some(w);
+                    } else {
+                        return Err(unexpected(&w, name));
+                    }
+                }
+                AppsCmd::Deploy {
+                    app,
+                    reference,
+                    no_cache,
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            AppsCmd::List => Access::Anyone,
+            AppsCmd::Info { app } => Access::Read(app.clone()),
+            AppsCmd::Create { .. }
+            | AppsCmd::Destroy { .. }
+            | AppsCmd::Set { .. }
+            | AppsCmd::Unset { .. }
+            | AppsCmd::Deploy { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            AppsCmd::List => None,
+            AppsCmd::Create { app }
+            | AppsCmd::Info { app }
+            | AppsCmd::Destroy { app, .. }
+            | AppsCmd::Set { app, .. }
+            | AppsCmd::Unset { app, .. }
+            | AppsCmd::Deploy { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        Some(match self {
+            AppsCmd::List | AppsCmd::Info { .. } => return None,
+            AppsCmd::Create { app } => format!("apps:create {app}"),
+            AppsCmd::Destroy { app, .. } => format!("apps:destroy {app}"),
+            AppsCmd::Set { app, pairs } => format!(
+                "apps:set {app} {}",
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            AppsCmd::Unset { app, keys } => format!("apps:unset {app} {}", keys.join(" ")),
+            AppsCmd::Deploy {
+                app,
+                reference,
+                no_cache,
+            } => format!(
+                "apps:deploy {app}{}{}",
+                with_space(reference.as_deref()),
+                if *no_cache { " --no-cache" } else { "" }
+            ),
+        })
+    }
+
+    pub(super) async fn execute<R: AsyncRead + Unpin>(
+        self,
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<Output, CmdError> {
+        match self {
+            AppsCmd::List => list(ctx).await,
+            AppsCmd::Create { app } => create(ctx, &app).await,
+            AppsCmd::Info { app } => info(ctx, &app).await,
+            AppsCmd::Destroy { app, confirm } => destroy(ctx, &app, confirm.as_deref()).await,
+            AppsCmd::Set { app, pairs } => set(ctx, &app, &pairs).await,
+            AppsCmd::Unset { app, keys } => unset(ctx, &app, &keys).await,
+            AppsCmd::Deploy {
+                app,
+                reference,
+                no_cache,
+            } => super::builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
+        }
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{output::Output, CmdError, Ctx};
+use super::{usage, Access, Args};
 use crate::deploy::{run_build, BuildJob};
 use crate::store::BuildRecord;
 
@@ -161,4 +162,83 @@ pub async fn deploy<R>(
 
 fn io_err(e: std::io::Error) -> CmdError {
     CmdError::Failed(format!("reading the build log: {e}"))
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `builds*` commands (read-only; `apps:deploy` is in the apps group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildsCmd {
+    List {
+        app: String,
+    },
+    Info {
+        app: String,
+        build: String,
+    },
+    Logs {
+        app: String,
+        build: String,
+        follow: bool,
+    },
+}
+
+impl BuildsCmd {
+    /// `None` when `name` is not a `builds*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<BuildsCmd>, CmdError> {
+        Ok(Some(match name {
+            "builds" => BuildsCmd::List {
+                app: a.only_app(name)?,
+            },
+            "builds:info" => {
+                let (app, build) = a.app_word(name)?;
+                BuildsCmd::Info { app, build }
+            }
+            "builds:logs" => {
+                let app = a.app(name)?;
+                let mut build = None;
+                let mut follow = false;
+                for w in a.rest() {
+                    match w.as_str() {
+                        "-f" | "--follow" => follow = true,
+                        _ if build.is_none() && !w.starts_with('-') => build = Some(w),
+                        _ => {
+                            return Err(usage(format!(
+                                "unexpected argument '{}'",
+                                crate::names::printable(&w)
+                            )))
+                        }
+                    }
+                }
+                let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
+                BuildsCmd::Logs { app, build, follow }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            BuildsCmd::List { app } | BuildsCmd::Info { app, .. } | BuildsCmd::Logs { app, .. } => {
+                Access::Read(app.clone())
+            }
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            BuildsCmd::List { app } | BuildsCmd::Info { app, .. } | BuildsCmd::Logs { app, .. } => {
+                Some(app)
+            }
+        }
+    }
+
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
+        match self {
+            BuildsCmd::List { app } => list(ctx, &app).await,
+            BuildsCmd::Info { app, build } => info(ctx, &app, &build).await,
+            BuildsCmd::Logs { app, build, follow } => logs(ctx, &app, &build, follow).await,
+        }
+    }
 }

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{split_pair, usage, Access, Args};
 use crate::names::validate_config_key;
 use crate::release::config::Change;
 
@@ -126,4 +127,172 @@ fn applied(
     ));
     out.json = serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": release });
     out
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `config*` commands. Values never reach the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigCmd {
+    Show {
+        app: String,
+    },
+    Get {
+        app: String,
+        key: String,
+    },
+    Set {
+        app: String,
+        pairs: Vec<(String, String)>,
+        stdin_key: Option<String>,
+        no_restart: bool,
+    },
+    Unset {
+        app: String,
+        keys: Vec<String>,
+        no_restart: bool,
+    },
+}
+
+impl ConfigCmd {
+    /// `None` when `name` is not a `config*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ConfigCmd>, CmdError> {
+        Ok(Some(match name {
+            "config" | "config:show" => ConfigCmd::Show {
+                app: a.only_app("config")?,
+            },
+            "config:get" => {
+                let (app, key) = a.app_word(name)?;
+                ConfigCmd::Get { app, key }
+            }
+            "config:set" => parse_set(a)?,
+            "config:unset" => {
+                let app = a.app(name)?;
+                let mut no_restart = false;
+                let mut keys = Vec::new();
+                for w in a.rest() {
+                    if w == "--no-restart" {
+                        no_restart = true;
+                    } else {
+                        keys.push(w);
+                    }
+                }
+                if keys.is_empty() {
+                    return Err(usage("usage: config:unset APP KEY ... [--no-restart]"));
+                }
+                ConfigCmd::Unset {
+                    app,
+                    keys,
+                    no_restart,
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it. Config holds
+    /// secrets: admins only, reads included.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            ConfigCmd::Show { .. }
+            | ConfigCmd::Get { .. }
+            | ConfigCmd::Set { .. }
+            | ConfigCmd::Unset { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            ConfigCmd::Show { app }
+            | ConfigCmd::Get { app, .. }
+            | ConfigCmd::Set { app, .. }
+            | ConfigCmd::Unset { app, .. } => Some(app),
+        }
+    }
+
+    /// Key names only, never a value.
+    pub(super) fn audit_line(&self) -> Option<String> {
+        Some(match self {
+            ConfigCmd::Show { .. } | ConfigCmd::Get { .. } => return None,
+            ConfigCmd::Set {
+                app,
+                pairs,
+                stdin_key,
+                ..
+            } => {
+                let keys: Vec<&str> = pairs
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .chain(stdin_key.as_deref())
+                    .collect();
+                format!("config:set {app} {}", keys.join(" "))
+            }
+            ConfigCmd::Unset { app, keys, .. } => {
+                format!("config:unset {app} {}", keys.join(" "))
+            }
+        })
+    }
+
+    pub(super) async fn execute<R: AsyncRead + Unpin>(
+        self,
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<Output, CmdError> {
+        match self {
+            ConfigCmd::Show { app } => show(ctx, &app).await,
+            ConfigCmd::Get { app, key } => get(ctx, &app, &key).await,
+            ConfigCmd::Set {
+                app,
+                pairs,
+                stdin_key,
+                no_restart,
+            } => set(ctx, &app, pairs, stdin_key, no_restart).await,
+            ConfigCmd::Unset {
+                app,
+                keys,
+                no_restart,
+            } => unset(ctx, &app, &keys, no_restart).await,
+        }
+    }
+}
+
+/// `config:set APP KEY=VAL ... [--no-restart]` or `config:set APP KEY --stdin`.
+fn parse_set(a: &mut Args) -> Result<ConfigCmd, CmdError> {
+    let app = a.app("config:set")?;
+    let mut no_restart = false;
+    let mut stdin = false;
+    let mut pairs = Vec::new();
+    let mut bare = Vec::new();
+    for w in a.rest() {
+        match w.as_str() {
+            "--no-restart" => no_restart = true,
+            "--stdin" => stdin = true,
+            _ if w.contains('=') => pairs.push(split_pair(&w)?),
+            _ => bare.push(w),
+        }
+    }
+    let stdin_key = if stdin {
+        if bare.len() != 1 || !pairs.is_empty() {
+            return Err(usage(
+                "usage: config:set APP KEY --stdin (one key, value on stdin)",
+            ));
+        }
+        bare.pop()
+    } else {
+        if let Some(w) = bare.first() {
+            return Err(usage(format!(
+                "expected KEY=VALUE, got '{}'",
+                crate::names::printable(w)
+            )));
+        }
+        if pairs.is_empty() {
+            return Err(usage("usage: config:set APP KEY=VAL ... [--no-restart]"));
+        }
+        None
+    };
+    Ok(ConfigCmd::Set {
+        app,
+        pairs,
+        stdin_key,
+        no_restart,
+    })
 }

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{Access, Args};
 use crate::names::printable;
 
 fn validate_host(host: &str) -> Result<String, CmdError> {
@@ -58,4 +59,67 @@ pub async fn remove<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output
     ctx.rack.store.remove_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     Ok(Output::message(format!("Removed {host} from {app}")))
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `domains*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainsCmd {
+    List { app: String },
+    Add { app: String, host: String },
+    Remove { app: String, host: String },
+}
+
+impl DomainsCmd {
+    /// `None` when `name` is not a `domains*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<DomainsCmd>, CmdError> {
+        Ok(Some(match name {
+            "domains" => DomainsCmd::List {
+                app: a.only_app(name)?,
+            },
+            "domains:add" | "domains:remove" => {
+                let (app, host) = a.app_word(name)?;
+                if name == "domains:add" {
+                    DomainsCmd::Add { app, host }
+                } else {
+                    DomainsCmd::Remove { app, host }
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            DomainsCmd::List { .. } | DomainsCmd::Add { .. } | DomainsCmd::Remove { .. } => {
+                Access::Admin
+            }
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            DomainsCmd::List { app }
+            | DomainsCmd::Add { app, .. }
+            | DomainsCmd::Remove { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            DomainsCmd::List { .. } => None,
+            DomainsCmd::Add { app, host } => Some(format!("domains:add {app} {host}")),
+            DomainsCmd::Remove { app, host } => Some(format!("domains:remove {app} {host}")),
+        }
+    }
+
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
+        match self {
+            DomainsCmd::List { app } => list(ctx, &app).await,
+            DomainsCmd::Add { app, host } => add(ctx, &app, &host).await,
+            DomainsCmd::Remove { app, host } => remove(ctx, &app, &host).await,
+        }
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{Access, Args};
 use crate::names::{printable, validate_app, validate_key_name};
 use crate::store::{now_rfc3339, KeyRecord, Store};
 
@@ -127,4 +128,73 @@ pub async fn add<R: AsyncRead + Unpin>(
 pub async fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
     ctx.rack.store.remove_key(name).await?;
     Ok(Output::message(format!("Removed key {name}")))
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `keys*` commands (admin only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysCmd {
+    List,
+    Add {
+        name: String,
+        admin: bool,
+        apps: Vec<String>,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+impl KeysCmd {
+    /// `None` when `name` is not a `keys*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<KeysCmd>, CmdError> {
+        Ok(Some(match name {
+            "keys" | "keys:list" => {
+                a.done("keys")?;
+                KeysCmd::List
+            }
+            "keys:add" => {
+                let name = a.word("keys:add")?;
+                let (admin, apps) = parse_scope(a.rest())?;
+                KeysCmd::Add { name, admin, apps }
+            }
+            "keys:remove" => {
+                let name = a.word("keys:remove")?;
+                a.done("keys:remove")?;
+                KeysCmd::Remove { name }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            KeysCmd::List | KeysCmd::Add { .. } | KeysCmd::Remove { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            KeysCmd::List => None,
+            KeysCmd::Add { name, admin, apps } => Some(if *admin {
+                format!("keys:add {name} --admin")
+            } else {
+                format!("keys:add {name} --app {}", apps.join(","))
+            }),
+            KeysCmd::Remove { name } => Some(format!("keys:remove {name}")),
+        }
+    }
+
+    pub(super) async fn execute<R: AsyncRead + Unpin>(
+        self,
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<Output, CmdError> {
+        match self {
+            KeysCmd::List => list(ctx).await,
+            KeysCmd::Add { name, admin, apps } => add(ctx, &name, admin, &apps).await,
+            KeysCmd::Remove { name } => remove(ctx, &name).await,
+        }
+    }
 }

@@ -97,124 +97,29 @@ fn usage(text: impl Into<String>) -> CmdError {
     CmdError::Usage(text.into())
 }
 
+/// One SSH command line, parsed. Each group module owns its commands:
+/// their parsing, `HELP` lines, access, audit line and execution; this enum
+/// only names the groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
     Version,
-    Apps,
-    AppsCreate {
-        app: String,
-    },
-    AppsInfo {
-        app: String,
-    },
-    AppsDestroy {
-        app: String,
-        confirm: Option<String>,
-    },
-    AppsSet {
-        app: String,
-        pairs: Vec<(String, String)>,
-    },
-    AppsUnset {
-        app: String,
-        keys: Vec<String>,
-    },
-    Config {
-        app: String,
-    },
-    ConfigGet {
-        app: String,
-        key: String,
-    },
-    ConfigSet {
-        app: String,
-        pairs: Vec<(String, String)>,
-        stdin_key: Option<String>,
-        no_restart: bool,
-    },
-    ConfigUnset {
-        app: String,
-        keys: Vec<String>,
-        no_restart: bool,
-    },
-    Keys,
-    KeysAdd {
-        name: String,
-        admin: bool,
-        apps: Vec<String>,
-    },
-    KeysRemove {
-        name: String,
-    },
-    Events {
-        app: Option<String>,
-        limit: usize,
-    },
-    AppsDeploy {
-        app: String,
-        reference: Option<String>,
-        no_cache: bool,
-    },
-    Builds {
-        app: String,
-    },
-    BuildsInfo {
-        app: String,
-        build: String,
-    },
-    BuildsLogs {
-        app: String,
-        build: String,
-        follow: bool,
-    },
-    Releases {
-        app: String,
-    },
-    ReleasesInfo {
-        app: String,
-        version: String,
-    },
-    ReleasesRollback {
-        app: String,
-        version: Option<String>,
-    },
-    Ps {
-        app: String,
-    },
-    PsScale {
-        app: String,
-        pairs: Vec<String>,
-    },
-    PsRestart {
-        app: String,
-        kind: Option<String>,
-    },
-    Domains {
-        app: String,
-    },
-    DomainsAdd {
-        app: String,
-        host: String,
-    },
-    DomainsRemove {
-        app: String,
-        host: String,
-    },
-    Logs {
-        app: String,
-        follow: bool,
-        lines: Option<usize>,
-        kind: Option<String>,
-    },
-    Run {
-        app: String,
-        argv: Vec<String>,
-    },
+    Apps(apps::AppsCmd),
+    Config(config::ConfigCmd),
+    Builds(builds::BuildsCmd),
+    Releases(releases::ReleasesCmd),
+    Ps(ps::PsCmd),
+    Domains(domains::DomainsCmd),
+    Run(run::RunCmd),
+    Keys(keys::KeysCmd),
+    Events(events::EventsCmd),
 }
 
-/// `(name, usage, summary)` for `help`, in display order.
-pub const HELP: &[(&str, &str, &str)] = &[
+/// `(name, usage, summary)` of one command, for `help` and usage errors.
+pub type HelpLine = (&'static str, &'static str, &'static str);
+
+/// Every command's help line, in display order.
+pub const HELP: &[HelpLine] = &[
     ("help", "help", "this list"),
     ("version", "version", "the rack's version"),
     ("apps", "apps", "list apps"),
@@ -310,6 +215,7 @@ struct Args {
 }
 
 impl Args {
+    /// The next word: a valid app name.
     fn app(&mut self, cmd: &str) -> Result<String, CmdError> {
         let app = self
             .words
@@ -318,19 +224,74 @@ impl Args {
         validate_app(&app).map_err(CmdError::Usage)?;
         Ok(app)
     }
+    /// `CMD APP` and nothing else.
+    fn only_app(&mut self, cmd: &str) -> Result<String, CmdError> {
+        let app = self.app(cmd)?;
+        self.done(cmd)?;
+        Ok(app)
+    }
+    /// `CMD APP WORD` and nothing else.
+    fn app_word(&mut self, cmd: &str) -> Result<(String, String), CmdError> {
+        let app = self.app(cmd)?;
+        let word = self.word(cmd)?;
+        self.done(cmd)?;
+        Ok((app, word))
+    }
+    /// `CMD APP [WORD]` and nothing else.
+    fn app_maybe_word(&mut self, cmd: &str) -> Result<(String, Option<String>), CmdError> {
+        let app = self.app(cmd)?;
+        let word = self.words.next();
+        self.done(cmd)?;
+        Ok((app, word))
+    }
+    /// `CMD APP WORD...`: at least one word after the app.
+    fn app_words(&mut self, cmd: &str) -> Result<(String, Vec<String>), CmdError> {
+        let app = self.app(cmd)?;
+        let words = self.rest();
+        if words.is_empty() {
+            return Err(usage(format!("usage: {}", usage_of(cmd))));
+        }
+        Ok((app, words))
+    }
+    /// The next word, or a usage error with the command's usage.
+    fn word(&mut self, cmd: &str) -> Result<String, CmdError> {
+        self.words
+            .next()
+            .ok_or_else(|| usage(format!("usage: {}", usage_of(cmd))))
+    }
+    /// The rest, which may only be `FLAG VALUE` or `FLAG=VALUE`.
+    fn option_only(&mut self, flag: &str, missing: &str) -> Result<Option<String>, CmdError> {
+        let mut value = None;
+        let rest = self.rest();
+        let mut it = rest.into_iter();
+        while let Some(w) = it.next() {
+            if w == flag {
+                value = Some(it.next().ok_or_else(|| usage(missing))?);
+            } else if let Some(v) = w.strip_prefix(flag).and_then(|v| v.strip_prefix('=')) {
+                value = Some(v.to_string());
+            } else {
+                return Err(usage(format!("unexpected argument '{}'", printable(&w))));
+            }
+        }
+        Ok(value)
+    }
     fn rest(&mut self) -> Vec<String> {
         self.words.by_ref().collect()
     }
     fn done(&mut self, cmd: &str) -> Result<(), CmdError> {
         match self.words.next() {
             None => Ok(()),
-            Some(extra) => Err(usage(format!(
-                "unexpected argument '{}'; usage: {}",
-                printable(&extra),
-                usage_of(cmd)
-            ))),
+            Some(extra) => Err(unexpected(&extra, cmd)),
         }
     }
+}
+
+fn unexpected(word: &str, cmd: &str) -> CmdError {
+    usage(format!(
+        "unexpected argument '{}'; usage: {}",
+        printable(word),
+        usage_of(cmd)
+    ))
 }
 
 fn usage_of(cmd: &str) -> &'static str {
@@ -350,6 +311,11 @@ fn split_pair(word: &str) -> Result<(String, String), CmdError> {
     }
 }
 
+/// `" VALUE"`, or nothing: an optional last word of an audit line.
+fn with_space(v: Option<&str>) -> String {
+    v.map(|v| format!(" {v}")).unwrap_or_default()
+}
+
 impl Command {
     /// Parses shell words (already split, never passed to a shell). Returns
     /// the command and whether `--json` was asked for.
@@ -364,467 +330,85 @@ impl Command {
         let cmd = match name.as_str() {
             "help" | "--help" | "-h" => Command::Help,
             "version" | "--version" => Command::Version,
-            "apps" | "apps:list" => {
-                a.done("apps")?;
-                Command::Apps
-            }
-            "apps:create" => {
-                let app = a.app("apps:create")?;
-                a.done("apps:create")?;
-                Command::AppsCreate { app }
-            }
-            "apps:info" => {
-                let app = a.app("apps:info")?;
-                a.done("apps:info")?;
-                Command::AppsInfo { app }
-            }
-            "apps:destroy" => {
-                let app = a.app("apps:destroy")?;
-                let mut confirm = None;
-                let rest = a.rest();
-                let mut it = rest.into_iter();
-                while let Some(w) = it.next() {
-                    match w.as_str() {
-                        "--confirm" => {
-                            confirm = Some(
-                                it.next()
-                                    .ok_or_else(|| usage("--confirm needs the app name"))?,
-                            )
-                        }
-                        other => {
-                            if let Some(v) = other.strip_prefix("--confirm=") {
-                                confirm = Some(v.to_string());
-                            } else {
-                                return Err(usage(format!(
-                                    "unexpected argument '{}'",
-                                    printable(other)
-                                )));
-                            }
-                        }
-                    }
-                }
-                Command::AppsDestroy { app, confirm }
-            }
-            "apps:set" => {
-                let app = a.app("apps:set")?;
-                let pairs = a
-                    .rest()
-                    .iter()
-                    .map(|w| split_pair(w))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if pairs.is_empty() {
-                    return Err(usage("usage: apps:set APP KEY=VAL ..."));
-                }
-                Command::AppsSet { app, pairs }
-            }
-            "apps:unset" => {
-                let app = a.app("apps:unset")?;
-                let keys = a.rest();
-                if keys.is_empty() {
-                    return Err(usage("usage: apps:unset APP KEY ..."));
-                }
-                Command::AppsUnset { app, keys }
-            }
-            "apps:deploy" => {
-                let app = a.app("apps:deploy")?;
-                let mut reference = None;
-                let mut no_cache = false;
-                for w in a.rest() {
-                    if w == "--no-cache" {
-                        no_cache = true;
-                    } else if reference.is_none() && !w.starts_with('-') {
-                        reference = Some(w);
-                    } else {
-                        return Err(usage(format!(
-                            "unexpected argument '{}'; usage: {}",
-                            printable(&w),
-                            usage_of("apps:deploy")
-                        )));
-                    }
-                }
-                Command::AppsDeploy {
-                    app,
-                    reference,
-                    no_cache,
-                }
-            }
-            "builds" => {
-                let app = a.app("builds")?;
-                a.done("builds")?;
-                Command::Builds { app }
-            }
-            "builds:info" => {
-                let app = a.app("builds:info")?;
-                let build = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage("usage: builds:info APP BUILD"))?;
-                a.done("builds:info")?;
-                Command::BuildsInfo { app, build }
-            }
-            "builds:logs" => {
-                let app = a.app("builds:logs")?;
-                let mut build = None;
-                let mut follow = false;
-                for w in a.rest() {
-                    match w.as_str() {
-                        "-f" | "--follow" => follow = true,
-                        _ if build.is_none() && !w.starts_with('-') => build = Some(w),
-                        _ => return Err(usage(format!("unexpected argument '{}'", printable(&w)))),
-                    }
-                }
-                let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
-                Command::BuildsLogs { app, build, follow }
-            }
-            "releases" => {
-                let app = a.app("releases")?;
-                a.done("releases")?;
-                Command::Releases { app }
-            }
-            "releases:info" => {
-                let app = a.app("releases:info")?;
-                let version = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage("usage: releases:info APP vN"))?;
-                a.done("releases:info")?;
-                Command::ReleasesInfo { app, version }
-            }
-            "releases:rollback" => {
-                let app = a.app("releases:rollback")?;
-                let version = a.words.next();
-                a.done("releases:rollback")?;
-                Command::ReleasesRollback { app, version }
-            }
-            "ps" => {
-                let app = a.app("ps")?;
-                a.done("ps")?;
-                Command::Ps { app }
-            }
-            "ps:scale" => {
-                let app = a.app("ps:scale")?;
-                let pairs = a.rest();
-                if pairs.is_empty() {
-                    return Err(usage("usage: ps:scale APP TYPE=N ..."));
-                }
-                Command::PsScale { app, pairs }
-            }
-            "ps:restart" => {
-                let app = a.app("ps:restart")?;
-                let kind = a.words.next();
-                a.done("ps:restart")?;
-                Command::PsRestart { app, kind }
-            }
-            "domains" => {
-                let app = a.app("domains")?;
-                a.done("domains")?;
-                Command::Domains { app }
-            }
-            "domains:add" | "domains:remove" => {
-                let app = a.app(&name)?;
-                let host = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage(format!("usage: {}", usage_of(&name))))?;
-                a.done(&name)?;
-                if name == "domains:add" {
-                    Command::DomainsAdd { app, host }
-                } else {
-                    Command::DomainsRemove { app, host }
-                }
-            }
-            "logs" => {
-                let app = a.app("logs")?;
-                let (mut follow, mut lines, mut kind) = (false, None, None);
-                let rest = a.rest();
-                let mut it = rest.into_iter();
-                while let Some(w) = it.next() {
-                    match w.as_str() {
-                        "-f" | "--follow" => follow = true,
-                        "-n" | "--num" => {
-                            lines = Some(parse_count(
-                                &it.next().ok_or_else(|| usage("-n needs a number"))?,
-                            )?)
-                        }
-                        "--type" | "-t" => {
-                            let t = it
-                                .next()
-                                .ok_or_else(|| usage("--type needs a process type"))?;
-                            crate::names::validate_process_type(&t).map_err(CmdError::Usage)?;
-                            kind = Some(t);
-                        }
-                        other => {
-                            return Err(usage(format!(
-                                "unexpected argument '{}'; usage: {}",
-                                printable(other),
-                                usage_of("logs")
-                            )))
-                        }
-                    }
-                }
-                Command::Logs {
-                    app,
-                    follow,
-                    lines,
-                    kind,
-                }
-            }
-            "run" => {
-                let app = a.app("run")?;
-                let argv = run::parse_argv(a.rest())?;
-                Command::Run { app, argv }
-            }
-            "config" | "config:show" => {
-                let app = a.app("config")?;
-                a.done("config")?;
-                Command::Config { app }
-            }
-            "config:get" => {
-                let app = a.app("config:get")?;
-                let key = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage("usage: config:get APP KEY"))?;
-                a.done("config:get")?;
-                Command::ConfigGet { app, key }
-            }
-            "config:set" => {
-                let app = a.app("config:set")?;
-                let mut no_restart = false;
-                let mut stdin = false;
-                let mut pairs = Vec::new();
-                let mut bare = Vec::new();
-                for w in a.rest() {
-                    match w.as_str() {
-                        "--no-restart" => no_restart = true,
-                        "--stdin" => stdin = true,
-                        _ if w.contains('=') => pairs.push(split_pair(&w)?),
-                        _ => bare.push(w),
-                    }
-                }
-                let stdin_key = if stdin {
-                    if bare.len() != 1 || !pairs.is_empty() {
-                        return Err(usage(
-                            "usage: config:set APP KEY --stdin (one key, value on stdin)",
-                        ));
-                    }
-                    bare.pop()
-                } else {
-                    if let Some(w) = bare.first() {
-                        return Err(usage(format!("expected KEY=VALUE, got '{}'", printable(w))));
-                    }
-                    if pairs.is_empty() {
-                        return Err(usage("usage: config:set APP KEY=VAL ... [--no-restart]"));
-                    }
-                    None
-                };
-                Command::ConfigSet {
-                    app,
-                    pairs,
-                    stdin_key,
-                    no_restart,
-                }
-            }
-            "config:unset" => {
-                let app = a.app("config:unset")?;
-                let mut no_restart = false;
-                let mut keys = Vec::new();
-                for w in a.rest() {
-                    if w == "--no-restart" {
-                        no_restart = true;
-                    } else {
-                        keys.push(w);
-                    }
-                }
-                if keys.is_empty() {
-                    return Err(usage("usage: config:unset APP KEY ... [--no-restart]"));
-                }
-                Command::ConfigUnset {
-                    app,
-                    keys,
-                    no_restart,
-                }
-            }
-            "keys" | "keys:list" => {
-                a.done("keys")?;
-                Command::Keys
-            }
-            "keys:add" => {
-                let name = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage(format!("usage: {}", usage_of("keys:add"))))?;
-                let (admin, apps) = keys::parse_scope(a.rest())?;
-                Command::KeysAdd { name, admin, apps }
-            }
-            "keys:remove" => {
-                let name = a
-                    .words
-                    .next()
-                    .ok_or_else(|| usage("usage: keys:remove NAME"))?;
-                a.done("keys:remove")?;
-                Command::KeysRemove { name }
-            }
-            "events" => {
-                let mut app = None;
-                let mut limit = 50;
-                let rest = a.rest();
-                let mut it = rest.into_iter();
-                while let Some(w) = it.next() {
-                    if w == "-n" {
-                        let n = it.next().ok_or_else(|| usage("-n needs a number"))?;
-                        limit = parse_count(&n)?;
-                    } else if let Some(n) = w.strip_prefix("-n") {
-                        limit = parse_count(n)?;
-                    } else if app.is_none() {
-                        validate_app(&w).map_err(CmdError::Usage)?;
-                        app = Some(w);
-                    } else {
-                        return Err(usage(format!("unexpected argument '{}'", printable(&w))));
-                    }
-                }
-                Command::Events { app, limit }
-            }
-            other => {
-                return Err(usage(format!(
+            other => Command::parse_group(other, &mut a)?.ok_or_else(|| {
+                usage(format!(
                     "unknown command '{}'; see 'help'",
                     printable(other)
-                )))
-            }
+                ))
+            })?,
         };
         Ok((cmd, json))
     }
 
-    /// What the caller must be allowed. New commands must add a line here:
-    /// the match is exhaustive, so nothing is ungated by default.
+    fn parse_group(name: &str, a: &mut Args) -> Result<Option<Command>, CmdError> {
+        Ok(Some(if let Some(c) = apps::AppsCmd::parse(name, a)? {
+            Command::Apps(c)
+        } else if let Some(c) = config::ConfigCmd::parse(name, a)? {
+            Command::Config(c)
+        } else if let Some(c) = builds::BuildsCmd::parse(name, a)? {
+            Command::Builds(c)
+        } else if let Some(c) = releases::ReleasesCmd::parse(name, a)? {
+            Command::Releases(c)
+        } else if let Some(c) = ps::PsCmd::parse(name, a)? {
+            Command::Ps(c)
+        } else if let Some(c) = domains::DomainsCmd::parse(name, a)? {
+            Command::Domains(c)
+        } else if let Some(c) = run::RunCmd::parse(name, a)? {
+            Command::Run(c)
+        } else if let Some(c) = keys::KeysCmd::parse(name, a)? {
+            Command::Keys(c)
+        } else if let Some(c) = events::EventsCmd::parse(name, a)? {
+            Command::Events(c)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    /// What the caller must be allowed. Exhaustive here and in every
+    /// group's `access`, so nothing is ungated by default.
     pub fn access(&self) -> Access {
-        use Command::*;
         match self {
-            Help | Version | Apps | Events { app: None, .. } => Access::Anyone,
-            AppsInfo { app } | Events { app: Some(app), .. } => Access::Read(app.clone()),
-            Builds { app } | BuildsInfo { app, .. } | BuildsLogs { app, .. } => {
-                Access::Read(app.clone())
-            }
-            AppsDeploy { .. } => Access::Admin,
-            Releases { app } | ReleasesInfo { app, .. } | Ps { app } | Logs { app, .. } => {
-                Access::Read(app.clone())
-            }
-            Run { .. } => Access::Admin,
-            ReleasesRollback { .. } | PsScale { .. } | PsRestart { .. } => Access::Admin,
-            Domains { .. } | DomainsAdd { .. } | DomainsRemove { .. } => Access::Admin,
-            AppsCreate { .. } | AppsDestroy { .. } | AppsSet { .. } | AppsUnset { .. } => {
-                Access::Admin
-            }
-            Config { .. } | ConfigGet { .. } | ConfigSet { .. } | ConfigUnset { .. } => {
-                Access::Admin
-            }
-            Keys | KeysAdd { .. } | KeysRemove { .. } => Access::Admin,
+            Command::Help | Command::Version => Access::Anyone,
+            Command::Apps(c) => c.access(),
+            Command::Config(c) => c.access(),
+            Command::Builds(c) => c.access(),
+            Command::Releases(c) => c.access(),
+            Command::Ps(c) => c.access(),
+            Command::Domains(c) => c.access(),
+            Command::Run(c) => c.access(),
+            Command::Keys(c) => c.access(),
+            Command::Events(c) => c.access(),
         }
     }
 
     /// The app a command concerns, for the audit trail.
     pub fn app(&self) -> Option<&str> {
-        use Command::*;
         match self {
-            AppsCreate { app }
-            | AppsInfo { app }
-            | AppsDestroy { app, .. }
-            | AppsSet { app, .. }
-            | AppsUnset { app, .. }
-            | Config { app }
-            | ConfigGet { app, .. }
-            | ConfigSet { app, .. }
-            | ConfigUnset { app, .. } => Some(app),
-            AppsDeploy { app, .. }
-            | Builds { app }
-            | BuildsInfo { app, .. }
-            | BuildsLogs { app, .. } => Some(app),
-            Releases { app }
-            | ReleasesInfo { app, .. }
-            | ReleasesRollback { app, .. }
-            | Ps { app }
-            | PsScale { app, .. }
-            | PsRestart { app, .. }
-            | Domains { app }
-            | DomainsAdd { app, .. }
-            | DomainsRemove { app, .. }
-            | Logs { app, .. }
-            | Run { app, .. } => Some(app),
-            Events { app, .. } => app.as_deref(),
-            Help | Version | Apps | Keys | KeysAdd { .. } | KeysRemove { .. } => None,
+            Command::Help | Command::Version | Command::Keys(_) => None,
+            Command::Apps(c) => c.app(),
+            Command::Config(c) => c.app(),
+            Command::Builds(c) => c.app(),
+            Command::Releases(c) => c.app(),
+            Command::Ps(c) => c.app(),
+            Command::Domains(c) => c.app(),
+            Command::Run(c) => c.app(),
+            Command::Events(c) => c.app.as_deref(),
         }
     }
 
     /// How the command appears in the audit trail: never a config value.
     /// `None` for read-only commands (they are not audited).
     pub fn audit_line(&self) -> Option<String> {
-        use Command::*;
-        Some(match self {
-            AppsCreate { app } => format!("apps:create {app}"),
-            AppsDestroy { app, .. } => format!("apps:destroy {app}"),
-            AppsSet { app, pairs } => format!(
-                "apps:set {app} {}",
-                pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-            AppsUnset { app, keys } => format!("apps:unset {app} {}", keys.join(" ")),
-            ConfigSet {
-                app,
-                pairs,
-                stdin_key,
-                ..
-            } => {
-                let keys: Vec<&str> = pairs
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .chain(stdin_key.as_deref())
-                    .collect();
-                format!("config:set {app} {}", keys.join(" "))
-            }
-            ConfigUnset { app, keys, .. } => format!("config:unset {app} {}", keys.join(" ")),
-            KeysAdd { name, admin, apps } => {
-                if *admin {
-                    format!("keys:add {name} --admin")
-                } else {
-                    format!("keys:add {name} --app {}", apps.join(","))
-                }
-            }
-            KeysRemove { name } => format!("keys:remove {name}"),
-            ReleasesRollback { app, version } => {
-                format!(
-                    "releases:rollback {app}{}",
-                    version
-                        .as_ref()
-                        .map(|v| format!(" {v}"))
-                        .unwrap_or_default()
-                )
-            }
-            PsScale { app, pairs } => format!("ps:scale {app} {}", pairs.join(" ")),
-            PsRestart { app, kind } => format!(
-                "ps:restart {app}{}",
-                kind.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
-            ),
-            DomainsAdd { app, host } => format!("domains:add {app} {host}"),
-            DomainsRemove { app, host } => format!("domains:remove {app} {host}"),
-            // Only the program name: arguments may carry secrets.
-            Run { app, argv } => format!("run {app} {}", run::audit_name(argv)),
-            AppsDeploy {
-                app,
-                reference,
-                no_cache,
-            } => format!(
-                "apps:deploy {app}{}{}",
-                reference
-                    .as_ref()
-                    .map(|r| format!(" {r}"))
-                    .unwrap_or_default(),
-                if *no_cache { " --no-cache" } else { "" }
-            ),
-            _ => return None,
-        })
+        match self {
+            Command::Help | Command::Version | Command::Builds(_) | Command::Events(_) => None,
+            Command::Apps(c) => c.audit_line(),
+            Command::Config(c) => c.audit_line(),
+            Command::Releases(c) => c.audit_line(),
+            Command::Ps(c) => c.audit_line(),
+            Command::Domains(c) => c.audit_line(),
+            Command::Run(c) => c.audit_line(),
+            Command::Keys(c) => c.audit_line(),
+        }
     }
 }
 
@@ -996,62 +580,21 @@ async fn execute<R: AsyncRead + Unpin>(
     ctx: &mut Ctx<'_, R>,
     cmd: Command,
 ) -> Result<Output, CmdError> {
-    use Command::*;
     match cmd {
-        Help => Ok(help()),
-        Version => Ok(Output::raw(
+        Command::Help => Ok(help()),
+        Command::Version => Ok(Output::raw(
             "version",
             format!("rack {}", env!("CARGO_PKG_VERSION")),
         )),
-        Apps => apps::list(ctx).await,
-        AppsCreate { app } => apps::create(ctx, &app).await,
-        AppsInfo { app } => apps::info(ctx, &app).await,
-        AppsDestroy { app, confirm } => apps::destroy(ctx, &app, confirm.as_deref()).await,
-        AppsSet { app, pairs } => apps::set(ctx, &app, &pairs).await,
-        AppsUnset { app, keys } => apps::unset(ctx, &app, &keys).await,
-        Config { app } => config::show(ctx, &app).await,
-        ConfigGet { app, key } => config::get(ctx, &app, &key).await,
-        ConfigSet {
-            app,
-            pairs,
-            stdin_key,
-            no_restart,
-        } => config::set(ctx, &app, pairs, stdin_key, no_restart).await,
-        ConfigUnset {
-            app,
-            keys,
-            no_restart,
-        } => config::unset(ctx, &app, &keys, no_restart).await,
-        Keys => keys::list(ctx).await,
-        KeysAdd { name, admin, apps } => keys::add(ctx, &name, admin, &apps).await,
-        KeysRemove { name } => keys::remove(ctx, &name).await,
-        Events { app, limit } => events::list(ctx, app.as_deref(), limit).await,
-        AppsDeploy {
-            app,
-            reference,
-            no_cache,
-        } => builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
-        Builds { app } => builds::list(ctx, &app).await,
-        BuildsInfo { app, build } => builds::info(ctx, &app, &build).await,
-        BuildsLogs { app, build, follow } => builds::logs(ctx, &app, &build, follow).await,
-        Releases { app } => releases::list(ctx, &app).await,
-        ReleasesInfo { app, version } => releases::info(ctx, &app, &version).await,
-        ReleasesRollback { app, version } => {
-            releases::rollback(ctx, &app, version.as_deref()).await
-        }
-        Ps { app } => ps::list(ctx, &app).await,
-        PsScale { app, pairs } => ps::scale(ctx, &app, &pairs).await,
-        PsRestart { app, kind } => ps::restart(ctx, &app, kind.as_deref()).await,
-        Domains { app } => domains::list(ctx, &app).await,
-        DomainsAdd { app, host } => domains::add(ctx, &app, &host).await,
-        DomainsRemove { app, host } => domains::remove(ctx, &app, &host).await,
-        Logs {
-            app,
-            follow,
-            lines,
-            kind,
-        } => run::logs(ctx, &app, follow, lines, kind).await,
-        Run { app, argv } => run::run(ctx, &app, argv).await,
+        Command::Apps(c) => c.execute(ctx).await,
+        Command::Config(c) => c.execute(ctx).await,
+        Command::Builds(c) => c.execute(ctx).await,
+        Command::Releases(c) => c.execute(ctx).await,
+        Command::Ps(c) => c.execute(ctx).await,
+        Command::Domains(c) => c.execute(ctx).await,
+        Command::Run(c) => c.execute(ctx).await,
+        Command::Keys(c) => c.execute(ctx).await,
+        Command::Events(c) => c.execute(ctx).await,
     }
 }
 

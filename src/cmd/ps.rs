@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{with_space, Access, Args};
 use crate::deploy::rollout;
 use crate::names::{printable, validate_process_type};
 
@@ -161,4 +162,68 @@ pub async fn restart<R>(
         .await;
     result.map_err(CmdError::Failed)?;
     Ok(Output::message(format!("Restarted {app}")))
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `ps*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsCmd {
+    List { app: String },
+    Scale { app: String, pairs: Vec<String> },
+    Restart { app: String, kind: Option<String> },
+}
+
+impl PsCmd {
+    /// `None` when `name` is not a `ps*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<PsCmd>, CmdError> {
+        Ok(Some(match name {
+            "ps" => PsCmd::List {
+                app: a.only_app(name)?,
+            },
+            "ps:scale" => {
+                let (app, pairs) = a.app_words(name)?;
+                PsCmd::Scale { app, pairs }
+            }
+            "ps:restart" => {
+                let (app, kind) = a.app_maybe_word(name)?;
+                PsCmd::Restart { app, kind }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            PsCmd::List { app } => Access::Read(app.clone()),
+            PsCmd::Scale { .. } | PsCmd::Restart { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            PsCmd::List { app } | PsCmd::Scale { app, .. } | PsCmd::Restart { app, .. } => {
+                Some(app)
+            }
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            PsCmd::List { .. } => None,
+            PsCmd::Scale { app, pairs } => Some(format!("ps:scale {app} {}", pairs.join(" "))),
+            PsCmd::Restart { app, kind } => {
+                Some(format!("ps:restart {app}{}", with_space(kind.as_deref())))
+            }
+        }
+    }
+
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
+        match self {
+            PsCmd::List { app } => list(ctx, &app).await,
+            PsCmd::Scale { app, pairs } => scale(ctx, &app, &pairs).await,
+            PsCmd::Restart { app, kind } => restart(ctx, &app, kind.as_deref()).await,
+        }
+    }
 }

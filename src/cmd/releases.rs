@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
+use super::{with_space, Access, Args};
 use crate::deploy::rollout::{self, ConfigChoice, NewRelease};
 use crate::state::Rack;
 use crate::store::ReleaseRecord;
@@ -236,4 +237,76 @@ pub async fn release_config_change<R>(
         })
         .await;
     result.map_err(CmdError::Failed)
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `releases*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleasesCmd {
+    List {
+        app: String,
+    },
+    Info {
+        app: String,
+        version: String,
+    },
+    Rollback {
+        app: String,
+        version: Option<String>,
+    },
+}
+
+impl ReleasesCmd {
+    /// `None` when `name` is not a `releases*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ReleasesCmd>, CmdError> {
+        Ok(Some(match name {
+            "releases" => ReleasesCmd::List {
+                app: a.only_app(name)?,
+            },
+            "releases:info" => {
+                let (app, version) = a.app_word(name)?;
+                ReleasesCmd::Info { app, version }
+            }
+            "releases:rollback" => {
+                let (app, version) = a.app_maybe_word(name)?;
+                ReleasesCmd::Rollback { app, version }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            ReleasesCmd::List { app } | ReleasesCmd::Info { app, .. } => Access::Read(app.clone()),
+            ReleasesCmd::Rollback { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            ReleasesCmd::List { app }
+            | ReleasesCmd::Info { app, .. }
+            | ReleasesCmd::Rollback { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            ReleasesCmd::List { .. } | ReleasesCmd::Info { .. } => None,
+            ReleasesCmd::Rollback { app, version } => Some(format!(
+                "releases:rollback {app}{}",
+                with_space(version.as_deref())
+            )),
+        }
+    }
+
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
+        match self {
+            ReleasesCmd::List { app } => list(ctx, &app).await,
+            ReleasesCmd::Info { app, version } => info(ctx, &app, &version).await,
+            ReleasesCmd::Rollback { app, version } => rollback(ctx, &app, version.as_deref()).await,
+        }
+    }
 }

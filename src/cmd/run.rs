@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::{output::Output, usage, CmdError, Ctx};
+use super::{output::Output, CmdError, Ctx};
+use super::{parse_count, unexpected, usage, Access, Args};
 use crate::deploy::rollout::{new_deploy_id, spec_for};
 use crate::runtime::{LogOptions, OneOff, OneOffIo};
 
@@ -117,6 +118,109 @@ pub async fn run<R: AsyncRead + Unpin>(
     let code = code.map_err(|e| CmdError::Failed(e.to_string()))?;
     Ok(Output::streamed(code.clamp(0, 255) as u32))
 }
+
+// ---------------------------------------------------------------- commands
+
+/// `logs` and `run`: the app's processes, streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunCmd {
+    Logs {
+        app: String,
+        follow: bool,
+        lines: Option<usize>,
+        kind: Option<String>,
+    },
+    Run {
+        app: String,
+        argv: Vec<String>,
+    },
+}
+
+impl RunCmd {
+    /// `None` when `name` is neither `logs` nor `run`.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<RunCmd>, CmdError> {
+        Ok(Some(match name {
+            "logs" => parse_logs(a)?,
+            "run" => {
+                let app = a.app(name)?;
+                let argv = parse_argv(a.rest())?;
+                RunCmd::Run { app, argv }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            RunCmd::Logs { app, .. } => Access::Read(app.clone()),
+            RunCmd::Run { .. } => Access::Admin,
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            RunCmd::Logs { app, .. } | RunCmd::Run { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            RunCmd::Logs { .. } => None,
+            // Only the program name: arguments may carry secrets.
+            RunCmd::Run { app, argv } => Some(format!("run {app} {}", audit_name(argv))),
+        }
+    }
+
+    pub(super) async fn execute<R: AsyncRead + Unpin>(
+        self,
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<Output, CmdError> {
+        match self {
+            RunCmd::Logs {
+                app,
+                follow,
+                lines,
+                kind,
+            } => logs(ctx, &app, follow, lines, kind).await,
+            RunCmd::Run { app, argv } => run(ctx, &app, argv).await,
+        }
+    }
+}
+
+/// `logs APP [-f] [-n N] [--type TYPE]`.
+fn parse_logs(a: &mut Args) -> Result<RunCmd, CmdError> {
+    let app = a.app("logs")?;
+    let (mut follow, mut lines, mut kind) = (false, None, None);
+    let rest = a.rest();
+    let mut it = rest.into_iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "-f" | "--follow" => follow = true,
+            "-n" | "--num" => {
+                lines = Some(parse_count(
+                    &it.next().ok_or_else(|| usage("-n needs a number"))?,
+                )?)
+            }
+            "--type" | "-t" => {
+                let t = it
+                    .next()
+                    .ok_or_else(|| usage("--type needs a process type"))?;
+                crate::names::validate_process_type(&t).map_err(CmdError::Usage)?;
+                kind = Some(t);
+            }
+            other => return Err(unexpected(other, "logs")),
+        }
+    }
+    Ok(RunCmd::Logs {
+        app,
+        follow,
+        lines,
+        kind,
+    })
+}
+
+// ------------------------------------------------------- the run exec line
 
 /// The shell one-off commands run through, as Procfile commands do.
 const SHELL: [&str; 2] = ["/bin/sh", "-c"];

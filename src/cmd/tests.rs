@@ -33,7 +33,7 @@ fn config_set_keeps_values_literal() {
     let (c, _) = Command::parse(words("config:set a 'K=$(touch /tmp/x)' 'Q=a=b c'")).unwrap();
     assert_eq!(
         c,
-        Command::ConfigSet {
+        Command::Config(config::ConfigCmd::Set {
             app: "a".into(),
             pairs: vec![
                 ("K".into(), "$(touch /tmp/x)".into()),
@@ -41,7 +41,7 @@ fn config_set_keeps_values_literal() {
             ],
             stdin_key: None,
             no_restart: false
-        }
+        })
     );
     assert!(!c.audit_line().unwrap().contains("touch"));
 }
@@ -50,7 +50,7 @@ fn config_set_keeps_values_literal() {
 fn run_takes_one_command_line_for_the_shell() {
     use super::run::{parse_argv, split_line};
     let argv = |line: &str| match Command::parse(split_line(line).unwrap()).unwrap().0 {
-        Command::Run { argv, .. } => argv,
+        Command::Run(run::RunCmd::Run { argv, .. }) => argv,
         other => panic!("{other:?}"),
     };
     let sh = |l: &str| vec!["/bin/sh".to_string(), "-c".into(), l.into()];
