@@ -140,6 +140,23 @@ fn client_commands_from_a_checkout() {
     assert!(got.contains(&app) && got.contains(&other), "{got:?}");
     assert_eq!(complete("rack config:u"), vec!["unset".to_string()]);
     assert!(complete("rack rem").contains(&"remote".to_string()));
+    // zsh: the script's logic, with compadd standing in for the widget's.
+    let zsh = |words: &str| -> Vec<String> {
+        let script = format!(
+            "compdef() {{ :; }}; compadd() {{ if [[ $1 == -a ]]; then print -l -- ${{(P)2}}; else shift; print -l -- \"$@\"; fi }}; \
+             source <({RACK} completions zsh); words=({words}); CURRENT=${{#words}}; _rack"
+        );
+        let mut c = Command::new("zsh");
+        c.args(["-c", &script])
+            .current_dir(&w.dir)
+            .env("GIT_SSH_COMMAND", &ssh)
+            .env("PATH", path_with_rack());
+        let out = run_with_stdin(c, b"");
+        out.ok().stdout.lines().map(str::to_string).collect()
+    };
+    let got = zsh("rack -a ''");
+    assert!(got.contains(&app) && got.contains(&other), "{got:?}");
+    assert!(zsh("rack ''").contains(&"config:set".to_string()));
 }
 
 /// PATH with this build's `rack` first.
