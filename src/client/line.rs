@@ -126,7 +126,7 @@ fn flag_value(w: &str, words: &mut impl Iterator<Item = String>) -> Result<Strin
 
 impl Request {
     /// The exec line for the rack at `url`.
-    pub fn line(&self, url: &RackUrl) -> Result<String> {
+    pub fn line(&self, url: &RackUrl) -> String {
         let mut words = vec![self.name.clone()];
         if self.app != AppArg::No {
             words.extend(url.app.clone());
@@ -144,6 +144,6 @@ impl Request {
             }
             None => {}
         }
-        Ok(line)
+        line
     }
 }

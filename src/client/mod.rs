@@ -53,7 +53,7 @@ pub struct CompletionsArgs {
 pub fn server_command(target: &Target, words: Vec<String>) -> i32 {
     match line::build(target, words).and_then(|req| {
         let endpoint = remote::locate(&req.target, req.needs_app)?;
-        ssh::Ssh::discover().run(&endpoint, &req.line(&endpoint)?, req.tty)
+        ssh::Ssh::discover().run(&endpoint, &req.line(&endpoint), req.tty)
     }) {
         Ok(code) => code,
         Err(e) => {

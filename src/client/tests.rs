@@ -25,7 +25,7 @@ fn words(ws: &[&str]) -> Vec<String> {
 fn server_sees(target: &Target, ws: &[&str]) -> Command {
     let req = build(target, words(ws)).unwrap();
     let u = super::remote::locate_with(&req.target, url("app"));
-    let line = req.line(&u).unwrap();
+    let line = req.line(&u);
     Command::parse(split_line(&line).unwrap()).unwrap().0
 }
 

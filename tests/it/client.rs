@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::builds::{add_fixture, require_docker};
 use crate::git::work;
-use crate::harness::{keygen, run_with_stdin, Out, Rack, RACK};
+use crate::harness::{run_with_stdin, Out, Rack, RACK};
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}", std::process::id() % 100000)
@@ -239,7 +239,7 @@ fn client_run_with_a_terminal() {
 /// refuse, with ssh's own warning.
 #[test]
 fn remote_add_pins_the_host_key() {
-    let rack = Rack::start();
+    let mut rack = Rack::start();
     let a = &rack.admin;
     rack.ssh(a, "apps:create pinned").ok();
     let dir = rack.dir.path().join("pinned");
@@ -314,15 +314,18 @@ fn remote_add_pins_the_host_key() {
     client(&dir, &ssh, &["remote", "add", &host, "pinned", "--yes"]).ok();
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), pinned, "pinned once");
 
-    // The rack's key changes (here: the pinned line names another key).
-    let other = keygen(rack.dir.path(), "impostor");
-    let other_key = other
-        .public()
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    std::fs::write(&kh, format!("[127.0.0.1]:{} {other_key}\n", rack.port)).unwrap();
+    // The rack's host key changes: a new key file, a restart (on a new
+    // port, so the pin and the remote follow the port, as they would if
+    // the rack had kept its address).
+    let old_port = rack.port;
+    rack.stop();
+    std::fs::remove_file(rack.data_dir().join("ssh_host_ed25519_key")).unwrap();
+    rack.start_again();
+    let moved = |s: &str| s.replace(&format!(":{old_port}"), &format!(":{}", rack.port));
+    std::fs::write(&kh, moved(&pinned)).unwrap();
+    let url = git(&["remote", "get-url", "rack"]).stdout;
+    git(&["remote", "set-url", "rack", moved(url.trim()).as_str()]).ok();
+    let host = format!("127.0.0.1:{}", rack.port);
     let out = client(&dir, &ssh, &["apps"]);
     assert_eq!(out.code, 255, "{}", out.stderr);
     assert!(
