@@ -11,6 +11,8 @@ pub mod cmd;
 pub mod config;
 pub mod deploy;
 pub mod git;
+pub mod housekeeping;
+mod listener;
 pub mod names;
 pub mod process;
 pub mod progress;

@@ -378,6 +378,7 @@ async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Resul
 const ROUTES_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(settings: Settings) -> Result<()> {
+    rack::git::init_process();
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding SSH on {}", settings.listen))?;

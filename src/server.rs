@@ -1,15 +1,16 @@
-//! The accept loop: connection limit, pre-auth timeout, graceful shutdown.
+//! The accept loop: connection limit, pre-auth timeout, graceful shutdown,
+//! and the housekeeper (repacks, memory trims) that lives as long as it.
 //!
 //! `run` takes an already bound listener so tests can bind port 0.
 
 use std::sync::Arc;
 
 use anyhow::Result;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::listener::{self, Cap};
 use crate::ssh::{self, Connection, ConnectionState, PreauthDeadline};
 use crate::state::Rack;
 
@@ -24,28 +25,18 @@ pub async fn run(
     tracing::info!(fingerprint = %ssh::hostkey::fingerprint(&host_key), "host key");
     let config = ssh::config(&rack, host_key);
     let limits = rack.settings.limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let cap = Cap {
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        refusal: b"rack: too many connections; try again shortly\r\n",
+        backoff: std::time::Duration::from_millis(50),
+        name: "ssh",
+        quiet: false,
+    };
     let mut tasks = JoinSet::new();
+    let housekeeper = crate::housekeeping::Housekeeper::start();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (mut socket, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "connection refused: too many connections");
-                    tokio::spawn(async move {
-                        let _ = socket.write_all(b"rack: too many connections; try again shortly\r\n").await;
-                    });
-                    continue;
-                };
-                let _ = socket.set_nodelay(true);
+            (socket, peer, permit) = listener::accept(&listener, &cap) => {
                 let config = config.clone();
                 let rack = rack.clone();
                 let preauth = limits.preauth_timeout;
@@ -90,5 +81,6 @@ pub async fn run(
         tracing::warn!("grace period over; closing remaining sessions");
         tasks.shutdown().await;
     }
+    housekeeper.stop(limits.shutdown_grace).await;
     Ok(())
 }

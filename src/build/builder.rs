@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use bollard::Docker;
-use futures::StreamExt;
 use git2::Oid;
 use tokio::sync::Semaphore;
 
@@ -19,7 +18,7 @@ use super::buildpack;
 use super::context::{self, ContextError, ContextSpec, ExtraFile};
 use super::dockerfile;
 use super::dockerignore::DockerIgnore;
-use super::output::LineSplitter;
+use super::output::{follow_build, Out, StreamBroke};
 use crate::progress::Progress;
 
 /// The memory limit the build API can express (its field is an i32).
@@ -322,27 +321,6 @@ fn substitute_args(image: &str, args: &HashMap<String, String>, dockerfile_text:
     out
 }
 
-/// Lines to the push and to the build log alike.
-struct Out<'a> {
-    progress: &'a Progress,
-    log: Option<&'a LogSink>,
-}
-
-impl Out<'_> {
-    fn stage(&self, text: &str) {
-        self.progress.stage(text);
-        if let Some(log) = self.log {
-            log(&format!("-----> {text}"));
-        }
-    }
-    fn detail(&self, text: &str) {
-        self.progress.detail(text);
-        if let Some(log) = self.log {
-            log(&format!("       {text}"));
-        }
-    }
-}
-
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = n as f64;
@@ -438,6 +416,89 @@ impl Builder {
         out: &Out<'_>,
         started: Instant,
     ) -> Result<BuildResult, BuildError> {
+        let plan = self.plan(req, out).await?;
+        let permit = self.wait_for_slot(out).await?;
+        let limits = &self.options.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let docker = self.engine().await?;
+
+        let warn_out = (out.progress.clone(), req.log.clone());
+        let ctx = context::stream_context(
+            ContextSpec {
+                repo_path: req.repo_path.clone(),
+                commit: req.commit,
+                ignore: plan.ignore,
+                extra_files: plan.extra_files,
+            },
+            move |line| {
+                warn_out.0.detail(&line);
+                if let Some(log) = &warn_out.1 {
+                    log(&format!("       {line}"));
+                }
+            },
+        );
+        let opts = self.image_options(req, &plan.tag, &plan.build_args);
+        let stream = docker.build_image(opts, None, Some(bollard::body_try_stream(ctx.body)));
+        let ended = match follow_build(stream, deadline, out).await {
+            Ok(ended) => ended,
+            Err(StreamBroke::Timeout) => {
+                ctx.done.abort();
+                return Err(BuildError::Timeout(limits.timeout));
+            }
+            Err(StreamBroke::Engine(e)) => {
+                // The upload may have failed because the context did.
+                if let Ok(Ok(Err(ce))) =
+                    tokio::time::timeout(Duration::from_secs(5), ctx.done).await
+                {
+                    return Err(BuildError::Context(ce));
+                }
+                return Err(BuildError::Unreachable(e.to_string()));
+            }
+        };
+        let summary = match ctx.done.await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(ContextError::Aborted)) | Err(_) => None,
+            Ok(Err(e)) => return Err(BuildError::Context(e)),
+        };
+        if let Some(msg) = ended.failure {
+            return Err(failed(
+                &msg,
+                ended.last_step.as_deref(),
+                &plan.build_args,
+                &plan.dockerfile_text,
+                out,
+            ));
+        }
+        let summary = summary
+            .ok_or_else(|| BuildError::Failed("the build context upload was cut short".into()))?;
+        let tag = plan.tag;
+        let image = docker
+            .inspect_image(&tag)
+            .await
+            .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
+        drop(permit);
+        let image_id = image.id.unwrap_or_default();
+        let duration = started.elapsed();
+        out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));
+        out.stage(&format!(
+            "Build {} succeeded in {:.1}s",
+            req.build_id,
+            duration.as_secs_f64()
+        ));
+        Ok(BuildResult {
+            image_id,
+            tag,
+            kind: plan.kind,
+            context_bytes: summary.bytes,
+            duration,
+            build_args: plan.passed,
+        })
+    }
+
+    /// What to build, decided from the tree before Docker is involved:
+    /// Dockerfile or buildpack, the build args passed, the context's
+    /// ignore rules. Prints the `Building` stage.
+    async fn plan(&self, req: &BuildRequest, out: &Out<'_>) -> Result<Plan, BuildError> {
         if !valid_tag_part(&req.app) || !valid_tag_part(&req.build_id) {
             return Err(BuildError::Invalid(format!(
                 "invalid app or build id for a tag: {}:{}",
@@ -445,8 +506,6 @@ impl Builder {
             )));
         }
         let tag = image_tag(&req.app, &req.build_id);
-
-        // What to build, decided from the tree before Docker is involved.
         let (repo_path, commit) = (req.repo_path.clone(), req.commit);
         let info = tokio::task::spawn_blocking(move || context::inspect_commit(&repo_path, commit))
             .await
@@ -476,71 +535,72 @@ impl Builder {
         let short = &info.commit[..info.commit.len().min(7)];
         out.stage(&format!("Building {} {short} ({kind})", req.app));
         dockerfile::check_classic(&dockerfile_text).map_err(BuildError::BuildKit)?;
-
-        let declared = dockerfile::declared_args(&dockerfile_text);
-        let mut ignored: Vec<&str> = Vec::new();
-        for (k, v) in &req.build_args {
-            if !declared.contains(k) {
-                ignored.push(k);
-            } else if !build_args.contains_key(k) {
-                // Operator image overrides win over app build args.
-                build_args.insert(k.clone(), v.clone());
-            }
-        }
-        ignored.sort();
-        if !ignored.is_empty() {
-            out.detail(&format!(
-                "Not passing build args the Dockerfile does not declare with ARG: {}",
-                ignored.join(", ")
-            ));
-        }
-        let mut passed: Vec<String> = build_args.keys().cloned().collect();
-        passed.sort();
+        let passed = add_declared_args(&mut build_args, &req.build_args, &dockerfile_text, out);
 
         let mut ignore = DockerIgnore::parse(info.dockerignore.as_deref().unwrap_or(""))
             .map_err(ContextError::from)?;
         ignore.keep("Dockerfile");
         ignore.keep(".dockerignore");
+        Ok(Plan {
+            tag,
+            kind,
+            dockerfile_text,
+            build_args,
+            passed,
+            ignore,
+            extra_files,
+        })
+    }
 
-        // Wait for a slot, saying so.
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                out.stage(&format!(
-                    "Waiting for a build slot ({} builds running)",
-                    self.running()
-                ));
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| BuildError::Invalid("builder closed".into()))?
-            }
-        };
-        let limits = &self.options.limits;
-        let deadline = tokio::time::Instant::now() + limits.timeout;
+    /// Waits for a build slot, saying so when none is free.
+    async fn wait_for_slot(
+        &self,
+        out: &Out<'_>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, BuildError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        out.stage(&format!(
+            "Waiting for a build slot ({} builds running)",
+            self.running()
+        ));
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BuildError::Invalid("builder closed".into()))
+    }
 
+    /// The engine, with a timeout that fits the build, answering a ping.
+    async fn engine(&self) -> Result<Docker, BuildError> {
         let mut docker = self.docker.clone();
         // bollard's timeout covers waiting for the response head, which the
         // engine sends only after the whole context arrived.
-        docker.set_timeout(limits.timeout + Duration::from_secs(60));
+        docker.set_timeout(self.options.limits.timeout + Duration::from_secs(60));
         match tokio::time::timeout(Duration::from_secs(10), docker.ping()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(BuildError::Unreachable(e.to_string())),
-            Err(_) => {
-                return Err(BuildError::Unreachable(
-                    "no answer to ping within 10s".into(),
-                ))
-            }
+            Ok(Ok(_)) => Ok(docker),
+            Ok(Err(e)) => Err(BuildError::Unreachable(e.to_string())),
+            Err(_) => Err(BuildError::Unreachable(
+                "no answer to ping within 10s".into(),
+            )),
         }
+    }
 
+    /// The build API's options: tag, cache, build args and the limits.
+    fn image_options(
+        &self,
+        req: &BuildRequest,
+        tag: &str,
+        build_args: &HashMap<String, String>,
+    ) -> bollard::query_parameters::BuildImageOptions {
+        let limits = &self.options.limits;
         let mut opts = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")
-            .t(&tag)
+            .t(tag)
             .rm(true)
             .forcerm(true)
             .nocache(req.no_cache)
-            .buildargs(&build_args)
+            .buildargs(build_args)
             .networkmode(limits.network_mode.as_str());
         if !req.labels.is_empty() {
             opts = opts.labels(&req.labels);
@@ -556,145 +616,78 @@ impl Builder {
         if let Some(p) = limits.cpu_period {
             opts = opts.cpuperiod(p as i32);
         }
-
-        let warn_out = (out.progress.clone(), req.log.clone());
-        let ctx = context::stream_context(
-            ContextSpec {
-                repo_path: req.repo_path.clone(),
-                commit: req.commit,
-                ignore,
-                extra_files,
-            },
-            move |line| {
-                warn_out.0.detail(&line);
-                if let Some(log) = &warn_out.1 {
-                    log(&format!("       {line}"));
-                }
-            },
-        );
-        let mut stream =
-            docker.build_image(opts.build(), None, Some(bollard::body_try_stream(ctx.body)));
-        let mut lines = LineSplitter::default();
-        let mut failure: Option<String> = None;
-        let mut last_status: Option<String> = None;
-        let mut last_step: Option<String> = None;
-        loop {
-            let item = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => {
-                    drop(stream);
-                    ctx.done.abort();
-                    if let Some(l) = lines.finish() {
-                        out.detail(&l);
-                    }
-                    return Err(BuildError::Timeout(limits.timeout));
-                }
-                Ok(None) => break,
-                Ok(Some(item)) => item,
-            };
-            match item {
-                Ok(info) => {
-                    if let Some(s) = &info.stream {
-                        for l in lines.push(s) {
-                            if l.starts_with("Step ") {
-                                last_step = Some(l.clone());
-                            }
-                            if !l.trim().is_empty() {
-                                out.detail(&l);
-                            }
-                        }
-                    }
-                    if let Some(status) = &info.status {
-                        // Pull progress: keep the state changes, drop the bars.
-                        let moving = info
-                            .progress_detail
-                            .as_ref()
-                            .is_some_and(|p| p.current.is_some() || p.total.is_some());
-                        let line = match &info.id {
-                            Some(id) => format!("{id}: {status}"),
-                            None => status.clone(),
-                        };
-                        if !moving && last_status.as_deref() != Some(line.as_str()) {
-                            out.detail(&super::output::clean_line(&line));
-                            last_status = Some(line);
-                        }
-                    }
-                    if let Some(detail) = info.error_detail {
-                        failure = Some(detail.message.unwrap_or_else(|| "build failed".into()));
-                        break;
-                    }
-                }
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    failure = Some(error);
-                    break;
-                }
-                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                    failure = Some(message);
-                    break;
-                }
-                Err(e) => {
-                    // The upload may have failed because the context did.
-                    drop(stream);
-                    if let Ok(Ok(Err(ce))) =
-                        tokio::time::timeout(Duration::from_secs(5), ctx.done).await
-                    {
-                        return Err(BuildError::Context(ce));
-                    }
-                    return Err(BuildError::Unreachable(e.to_string()));
-                }
-            }
-        }
-        drop(stream);
-        if let Some(l) = lines.finish() {
-            out.detail(&l);
-        }
-        let summary = match ctx.done.await {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(ContextError::Aborted)) | Err(_) => None,
-            Ok(Err(e)) => return Err(BuildError::Context(e)),
-        };
-        if let Some(msg) = failure {
-            let msg = super::output::clean_line(msg.trim());
-            out.detail(&msg);
-            // A failing FROM is a base image that is neither local nor
-            // pullable: name it, with the build args substituted.
-            let from = last_step
-                .as_deref()
-                .and_then(|s| s.split_once(" : "))
-                .and_then(|(_, ins)| {
-                    ins.strip_prefix("FROM ")
-                        .or_else(|| ins.strip_prefix("from "))
-                })
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(|image| substitute_args(image, &build_args, &dockerfile_text));
-            return Err(BuildError::Failed(match from {
-                Some(image) => format!("base image {image} unavailable: {msg}"),
-                None => msg,
-            }));
-        }
-        let summary = summary
-            .ok_or_else(|| BuildError::Failed("the build context upload was cut short".into()))?;
-        let image = docker
-            .inspect_image(&tag)
-            .await
-            .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
-        drop(permit);
-        let image_id = image.id.unwrap_or_default();
-        let duration = started.elapsed();
-        out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));
-        out.stage(&format!(
-            "Build {} succeeded in {:.1}s",
-            req.build_id,
-            duration.as_secs_f64()
-        ));
-        Ok(BuildResult {
-            image_id,
-            tag,
-            kind,
-            context_bytes: summary.bytes,
-            duration,
-            build_args: passed,
-        })
+        opts.build()
     }
+}
+
+/// What [`Builder::plan`] decided.
+struct Plan {
+    tag: String,
+    kind: BuildKind,
+    dockerfile_text: String,
+    /// Passed to the build: image overrides, then the app's declared args.
+    build_args: HashMap<String, String>,
+    /// Their names, sorted.
+    passed: Vec<String>,
+    ignore: DockerIgnore,
+    extra_files: Vec<ExtraFile>,
+}
+
+/// Adds the app's build args that the Dockerfile declares with `ARG` to
+/// `build_args` (operator image overrides already there win), names the
+/// others, and returns the names of all passed, sorted.
+fn add_declared_args(
+    build_args: &mut HashMap<String, String>,
+    app_args: &HashMap<String, String>,
+    dockerfile_text: &str,
+    out: &Out<'_>,
+) -> Vec<String> {
+    let declared = dockerfile::declared_args(dockerfile_text);
+    let mut ignored: Vec<&str> = Vec::new();
+    for (k, v) in app_args {
+        if !declared.contains(k) {
+            ignored.push(k);
+        } else if !build_args.contains_key(k) {
+            // Operator image overrides win over app build args.
+            build_args.insert(k.clone(), v.clone());
+        }
+    }
+    ignored.sort();
+    if !ignored.is_empty() {
+        out.detail(&format!(
+            "Not passing build args the Dockerfile does not declare with ARG: {}",
+            ignored.join(", ")
+        ));
+    }
+    let mut passed: Vec<String> = build_args.keys().cloned().collect();
+    passed.sort();
+    passed
+}
+
+/// The error of a failed build step, printed. A failing FROM is a base
+/// image that is neither local nor pullable: name it, with the build args
+/// substituted.
+fn failed(
+    msg: &str,
+    last_step: Option<&str>,
+    build_args: &HashMap<String, String>,
+    dockerfile_text: &str,
+    out: &Out<'_>,
+) -> BuildError {
+    let msg = super::output::clean_line(msg.trim());
+    out.detail(&msg);
+    let from = last_step
+        .and_then(|s| s.split_once(" : "))
+        .and_then(|(_, ins)| {
+            ins.strip_prefix("FROM ")
+                .or_else(|| ins.strip_prefix("from "))
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|image| substitute_args(image, build_args, dockerfile_text));
+    BuildError::Failed(match from {
+        Some(image) => format!("base image {image} unavailable: {msg}"),
+        None => msg,
+    })
 }
 
 #[cfg(test)]

@@ -155,8 +155,57 @@ async fn run(builder: &Builder, req: BuildRequest, images: &Images) -> Outcome {
     Outcome { result, lines, log }
 }
 
+/// Builds `commit` of `repo` as app `app` (default request settings).
+async fn build_commit(
+    b: &Builder,
+    repo: &Path,
+    commit: Oid,
+    app: &str,
+    images: &Images,
+) -> Outcome {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    run(b, request(repo, commit, app, &log), images).await
+}
+
+/// Builds one commit of the fixture app `fixture` as app `app`.
+async fn build_fixture(b: &Builder, fixture: &str, app: &str, images: &Images) -> Outcome {
+    let (repo, commit) = fixture_repo(fixture);
+    build_commit(b, repo.path(), commit, app, images).await
+}
+
 fn builder(docker: Docker, options: BuildOptions) -> Builder {
     Builder::new(docker, options).expect("valid options")
+}
+
+/// A builder whose buildpacks build from the stub images.
+async fn stub_builder(docker: &Docker) -> Builder {
+    let base_images = ensure_stub_images(docker)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    builder(
+        docker.clone(),
+        BuildOptions {
+            base_images,
+            ..BuildOptions::default()
+        },
+    )
+}
+
+/// Waits (20 s at most) until no container runs a command containing
+/// `marker`: the engine stopped the build step.
+async fn wait_build_container_gone(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ps = docker_cli(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+        if !ps.contains(marker) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build container still there:\n{ps}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// `docker run --rm IMAGE sh -c SCRIPT`, stdout.
@@ -356,9 +405,8 @@ async fn timeout_stops_the_build_and_its_container() {
     let mut opts = BuildOptions::default();
     opts.limits.timeout = Duration::from_secs(3);
     let b = builder(docker.clone(), opts);
-    let log = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
-    let o = run(&b, request(repo.path(), commit, "t-timeout", &log), &images).await;
+    let o = build_commit(&b, repo.path(), commit, "t-timeout", &images).await;
     assert!(
         matches!(o.result, Err(BuildError::Timeout(_))),
         "{:?}\n{}",
@@ -382,18 +430,7 @@ async fn timeout_stops_the_build_and_its_container() {
         .contains("failed: build timed out after 3s"));
     assert_eq!(b.running(), 0, "the slot is released");
     // Closing the request makes the engine stop the step's container.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ps = docker_cli(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
-        if !ps.contains(&marker) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "build container still there:\n{ps}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_build_container_gone(&marker).await;
 }
 
 #[tokio::test]
@@ -410,8 +447,7 @@ async fn network_none_and_memory_limit_apply_to_run_steps() {
     opts.limits.network_mode = NetworkMode::None;
     opts.limits.memory_bytes = Some(256 * 1024 * 1024);
     let b = builder(docker.clone(), opts);
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(&b, request(repo.path(), commit, "t-limits", &log), &images).await;
+    let o = build_commit(&b, repo.path(), commit, "t-limits", &images).await;
     o.ok();
     let nets = o
         .lines
@@ -479,16 +515,7 @@ struct Case {
 async fn buildpack_case(c: Case) {
     let docker = test_docker().await;
     let images = Images::new();
-    let base_images = ensure_stub_images(&docker)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let b = builder(
-        docker.clone(),
-        BuildOptions {
-            base_images,
-            ..BuildOptions::default()
-        },
-    );
+    let b = stub_builder(&docker).await;
     let (repo, commit) = fixture_repo(c.fixture);
     let app = format!("t-bp-{}", c.buildpack);
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -694,24 +721,8 @@ async fn buildpack_procfile() {
 async fn stub_built_node_image_serves_http() {
     let docker = test_docker().await;
     let images = Images::new();
-    let base_images = ensure_stub_images(&docker)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let b = builder(
-        docker.clone(),
-        BuildOptions {
-            base_images,
-            ..BuildOptions::default()
-        },
-    );
-    let (repo, commit) = fixture_repo("buildpack-node");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(
-        &b,
-        request(repo.path(), commit, "t-bp-serve", &log),
-        &images,
-    )
-    .await;
+    let b = stub_builder(&docker).await;
+    let o = build_fixture(&b, "buildpack-node", "t-bp-serve", &images).await;
     let tag = o.ok().tag.clone();
     let name = format!("rack-test-serve-{}", std::process::id());
     docker_cli(&[
@@ -750,8 +761,7 @@ async fn unknown_base_image_is_named() {
     let df = "ARG BASE_IMAGE=rack-test/does-not-exist:1\nFROM ${BASE_IMAGE}\nCMD [\"sh\"]\n";
     let (repo, commit) = dockerfile_repo(df, &[]);
     let b = builder(docker, BuildOptions::default());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(&b, request(repo.path(), commit, "t-nobase", &log), &images).await;
+    let o = build_commit(&b, repo.path(), commit, "t-nobase", &images).await;
     let Err(BuildError::Failed(msg)) = &o.result else {
         panic!("{:?}\n{}", o.result, o.text())
     };
@@ -767,8 +777,7 @@ async fn dockerfile_syntax_error_fails_the_build() {
     let images = Images::new();
     let (repo, commit) = dockerfile_repo(&format!("FROM {TEST_BASE_IMAGE}\nFOO bar\n"), &[]);
     let b = builder(docker, BuildOptions::default());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(&b, request(repo.path(), commit, "t-syntax", &log), &images).await;
+    let o = build_commit(&b, repo.path(), commit, "t-syntax", &images).await;
     let Err(BuildError::Failed(msg)) = &o.result else {
         panic!("{:?}\n{}", o.result, o.text())
     };
@@ -791,18 +800,7 @@ async fn dropping_the_build_cancels_it() {
     let r = tokio::time::timeout(Duration::from_secs(2), b.build(req, Progress::discard())).await;
     assert!(r.is_err(), "the build should still be running");
     assert_eq!(b.running(), 0, "the slot is released");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ps = docker_cli(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
-        if !ps.contains(&marker) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "build container still there:\n{ps}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_build_container_gone(&marker).await;
 }
 
 #[tokio::test]
@@ -818,8 +816,7 @@ async fn large_context_streams_through() {
     );
     let (repo, commit) = dockerfile_repo(&df, &[("big.bin", &big, 'f')]);
     let b = builder(docker, BuildOptions::default());
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(&b, request(repo.path(), commit, "t-big", &log), &images).await;
+    let o = build_commit(&b, repo.path(), commit, "t-big", &images).await;
     let r = o.ok();
     assert!(o.has("size: 25165824"), "{}", o.text());
     assert!(r.context_bytes > 24 * 1024 * 1024, "{}", r.context_bytes);
@@ -836,14 +833,7 @@ fn offline_builder() -> Builder {
 #[tokio::test]
 async fn buildkit_syntax_fails_fast() {
     let images = Images::new();
-    let (repo, commit) = fixture_repo("buildkit-only");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(
-        &offline_builder(),
-        request(repo.path(), commit, "t-bk", &log),
-        &images,
-    )
-    .await;
+    let o = build_fixture(&offline_builder(), "buildkit-only", "t-bk", &images).await;
     let Err(BuildError::BuildKit(msg)) = &o.result else {
         panic!("{:?}", o.result)
     };
@@ -864,14 +854,7 @@ async fn buildkit_syntax_fails_fast() {
 #[tokio::test]
 async fn no_buildpack_lists_what_was_looked_for() {
     let images = Images::new();
-    let (repo, commit) = fixture_repo("no-buildpack");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(
-        &offline_builder(),
-        request(repo.path(), commit, "t-nobp", &log),
-        &images,
-    )
-    .await;
+    let o = build_fixture(&offline_builder(), "no-buildpack", "t-nobp", &images).await;
     let Err(BuildError::NoBuildpack(msg)) = &o.result else {
         panic!("{:?}", o.result)
     };
@@ -891,14 +874,7 @@ async fn no_buildpack_lists_what_was_looked_for() {
 #[tokio::test]
 async fn unreachable_engine_is_reported() {
     let images = Images::new();
-    let (repo, commit) = fixture_repo("dockerfile-httpd");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let o = run(
-        &offline_builder(),
-        request(repo.path(), commit, "t-down", &log),
-        &images,
-    )
-    .await;
+    let o = build_fixture(&offline_builder(), "dockerfile-httpd", "t-down", &images).await;
     assert!(
         matches!(o.result, Err(BuildError::Unreachable(_))),
         "{:?}",

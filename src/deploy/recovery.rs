@@ -65,7 +65,8 @@ pub async fn recover(rack: &Arc<Rack>) -> Result<()> {
     Ok(())
 }
 
-/// Applies a journalled `refname old new` when the ref is still at `old`.
+/// Applies a journalled `refname old new` when the ref is still at `old`
+/// (compare-and-swap; a ref that moved on is left alone).
 fn roll_ref_forward(repo: &std::path::Path, update: &str) -> Result<()> {
     let mut parts = update.split(' ');
     let (Some(name), Some(old), Some(new)) = (parts.next(), parts.next(), parts.next()) else {
@@ -73,17 +74,8 @@ fn roll_ref_forward(repo: &std::path::Path, update: &str) -> Result<()> {
     };
     let old = git2::Oid::from_str(old)?;
     let new = git2::Oid::from_str(new)?;
-    let repo = git2::Repository::open_bare(repo)?;
-    let current = repo.refname_to_id(name).ok();
-    if current == Some(new) {
-        return Ok(());
+    match crate::git::refs::cas_at(repo, name, old, new, "rack: recovered deploy") {
+        Ok(()) | Err(crate::git::refs::CasError::Stale) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    if old.is_zero() {
-        if current.is_none() {
-            repo.reference(name, new, false, "rack: recovered deploy")?;
-        }
-    } else if current == Some(old) {
-        repo.reference_matching(name, new, true, old, "rack: recovered deploy")?;
-    }
-    Ok(())
 }

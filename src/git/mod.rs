@@ -4,7 +4,8 @@
 //! Owns: the pkt-line codec and side-band framing ([`pktline`]), parsing of
 //! git exec strings ([`parse_exec`]), the bare repos under the data dir
 //! ([`repo_path`], [`init_bare`], [`set_head`], [`remove_repo`],
-//! [`recover_repo`], [`maybe_repack`]), a native receive-pack
+//! [`recover_repo`], [`repack_if_needed`]), libgit2's process-wide options
+//! ([`init_process`]), refs moved by compare-and-swap ([`refs`]), a native receive-pack
 //! ([`receive::receive_pack`]: pack scanned as it streams, indexed into a
 //! quarantine dir, refs moved by compare-and-swap) with the [`PushHook`] it
 //! calls for the deploy branch, and upload-pack ([`upload::upload_pack`],
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub mod pack;
 pub mod pktline;
 pub mod receive;
+pub mod refs;
 pub mod upload;
 
 #[cfg(test)]
@@ -239,11 +241,11 @@ pub fn init_bare(path: &Path) -> Result<(), GitError> {
         .no_reinit(true);
     let repo = git2::Repository::init_opts(path, &opts)?;
     let mut cfg = repo.config()?;
-    // rack repacks itself (maybe_repack); `git upload-pack` must never start
+    // rack repacks itself (repack_if_needed); `git upload-pack` must never start
     // a gc of its own in a repo receive-pack is writing to.
     cfg.set_i32("gc.auto", 0)?;
     cfg.set_bool("receive.denyDeleteCurrent", true)?;
-    // Shallow pushes are accepted and recorded (see receive.rs).
+    // Shallow pushes are accepted and recorded (see receive/shallow.rs).
     cfg.set_bool("receive.shallowUpdate", true)?;
     Ok(())
 }
@@ -332,68 +334,60 @@ fn remove_locks(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), GitError> 
 /// More packs than this make every object lookup slower; repack then.
 pub const MAX_PACKS: usize = 20;
 
-/// Gives memory freed after a push's libgit2 work back to the system.
-/// glibc keeps freed memory in per-thread arenas, and pushes run on
-/// whichever blocking thread is free: without this, RSS ratchets up push
-/// after push (measured: 56, 78, 90 MiB after three pushes of the same
-/// 10,000-commit history).
-pub(crate) fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// Sets libgit2's process-wide options; call once at start-up, before any
+/// push (`rack server` does; tests that time pushes may). Calling it again
+/// is harmless.
+///
+/// As git does, an object's id is checked when it enters the repo (the
+/// indexer computes every id of a pushed pack from its content), not again
+/// on every read: libgit2's default re-hashes each object read, a quarter
+/// of receive-pack's verification time.
+pub fn init_process() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::strict_hash_verification(false));
 }
 
-/// When `objects/pack` holds more than [`MAX_PACKS`] packs, runs
-/// `git repack -a -d -k` in a background thread (at most one per repo).
-/// `-k` keeps unreachable objects: a push whose objects are in the repo but
-/// whose ref has not moved yet (its build is running) must not lose them.
-/// Returns whether a repack was started.
-pub fn maybe_repack(repo: &Path) -> bool {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static RUNNING: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-
-    let packs = match std::fs::read_dir(repo.join("objects/pack")) {
-        Ok(rd) => rd
-            .flatten()
+fn pack_count(repo: &Path) -> Option<usize> {
+    let rd = std::fs::read_dir(repo.join("objects/pack")).ok()?;
+    Some(
+        rd.flatten()
             .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
             .count(),
-        Err(_) => return false,
-    };
-    if packs <= MAX_PACKS {
+    )
+}
+
+/// When `objects/pack` holds more than [`MAX_PACKS`] packs, queues a
+/// [`repack`] with the housekeeper. Returns whether one was queued.
+pub fn repack_if_needed(repo: &Path) -> bool {
+    if pack_count(repo).is_none_or(|n| n <= MAX_PACKS) {
         return false;
     }
-    let key = repo.to_path_buf();
-    {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        if !running.get_or_insert_with(HashSet::new).insert(key.clone()) {
-            return false;
+    crate::housekeeping::submit("git repack", Box::pin(repack(repo.to_path_buf())))
+}
+
+/// Runs `git repack -a -d -k` if the repo still has more than
+/// [`MAX_PACKS`] packs (a repack queued twice runs once). `-k` keeps
+/// unreachable objects: a push whose objects are in the repo but whose ref
+/// has not moved yet (its build is running) must not lose them.
+pub async fn repack(repo: PathBuf) {
+    if pack_count(&repo).is_none_or(|n| n <= MAX_PACKS) {
+        return;
+    }
+    let out = crate::process::command("git")
+        .arg("--git-dir")
+        .arg(&repo)
+        .args(["repack", "-a", "-d", "-k", "-q"])
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => tracing::info!(repo = %repo.display(), "repacked"),
+        Ok(o) => tracing::warn!(repo = %repo.display(), status = %o.status,
+            stderr = %String::from_utf8_lossy(&o.stderr), "git repack failed"),
+        Err(e) => {
+            tracing::warn!(repo = %repo.display(), error = %e, "git repack did not start")
         }
     }
-    let spawned = std::thread::Builder::new()
-        .name("git-repack".into())
-        .spawn(move || {
-            let out = crate::process::std_command("git")
-                .arg("--git-dir")
-                .arg(&key)
-                .args(["repack", "-a", "-d", "-k", "-q"])
-                .output();
-            match out {
-                Ok(o) if o.status.success() => tracing::info!(repo = %key.display(), "repacked"),
-                Ok(o) => tracing::warn!(repo = %key.display(), status = %o.status,
-                stderr = %String::from_utf8_lossy(&o.stderr), "git repack failed"),
-                Err(e) => {
-                    tracing::warn!(repo = %key.display(), error = %e, "git repack did not start")
-                }
-            }
-            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(set) = running.as_mut() {
-                set.remove(&key);
-            }
-        });
-    spawned.is_ok()
 }
 
 #[cfg(test)]

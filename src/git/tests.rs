@@ -274,6 +274,8 @@ async fn serve(
 
 impl T {
     async fn new() -> T {
+        // As `rack server` runs receive-pack.
+        init_process();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let home = root.join("home");
@@ -394,6 +396,92 @@ impl T {
             .expect("an outcome")
             .expect("server alive");
         r.expect("receive_pack returned Ok")
+    }
+
+    /// Pushes `args`, which must be refused with `says` in the output;
+    /// the outcome.
+    async fn push_refused(&self, args: &[&str], says: &str) -> ReceiveOutcome {
+        let (ok, text) = self.push(args).await;
+        assert!(!ok, "{text}");
+        assert!(text.contains(says), "{text}");
+        self.outcome().await
+    }
+
+    /// Pushes HEAD of `dir` to `main`, which must be accepted and end at
+    /// `commit` with the repo still consistent; the outcome.
+    async fn push_head_to_main(&self, dir: &Path, commit: Oid) -> ReceiveOutcome {
+        let (ok, text) = self.push_from(dir, &["HEAD:main"]).await;
+        assert!(ok, "{text}");
+        let o = self.outcome().await;
+        assert_eq!(self.server_ref("refs/heads/main"), Some(commit));
+        self.fsck().await;
+        o
+    }
+
+    /// A new `T` whose first commit (`a.txt`) is pushed to `main`.
+    async fn pushed_once() -> (T, Oid) {
+        let t = T::new().await;
+        let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
+        assert!(t.push(&["main"]).await.0);
+        t.outcome().await;
+        (t, c1)
+    }
+
+    /// `git clone --depth 1 URL DIR`.
+    async fn shallow_clone(&self, url: &str, dir: &Path) {
+        self.git_ok(
+            &self.root,
+            &["clone", "-q", "--depth", "1", url, dir.to_str().unwrap()],
+        )
+        .await;
+    }
+
+    /// `git pack-objects --stdout ARGS` of `tip` in the work tree.
+    async fn pack_objects(&self, args: &[&str], tip: Oid) -> Vec<u8> {
+        let mut child = tokio::process::Command::new("git")
+            .args(["pack-objects", "--stdout", "-q"])
+            .args(args)
+            .current_dir(&self.work)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{tip}\n").as_bytes())
+            .await
+            .unwrap();
+        child.wait_with_output().await.unwrap().stdout
+    }
+
+    /// Serves a hand-made push that creates `main` at `new` with `pack`
+    /// (client capabilities `caps`), storing only; the outcome and all
+    /// that receive-pack wrote.
+    async fn create_main_raw(
+        &self,
+        new: Oid,
+        caps: &str,
+        pack: &[u8],
+        limits: ReceiveLimits,
+    ) -> (ReceiveOutcome, String) {
+        let mut input = pktline::encode(
+            format!("{} {new} refs/heads/main\0{caps}\n", Oid::ZERO_SHA1).as_bytes(),
+        );
+        input.extend_from_slice(pktline::FLUSH);
+        input.extend_from_slice(pack);
+        let mut output = Vec::new();
+        let req = ReceiveRequest {
+            app: "myapp".into(),
+            repo: self.repo.clone(),
+            deploy_branch: None,
+            limits,
+        };
+        let o = receive_pack(req, &input[..], &mut output, &receive::StoreOnly)
+            .await
+            .unwrap();
+        (o, String::from_utf8_lossy(&output).into_owned())
     }
 
     fn server_ref(&self, name: &str) -> Option<Oid> {
@@ -525,10 +613,7 @@ async fn first_push_incremental_push_and_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_tags_deletes() {
-    let t = T::new().await;
-    let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
-    assert!(t.push(&["main"]).await.0);
-    t.outcome().await;
+    let (t, c1) = T::pushed_once().await;
     let packs = t.packs();
 
     // A new branch at a commit the server has: an empty pack.
@@ -558,10 +643,8 @@ async fn branches_tags_deletes() {
 
     // An annotated tag pushed to a branch is refused, as git does; its
     // commit is fine.
-    let (ok, text) = t.push(&["v1:refs/heads/main"]).await;
-    assert!(!ok, "{text}");
-    assert!(text.contains(receive::NOT_A_COMMIT), "{text}");
-    t.outcome().await;
+    t.push_refused(&["v1:refs/heads/main"], receive::NOT_A_COMMIT)
+        .await;
     assert_eq!(t.server_ref("refs/heads/main"), Some(c1));
     let (ok, text) = t.push(&["v1^{commit}:refs/heads/main"]).await;
     assert!(ok, "{text}");
@@ -577,10 +660,9 @@ async fn branches_tags_deletes() {
     assert_eq!(t.server_ref("refs/heads/feature"), None);
 
     // Deleting the deploy branch is refused.
-    let (ok, text) = t.push(&[":main"]).await;
-    assert!(!ok, "{text}");
-    assert!(text.contains("cannot delete the deploy branch"), "{text}");
-    let o = t.outcome().await;
+    let o = t
+        .push_refused(&[":main"], "cannot delete the deploy branch")
+        .await;
     assert_eq!(o.refs[0].result, Err(receive::DELETE_DEPLOY.to_string()));
     assert_eq!(t.server_ref("refs/heads/main"), Some(c2));
     t.fsck().await;
@@ -660,10 +742,7 @@ async fn configured_deploy_branch_and_options() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_failure_and_race() {
-    let t = T::new().await;
-    let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
-    assert!(t.push(&["main"]).await.0);
-    t.outcome().await;
+    let (t, c1) = T::pushed_once().await;
 
     t.set_mode(HookMode::Fail("build failed".into()));
     let c2 = t.commit(&t.work, "a.txt", b"two\n").await;
@@ -796,58 +875,24 @@ async fn shallow_pushes() {
     }
     let src_url = format!("file://{}", src.display());
     let shallow = t.root.join("shallow");
-    t.git_ok(
-        &t.root,
-        &[
-            "clone",
-            "-q",
-            "--depth",
-            "1",
-            &src_url,
-            shallow.to_str().unwrap(),
-        ],
-    )
-    .await;
+    t.shallow_clone(&src_url, &shallow).await;
     let c = t.commit(&shallow, "g.txt", b"ci\n").await;
     // First push into an empty repo, HEAD:main, as CI does.
-    let (ok, text) = t.push_from(&shallow, &["HEAD:main"]).await;
-    assert!(ok, "{text}");
-    let o = t.outcome().await;
+    let o = t.push_head_to_main(&shallow, c).await;
     assert_eq!(o.new_deploy_branch.as_deref(), Some("main"));
-    assert_eq!(t.server_ref("refs/heads/main"), Some(c));
     let recorded = std::fs::read_to_string(t.repo.join("shallow")).unwrap();
     assert_eq!(recorded.lines().count(), 1, "{recorded}");
-    t.fsck().await;
 
     // Another shallow push on top.
     let c2 = t.commit(&shallow, "g.txt", b"ci 2\n").await;
-    let (ok, text) = t.push_from(&shallow, &["HEAD:main"]).await;
-    assert!(ok, "{text}");
-    t.outcome().await;
-    assert_eq!(t.server_ref("refs/heads/main"), Some(c2));
-    t.fsck().await;
+    t.push_head_to_main(&shallow, c2).await;
 
     // A depth-1 clone from the rack itself (upload-pack, protocol v2), and a
     // push from it.
     let clone = t.root.join("clone");
-    t.git_ok(
-        &t.root,
-        &[
-            "clone",
-            "-q",
-            "--depth",
-            "1",
-            &t.url,
-            clone.to_str().unwrap(),
-        ],
-    )
-    .await;
+    t.shallow_clone(&t.url, &clone).await;
     let c3 = t.commit(&clone, "h.txt", b"x\n").await;
-    let (ok, text) = t.push_from(&clone, &["HEAD:main"]).await;
-    assert!(ok, "{text}");
-    t.outcome().await;
-    assert_eq!(t.server_ref("refs/heads/main"), Some(c3));
-    t.fsck().await;
+    t.push_head_to_main(&clone, c3).await;
 
     // A full push of the whole history completes the repo: fsck still fine.
     t.git_ok(
@@ -870,10 +915,7 @@ async fn shallow_pushes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_objects_add_nothing() {
-    let t = T::new().await;
-    let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
-    assert!(t.push(&["main"]).await.0);
-    t.outcome().await;
+    let (t, c1) = T::pushed_once().await;
     let packs = t.packs();
 
     // An object over the limit.
@@ -881,10 +923,9 @@ async fn refused_objects_add_nothing() {
     let c2 = t
         .commit(&t.work, "big.bin", &random_bytes(200_000, 3))
         .await;
-    let (ok, text) = t.push(&["main"]).await;
-    assert!(!ok, "{text}");
-    assert!(text.contains("exceeds the limit of 64.0 KiB"), "{text}");
-    let o = t.outcome().await;
+    let o = t
+        .push_refused(&["main"], "exceeds the limit of 64.0 KiB")
+        .await;
     assert_eq!(o.refs[0].result, Err(receive::UNPACKER_ERROR.into()));
     assert_eq!(t.server_ref("refs/heads/main"), Some(c1));
     assert_eq!(t.packs(), packs);
@@ -917,10 +958,8 @@ async fn refused_objects_add_nothing() {
     let bad = t
         .git_ok(&t.work, &["commit-tree", &tree, "-p", "HEAD", "-m", "bad"])
         .await;
-    let (ok, text) = t.push(&[&format!("{bad}:refs/heads/main")]).await;
-    assert!(!ok, "{text}");
-    assert!(text.contains("entry named '.GIT'"), "{text}");
-    t.outcome().await;
+    t.push_refused(&[&format!("{bad}:refs/heads/main")], "entry named '.GIT'")
+        .await;
     assert_eq!(t.server_ref("refs/heads/main"), Some(c1));
     assert!(!t.has_object(Oid::from_str(&bad).unwrap()));
     assert_eq!(t.packs(), packs);
@@ -932,44 +971,16 @@ async fn pack_missing_objects_is_refused() {
     let t = T::new().await;
     let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
     // A pack of the commit alone: its tree and blob are missing.
-    let pack = {
-        let mut child = tokio::process::Command::new("git")
-            .args(["pack-objects", "--stdout", "-q"])
-            .current_dir(&t.work)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{c1}\n").as_bytes())
-            .await
-            .unwrap();
-        child.wait_with_output().await.unwrap().stdout
-    };
-    let mut input = pktline::encode(
-        format!(
-            "{} {c1} refs/heads/main\0report-status side-band-64k\n",
-            Oid::ZERO_SHA1
+    let pack = t.pack_objects(&[], c1).await;
+    let (o, text) = t
+        .create_main_raw(
+            c1,
+            "report-status side-band-64k",
+            &pack,
+            ReceiveLimits::default(),
         )
-        .as_bytes(),
-    );
-    input.extend_from_slice(pktline::FLUSH);
-    input.extend_from_slice(&pack);
-    let mut output = Vec::new();
-    let req = ReceiveRequest {
-        app: "myapp".into(),
-        repo: t.repo.clone(),
-        deploy_branch: None,
-        limits: ReceiveLimits::default(),
-    };
-    let o = receive_pack(req, &input[..], &mut output, &receive::StoreOnly)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(o.refs[0].result, Err(receive::UNPACKER_ERROR.into()));
-    let text = String::from_utf8_lossy(&output);
     assert!(text.contains("missing necessary objects"), "{text}");
     assert_eq!(t.server_ref("refs/heads/main"), None);
     assert_eq!(t.packs(), 0);
@@ -979,25 +990,7 @@ async fn pack_missing_objects_is_refused() {
 async fn truncated_and_corrupt_packs() {
     let t = T::new().await;
     let c1 = t.commit(&t.work, "a.txt", &random_bytes(20_000, 9)).await;
-    let pack = {
-        let mut child = tokio::process::Command::new("git")
-            .args(["pack-objects", "--stdout", "--revs", "-q"])
-            .current_dir(&t.work)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{c1}\n").as_bytes())
-            .await
-            .unwrap();
-        let out = child.wait_with_output().await.unwrap();
-        out.stdout
-    };
-    let hook = receive::StoreOnly;
+    let pack = t.pack_objects(&["--revs"], c1).await;
     let small = ReceiveLimits {
         max_pack_bytes: 1000,
         ..Default::default()
@@ -1030,31 +1023,14 @@ async fn truncated_and_corrupt_packs() {
             ReceiveLimits::default(),
         ),
     ] {
-        let mut input = pktline::encode(
-            format!(
-                "{} {c1} refs/heads/main\0report-status side-band-64k\n",
-                Oid::ZERO_SHA1
-            )
-            .as_bytes(),
-        );
-        input.extend_from_slice(pktline::FLUSH);
-        input.extend_from_slice(&data);
-        let mut output = Vec::new();
-        let req = ReceiveRequest {
-            app: "myapp".into(),
-            repo: t.repo.clone(),
-            deploy_branch: None,
-            limits,
-        };
-        let o = receive_pack(req, &input[..], &mut output, &hook)
-            .await
-            .unwrap();
+        let (o, text) = t
+            .create_main_raw(c1, "report-status side-band-64k", &data, limits)
+            .await;
         assert_eq!(
             o.refs[0].result,
             Err(receive::UNPACKER_ERROR.into()),
             "{what}"
         );
-        let text = String::from_utf8_lossy(&output);
         assert!(text.contains("unpack "), "{what}: {text}");
         assert!(!text.contains("unpack ok"), "{what}: {text}");
         assert!(
@@ -1073,22 +1049,9 @@ async fn truncated_and_corrupt_packs() {
     }
 
     // The whole pack goes through.
-    let mut input = pktline::encode(
-        format!("{} {c1} refs/heads/main\0report-status\n", Oid::ZERO_SHA1).as_bytes(),
-    );
-    input.extend_from_slice(pktline::FLUSH);
-    input.extend_from_slice(&pack);
-    let mut output = Vec::new();
-    let req = ReceiveRequest {
-        app: "myapp".into(),
-        repo: t.repo.clone(),
-        deploy_branch: None,
-        limits: ReceiveLimits::default(),
-    };
-    receive_pack(req, &input[..], &mut output, &hook)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&output);
+    let (_, text) = t
+        .create_main_raw(c1, "report-status", &pack, ReceiveLimits::default())
+        .await;
     assert!(
         text.contains("000eunpack ok\n0017ok refs/heads/main\n0000"),
         "{text}"
@@ -1099,10 +1062,7 @@ async fn truncated_and_corrupt_packs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_clone_ls_remote_and_errors() {
-    let t = T::new().await;
-    let c1 = t.commit(&t.work, "a.txt", b"one\n").await;
-    assert!(t.push(&["main"]).await.0);
-    t.outcome().await;
+    let (t, c1) = T::pushed_once().await;
 
     for proto in ["2", "0"] {
         let dir = t.root.join(format!("clone-v{proto}"));

@@ -107,7 +107,7 @@ pub(crate) async fn handle(
     let mut pending = build(parts.method, uri, headers, Either::Left(body));
 
     let mut retried = false;
-    let (mut resp, sender, mut driver) = loop {
+    let (resp, sender, mut driver) = loop {
         match send(guard.backend(), pending, upgrade.is_some()).await {
             Ok(x) => break x,
             Err(fail) => {
@@ -149,25 +149,7 @@ pub(crate) async fn handle(
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Ok(plain(
-                StatusCode::BAD_GATEWAY,
-                "502 Bad Gateway: unexpected 101 from the app\n".into(),
-            ));
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let (mut parts, _) = resp.into_parts();
-        let protocol = parts.headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(p) = protocol.or(upgrade) {
-            parts.headers.insert(header::UPGRADE, p);
-        }
-        let tunnel = guard.into_tunnel();
-        tokio::spawn(splice(ctx, tunnel, client_upgrade, upstream_upgrade));
-        return Ok(Response::from_parts(parts, RespBody::empty()));
+        return Ok(switch_protocols(ctx, guard, resp, client_upgrade, upgrade));
     }
 
     // The connection goes back to the pool once this response is read,
@@ -191,6 +173,37 @@ pub(crate) async fn handle(
         parts,
         RespBody::proxied(body, guard, driver),
     ))
+}
+
+/// A backend's `101 Switching Protocols`: answers the client in kind and
+/// splices the two upgraded connections on a task of their own (the
+/// backend's slot becomes a tunnel).
+fn switch_protocols(
+    ctx: Arc<Ctx>,
+    guard: InFlight,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<HeaderValue>,
+) -> Response<RespBody> {
+    let Some(client_upgrade) = client_upgrade else {
+        return plain(
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: unexpected 101 from the app\n".into(),
+        );
+    };
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = protocol.or(upgrade) {
+        parts.headers.insert(header::UPGRADE, p);
+    }
+    let tunnel = guard.into_tunnel();
+    tokio::spawn(splice(ctx, tunnel, client_upgrade, upstream_upgrade));
+    Response::from_parts(parts, RespBody::empty())
 }
 
 struct SendFail {

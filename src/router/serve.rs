@@ -7,7 +7,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -15,6 +14,7 @@ use tokio::task::JoinSet;
 use super::cidr::Cidrs;
 use super::proxy::{handle, Ctx};
 use super::Router;
+use crate::listener::{self, Cap};
 
 /// Client connections (and WebSocket tunnels) open at once. Each may hold a
 /// backend connection too, so this is about half the file descriptors a
@@ -129,28 +129,17 @@ async fn accept_loop(
     mut abort: watch::Receiver<bool>,
     stop_tx: &watch::Sender<bool>,
 ) {
+    let cap = Cap {
+        slots: ctx.slots.clone(),
+        refusal: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\ntoo many connections\n",
+        backoff: Duration::from_millis(20),
+        name: "router",
+        quiet: true,
+    };
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (mut socket, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::debug!(error = %e, "router accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, "router connection refused: too many connections");
-                    tokio::spawn(async move {
-                        let msg = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
-                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(msg)).await;
-                    });
-                    continue;
-                };
-                let _ = socket.set_nodelay(true);
+            (socket, peer, permit) = listener::accept(&listener, &cap) => {
                 let ctx = ctx.clone();
                 let mut stop = ctx.stop.clone();
                 tasks.spawn(async move {

@@ -264,22 +264,18 @@ async fn routes_by_host_case_and_port_insensitive() {
     );
     r.router.set_app("b", hosts(&["b.localhost"]), vec![b.addr]);
     let mut c = Client::connect(r.addr).await;
-    assert_eq!(
-        c.get("a.localhost", "/").await.unwrap(),
-        (StatusCode::OK, "A".into())
-    );
-    assert_eq!(
-        c.get("A.LocalHost:8080", "/").await.unwrap(),
-        (StatusCode::OK, "A".into())
-    );
-    assert_eq!(
-        c.get("www.example.com.", "/").await.unwrap(),
-        (StatusCode::OK, "A".into())
-    );
-    assert_eq!(
-        c.get("b.localhost:1", "/").await.unwrap(),
-        (StatusCode::OK, "B".into())
-    );
+    for (host, body) in [
+        ("a.localhost", "A"),
+        ("A.LocalHost:8080", "A"),
+        ("www.example.com.", "A"),
+        ("b.localhost:1", "B"),
+    ] {
+        assert_eq!(
+            c.get(host, "/").await.unwrap(),
+            (StatusCode::OK, body.into()),
+            "{host}"
+        );
+    }
     assert_eq!(r.router.backends("a"), vec![a.addr]);
 
     let (status, body) = c.get("nope.localhost:8080", "/").await.unwrap();

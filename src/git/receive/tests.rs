@@ -1,3 +1,7 @@
+use std::path::PathBuf;
+
+use super::protocol::{advertisement, parse_caps, parse_command, Advert};
+use super::verify::bad_tree_entry;
 use super::*;
 
 #[test]

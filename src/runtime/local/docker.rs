@@ -52,15 +52,7 @@ impl Instance {
     fn from_summary(c: ContainerSummary) -> Option<Instance> {
         let labels = c.labels.unwrap_or_default();
         let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-        let ip = c
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|nets| {
-                nets.values()
-                    .filter_map(|e| e.ip_address.as_deref())
-                    .find(|ip| !ip.is_empty())
-                    .and_then(|ip| ip.parse().ok())
-            });
+        let ip = first_ip(c.network_settings.and_then(|n| n.networks));
         Some(Instance {
             id: c.id?,
             app: get(L_APP),
@@ -102,6 +94,16 @@ pub(super) fn is_not_found(e: &DockerError) -> bool {
             ..
         }
     )
+}
+
+/// A container's address: the first one set among its networks (it has
+/// one, its app's network).
+pub(super) fn first_ip(networks: Option<HashMap<String, EndpointSettings>>) -> Option<IpAddr> {
+    networks?
+        .values()
+        .filter_map(|e| e.ip_address.as_deref())
+        .find(|ip| !ip.is_empty())
+        .and_then(|ip| ip.parse().ok())
 }
 
 fn engine(what: &str, e: DockerError) -> RuntimeError {

@@ -2,7 +2,7 @@
 //! container's own address on the app network (the host reaches bridge
 //! IPs; nothing is published).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bollard::models::ContainerStateStatusEnum;
@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::docker::is_not_found;
+use super::docker::{first_ip, is_not_found};
 use super::LocalRuntime;
 use crate::runtime::HealthKind;
 
@@ -100,15 +100,7 @@ impl LocalRuntime {
                             ));
                         }
                         Some(ContainerStateStatusEnum::RUNNING) => {
-                            let ip: Option<IpAddr> = c
-                                .network_settings
-                                .and_then(|n| n.networks)
-                                .and_then(|nets| {
-                                    nets.values()
-                                        .filter_map(|e| e.ip_address.clone())
-                                        .find(|ip| !ip.is_empty())
-                                })
-                                .and_then(|ip| ip.parse().ok());
+                            let ip = first_ip(c.network_settings.and_then(|n| n.networks));
                             match &probe.check {
                                 Check::Settle(d) => {
                                     let up = state

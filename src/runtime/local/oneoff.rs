@@ -149,20 +149,7 @@ impl LocalRuntime {
         };
         let (exited_tx, exited_rx) = oneshot::channel::<()>();
         let waiter = async {
-            let opts = WaitContainerOptionsBuilder::new()
-                .condition("not-running")
-                .build();
-            let mut wait = self.docker().wait_container(id, Some(opts));
-            let code = match wait.next().await {
-                Some(Ok(r)) => Ok(r.status_code),
-                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
-                Some(Err(e)) => Err(RuntimeError::Engine(format!(
-                    "waiting for the one-off process: {e}"
-                ))),
-                None => Err(RuntimeError::Engine(
-                    "waiting for the one-off process: no answer".into(),
-                )),
-            };
+            let code = self.exit_code(id).await;
             let _ = exited_tx.send(());
             code
         };
@@ -219,6 +206,24 @@ impl LocalRuntime {
                     )))
                 }
             },
+        }
+    }
+
+    /// Waits for the one-off container to stop; its exit code.
+    async fn exit_code(&self, id: &str) -> Result<i64, RuntimeError> {
+        let opts = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        let mut wait = self.docker().wait_container(id, Some(opts));
+        match wait.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(RuntimeError::Engine(format!(
+                "waiting for the one-off process: {e}"
+            ))),
+            None => Err(RuntimeError::Engine(
+                "waiting for the one-off process: no answer".into(),
+            )),
         }
     }
 

@@ -59,6 +59,15 @@ fn app_name(tag: &str) -> String {
 
 /// Removes what a test created, through the docker CLI so it also runs
 /// while a failed test unwinds.
+/// A fresh app name (from `name`), its cleanup guard, and a runtime in
+/// the tests' namespace with its router.
+async fn app_runtime(name: &str) -> (String, Cleanup, LocalRuntime, Router) {
+    let app = app_name(name);
+    let cleanup = Cleanup::new(NS, &[&app]);
+    let (rt, router) = runtime(NS).await;
+    (app, cleanup, rt, router)
+}
+
 struct Cleanup {
     ns: String,
     apps: Vec<String>,
@@ -167,9 +176,7 @@ where
 
 #[tokio::test]
 async fn start_switch_then_a_second_rollout_replaces_the_first() {
-    let app = app_name("roll");
-    let _c = Cleanup::new(NS, &[&app]);
-    let (rt, router) = runtime(NS).await;
+    let (app, _c, rt, router) = app_runtime("roll").await;
     let (p, mut prx) = progress();
 
     let s1 = spec(&app, 1, "d1", &[("web", WEB, 1)]);
@@ -284,9 +291,7 @@ async fn start_switch_then_a_second_rollout_replaces_the_first() {
 
 #[tokio::test]
 async fn a_release_that_never_gets_ready_is_removed_and_the_old_one_keeps_serving() {
-    let app = app_name("never");
-    let _c = Cleanup::new(NS, &[&app]);
-    let (rt, router) = runtime(NS).await;
+    let (app, _c, rt, router) = app_runtime("never").await;
     let p = Progress::discard();
 
     let s1 = spec(&app, 1, "d1", &[("web", WEB, 1)]);
@@ -375,16 +380,20 @@ async fn workers_are_ready_after_five_seconds_and_scaling_is_a_new_rollout() {
     let (p, mut prx) = progress();
     let worker = "while true; do echo tick; sleep 1; done";
 
-    let s1 = spec(
-        &app,
-        1,
-        "d1",
-        &[
-            ("web", WEB, 1),
-            ("worker", worker, 1),
-            ("clock", "sleep 1000", 0),
-        ],
-    );
+    // Release 1 at a given scale of web and worker (clock never runs).
+    let scaled = |deploy: &str, web: u32, workers: u32| {
+        spec(
+            &app,
+            1,
+            deploy,
+            &[
+                ("web", WEB, web),
+                ("worker", worker, workers),
+                ("clock", "sleep 1000", 0),
+            ],
+        )
+    };
+    let s1 = scaled("d1", 1, 1);
     let t = Instant::now();
     let started = rt.start(&s1, &p).await.unwrap();
     let took = t.elapsed();
@@ -407,16 +416,7 @@ async fn workers_are_ready_after_five_seconds_and_scaling_is_a_new_rollout() {
     assert_eq!(names, ["web.1", "worker.1"]);
 
     // ps:scale web=3 worker=0: a new rollout of the same release.
-    let s2 = spec(
-        &app,
-        1,
-        "d2",
-        &[
-            ("web", WEB, 3),
-            ("worker", worker, 0),
-            ("clock", "sleep 1000", 0),
-        ],
-    );
+    let s2 = scaled("d2", 3, 0);
     let t = Instant::now();
     let started = rt.start(&s2, &p).await.unwrap();
     eprintln!("start-to-ready, 3 busybox httpd: {:?}", t.elapsed());
@@ -472,11 +472,31 @@ async fn collect_until(
     }
 }
 
+/// The app's logs without following: the last `tail` lines (all when
+/// `None`) of the processes of `kind` (all when `None`).
+async fn read_logs(
+    rt: &LocalRuntime,
+    app: &str,
+    tail: Option<usize>,
+    kind: Option<&str>,
+) -> Vec<LogLine> {
+    let (tx, mut rx) = mpsc::channel(100);
+    let opts = LogOptions {
+        follow: false,
+        tail,
+        kind: kind.map(str::to_string),
+    };
+    rt.logs(app, opts, tx).await.unwrap();
+    let mut lines = Vec::new();
+    while let Some(l) = rx.recv().await {
+        lines.push(l);
+    }
+    lines
+}
+
 #[tokio::test]
 async fn logs_tail_and_follow_across_a_rollout() {
-    let app = app_name("logs");
-    let _c = Cleanup::new(NS, &[&app]);
-    let (rt, _router) = runtime(NS).await;
+    let (app, _c, rt, _router) = app_runtime("logs").await;
     let p = Progress::discard();
     let cmd = |tag: &str| {
         format!("for i in 1 2 3 4 5; do echo {tag}-out-$i; done; echo {tag}-err >&2; {WEB}")
@@ -486,22 +506,7 @@ async fn logs_tail_and_follow_across_a_rollout() {
     rt.switch(&s1, started, &p).await.unwrap();
 
     // Tail 4 over two instances: the last 4 lines in time order.
-    let (tx, mut rx) = mpsc::channel(100);
-    rt.logs(
-        &app,
-        LogOptions {
-            follow: false,
-            tail: Some(4),
-            kind: None,
-        },
-        tx,
-    )
-    .await
-    .unwrap();
-    let mut lines = Vec::new();
-    while let Some(l) = rx.recv().await {
-        lines.push(l);
-    }
+    let lines = read_logs(&rt, &app, Some(4), None).await;
     assert_eq!(lines.len(), 4, "{lines:?}");
     let t = |l: &LogLine| {
         time::OffsetDateTime::parse(&l.time, &time::format_description::well_known::Rfc3339)
@@ -513,22 +518,7 @@ async fn logs_tail_and_follow_across_a_rollout() {
         .all(|l| l.source == "web.1" || l.source == "web.2"));
 
     // All of one type.
-    let (tx, mut rx) = mpsc::channel(100);
-    rt.logs(
-        &app,
-        LogOptions {
-            follow: false,
-            tail: None,
-            kind: Some("web".into()),
-        },
-        tx,
-    )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    while let Some(l) = rx.recv().await {
-        all.push(l);
-    }
+    let all = read_logs(&rt, &app, None, Some("web")).await;
     assert_eq!(all.len(), 12);
     assert_eq!(
         all.iter().filter(|l| l.text == "one-err").count(),
@@ -536,19 +526,7 @@ async fn logs_tail_and_follow_across_a_rollout() {
         "stderr included"
     );
     assert_eq!(all.iter().filter(|l| l.source == "web.2").count(), 6);
-    let (tx, mut rx) = mpsc::channel(100);
-    rt.logs(
-        &app,
-        LogOptions {
-            follow: false,
-            tail: None,
-            kind: Some("worker".into()),
-        },
-        tx,
-    )
-    .await
-    .unwrap();
-    assert!(rx.recv().await.is_none());
+    assert!(read_logs(&rt, &app, None, Some("worker")).await.is_empty());
 
     // Follow: the tail, then a new release's lines.
     let (tx, mut rx) = mpsc::channel(100);
@@ -627,9 +605,7 @@ async fn run(
 
 #[tokio::test]
 async fn run_passes_stdin_env_and_the_exit_status_and_always_removes_the_container() {
-    let app = app_name("run");
-    let _c = Cleanup::new(NS, &[&app]);
-    let (rt, _router) = runtime(NS).await;
+    let (app, _c, rt, _router) = app_runtime("run").await;
     let mut s = spec(&app, 7, "d1", &[]);
     let tricky = "two words \"quoted\" 'single' $HOME\nsecond line =";
     s.env = SecretEnv::new(vec![
@@ -849,9 +825,7 @@ async fn recover_keeps_the_current_release_recreates_missing_instances_and_remov
 
 #[tokio::test]
 async fn destroy_removes_containers_network_images_and_the_route_and_prune_keeps_what_it_is_told() {
-    let app = app_name("destroy");
-    let _c = Cleanup::new(NS, &[&app]);
-    let (rt, router) = runtime(NS).await;
+    let (app, _c, rt, router) = app_runtime("destroy").await;
     let docker = rt.docker().clone();
     let p = Progress::discard();
     for tag in ["b1", "b2", "b3"] {
