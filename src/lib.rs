@@ -27,3 +27,5 @@ pub mod ssh;
 pub mod state;
 pub mod store;
 pub mod testhook;
+#[cfg(test)]
+mod testing;
