@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{usage, Args};
-use crate::store::BuildRecord;
+use crate::store::{BuildRecord, BuildStatus};
 
 fn build_json(b: &BuildRecord) -> serde_json::Value {
     json!({
@@ -71,7 +71,7 @@ pub async fn logs<R>(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Read status before the file so the last lines are never missed.
-        let running = ctx.store().build(app, build).await?.status == "running";
+        let running = ctx.store().build(app, build).await?.status == BuildStatus::Running;
         if let Ok(mut f) = tokio::fs::File::open(&path).await {
             f.seek(std::io::SeekFrom::Start(pos))
                 .await

@@ -11,7 +11,7 @@ use crate::git::DeployPush;
 use crate::images::image_tag;
 use crate::progress::Progress;
 use crate::release::config::Change;
-use crate::store::{BuildRecord, ReleaseRecord, StoreError};
+use crate::store::{BuildRecord, ReleaseRecord, ReleaseStatus, StoreError};
 
 /// What `apps:deploy` made.
 pub struct Deployed {
@@ -198,7 +198,7 @@ impl Deployer {
                 .releases(app, 1000)
                 .await?
                 .into_iter()
-                .find(|r| r.version < current && r.status == "succeeded")
+                .find(|r| r.version < current && r.status == ReleaseStatus::Succeeded)
                 .ok_or_else(|| {
                     DeployError::Refused(format!("{app} has no earlier release to roll back to"))
                 })?,

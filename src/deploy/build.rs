@@ -14,7 +14,7 @@ use crate::build::{new_build_id, BuildError, BuildRequest, BuildResult, LogSink}
 use crate::images::image_tag;
 use crate::progress::Progress;
 use crate::runtime::{Retention, Runtime};
-use crate::store::{now_rfc3339, BuildRecord, Store};
+use crate::store::{now_rfc3339, BuildRecord, BuildStatus, Store};
 
 pub struct BuildJob {
     pub app: String,
@@ -34,7 +34,7 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
-            r.status = "cancelled".into();
+            r.status = BuildStatus::Cancelled;
             r.finished_at = Some(now_rfc3339());
             r.error = Some("cancelled: the client went away".into());
             let store = self.store.clone();
@@ -79,7 +79,7 @@ impl Deployer {
         rec.duration_ms = Some(started.elapsed().as_millis() as i64);
         let result = match outcome {
             Ok(res) => {
-                rec.status = "succeeded".into();
+                rec.status = BuildStatus::Succeeded;
                 rec.kind = Some(res.kind.to_string());
                 rec.image_id = Some(res.image_id);
                 rec.context_bytes = Some(res.context_bytes as i64);
@@ -88,7 +88,7 @@ impl Deployer {
             Err(e) => {
                 let reason = e.reason();
                 tracing::warn!(app = %job.app, build = %id, error = %reason, "build failed");
-                rec.status = "failed".into();
+                rec.status = BuildStatus::Failed;
                 rec.error = Some(reason);
                 Err(DeployError::BuildFailed)
             }

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::Deployer;
 use crate::progress::{LogLines, Progress};
+use crate::store::RefUpdateJournal;
 
 impl Deployer {
     /// Before the rack serves anything: builds a restart interrupted are
@@ -100,16 +101,12 @@ impl Deployer {
     }
 }
 
-/// Applies a journalled `refname old new` when the ref is still at `old`
+/// Applies a journalled ref update when the ref is still at `old`
 /// (compare-and-swap; a ref that moved on is left alone).
-fn roll_ref_forward(repo: &std::path::Path, update: &str) -> Result<()> {
-    let mut parts = update.split(' ');
-    let (Some(name), Some(old), Some(new)) = (parts.next(), parts.next(), parts.next()) else {
-        anyhow::bail!("malformed journal entry");
-    };
-    let old = git2::Oid::from_str(old)?;
-    let new = git2::Oid::from_str(new)?;
-    match crate::git::refs::cas_at(repo, name, old, new, "rack: recovered deploy") {
+fn roll_ref_forward(repo: &std::path::Path, update: &RefUpdateJournal) -> Result<()> {
+    let old = git2::Oid::from_str(&update.old)?;
+    let new = git2::Oid::from_str(&update.new)?;
+    match crate::git::refs::cas_at(repo, &update.refname, old, new, "rack: recovered deploy") {
         Ok(()) | Err(crate::git::refs::CasError::Stale) => Ok(()),
         Err(e) => Err(e.into()),
     }

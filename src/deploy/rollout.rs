@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::runtime::{
     HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Retention, Runtime,
 };
-use crate::store::{now_rfc3339, BuildRecord, ReleaseRecord};
+use crate::store::{now_rfc3339, BuildRecord, RefUpdateJournal, ReleaseRecord, ReleaseStatus};
 
 /// Which config a new release takes.
 pub enum ConfigChoice {
@@ -71,10 +71,8 @@ impl Deployer {
                 description: req.description.clone(),
                 created_by: req.actor.to_string(),
                 created_at: now_rfc3339(),
-                status: "pending".into(),
-                ref_update: req
-                    .push
-                    .map(|p| format!("{} {} {}", p.refname, p.old, p.new)),
+                status: ReleaseStatus::Pending,
+                ref_update: req.push.map(journal),
             })
             .await
             .map_err(internal)?;
@@ -87,7 +85,9 @@ impl Deployer {
         {
             Ok(s) => s,
             Err(e) => {
-                let _ = store.set_release_status(app, v, "failed").await;
+                let _ = store
+                    .set_release_status(app, v, ReleaseStatus::Failed)
+                    .await;
                 progress.stage(format!("Release v{v} failed: {e}"));
                 return Err(DeployError::ReleaseFailed);
             }
@@ -95,7 +95,9 @@ impl Deployer {
 
         if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
             if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
-                let _ = store.set_release_status(app, v, "failed").await;
+                let _ = store
+                    .set_release_status(app, v, ReleaseStatus::Failed)
+                    .await;
                 progress.stage(format!("Release phase failed: {e}"));
                 return Err(DeployError::ReleaseFailed);
             }
@@ -126,12 +128,14 @@ impl Deployer {
                 ));
                 self.prune_in_background(&*runtime, app);
                 Ok(ReleaseRecord {
-                    status: "succeeded".into(),
+                    status: ReleaseStatus::Succeeded,
                     ..record
                 })
             }
             Err(e) => {
-                let _ = store.set_release_status(app, v, "failed").await;
+                let _ = store
+                    .set_release_status(app, v, ReleaseStatus::Failed)
+                    .await;
                 Err(e)
             }
         }
@@ -171,6 +175,15 @@ impl Deployer {
                 .map_err(internal)
         })
         .await
+    }
+}
+
+/// The deploy branch update `push` owes, as the release journals it.
+fn journal(push: &DeployPush) -> RefUpdateJournal {
+    RefUpdateJournal {
+        refname: push.refname.clone(),
+        old: push.old.to_string(),
+        new: push.new.to_string(),
     }
 }
 

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{
-    now_rfc3339, BuildRecord, ConfigVersion, KeyRecord, ReleaseRecord, SealedValue, Store,
-    StoreError,
+    now_rfc3339, BuildRecord, BuildStatus, ConfigVersion, KeyRecord, RefUpdateJournal,
+    ReleaseRecord, ReleaseStatus, SealedValue, Store, StoreError,
 };
 
 type Check = for<'a> fn(&'a dyn Store) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -67,6 +67,15 @@ pub fn sealed_config(version: i64, key: &str) -> ConfigVersion {
     }
 }
 
+/// The journal `refs/heads/main a b`.
+fn journal() -> RefUpdateJournal {
+    RefUpdateJournal {
+        refname: "refs/heads/main".into(),
+        old: "a".into(),
+        new: "b".into(),
+    }
+}
+
 fn release(app: &str, build_id: &str) -> ReleaseRecord {
     ReleaseRecord {
         app: app.into(),
@@ -77,8 +86,8 @@ fn release(app: &str, build_id: &str) -> ReleaseRecord {
         description: "deploy".into(),
         created_by: "alice".into(),
         created_at: now_rfc3339(),
-        status: "pending".into(),
-        ref_update: Some("refs/heads/main a b".into()),
+        status: ReleaseStatus::Pending,
+        ref_update: Some(journal()),
     }
 }
 
@@ -190,7 +199,7 @@ async fn builds(s: &dyn Store) {
     s.insert_build(&b).await.unwrap();
     b.id = "b-2".into();
     s.insert_build(&b).await.unwrap();
-    b.status = "succeeded".into();
+    b.status = BuildStatus::Succeeded;
     b.image_id = Some("sha256:1".into());
     s.finish_build(&b).await.unwrap();
     let all = s.builds("app", 10).await.unwrap();
@@ -199,7 +208,7 @@ async fn builds(s: &dyn Store) {
     assert_eq!(s.builds("app", 1).await.unwrap().len(), 1);
     assert_eq!(s.fail_running_builds("restarted").await.unwrap(), 1);
     let failed = s.build("app", "b-1").await.unwrap();
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, BuildStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("restarted"));
     assert!(matches!(
         s.build("app", "b-9").await,
@@ -229,14 +238,14 @@ async fn releases_and_commit_point(s: &dyn Store) {
     assert_eq!(state.deploy_id.as_deref(), Some("d1"));
     assert_eq!(state.formation, r.formation);
     let journal = s.release("app", 1).await.unwrap().ref_update;
-    assert_eq!(journal.as_deref(), Some("refs/heads/main a b"));
+    assert_eq!(journal, Some(self::journal()));
     s.clear_ref_update("app", 1).await.unwrap();
     assert_eq!(s.release("app", 1).await.unwrap().ref_update, None);
     assert_eq!(s.fail_pending_releases().await.unwrap(), 1);
     let rs = s.releases("app", 10).await.unwrap();
-    assert_eq!((rs[0].version, rs[0].status.as_str()), (2, "failed"));
+    assert_eq!((rs[0].version, rs[0].status), (2, ReleaseStatus::Failed));
     assert_eq!(rs[0].ref_update, None, "a failed release owes nothing");
-    assert_eq!(rs[1].status, "succeeded");
+    assert_eq!(rs[1].status, ReleaseStatus::Succeeded);
     assert_eq!(s.releases("app", 1).await.unwrap().len(), 1);
     assert!(matches!(
         s.release("app", 9).await,
@@ -252,8 +261,13 @@ async fn releases_and_commit_point(s: &dyn Store) {
     assert_eq!(state.formation, scaled);
     s.set_formation("app", &BTreeMap::new()).await.unwrap();
     assert!(s.app_state("app").await.unwrap().formation.is_empty());
-    s.set_release_status("app", 2, "succeeded").await.unwrap();
-    assert_eq!(s.release("app", 2).await.unwrap().status, "succeeded");
+    s.set_release_status("app", 2, ReleaseStatus::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.release("app", 2).await.unwrap().status,
+        ReleaseStatus::Succeeded
+    );
 
     s.create_app("other").await.unwrap();
     let o1 = s.create_release(release("other", "b-1")).await.unwrap();

@@ -17,8 +17,9 @@ mod traits;
 pub(crate) mod conformance;
 
 pub use records::{
-    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
-    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, SealedValue,
+    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, BuildStatus, Commit, ConfigVersion,
+    Event, EventFilter, Formation, KeyRecord, ParseRecordError, Procfile, RefUpdateJournal,
+    ReleaseRecord, ReleaseStatus, SealedValue,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store};

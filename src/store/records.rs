@@ -7,8 +7,10 @@
 //! skipping a field changes stored data.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An app's `apps:set` settings: key → validated value.
 pub type AppSettings = BTreeMap<String, String>;
@@ -115,8 +117,7 @@ pub struct BuildRecord {
     pub id: String,
     pub app: String,
     pub commit: String,
-    /// running, succeeded, failed, cancelled
-    pub status: String,
+    pub status: BuildStatus,
     pub kind: Option<String>,
     pub push_options: Vec<String>,
     pub created_by: String,
@@ -141,7 +142,7 @@ impl BuildRecord {
             id: id.into(),
             app: app.into(),
             commit: commit.into(),
-            status: "running".into(),
+            status: BuildStatus::Running,
             kind: None,
             push_options,
             created_by: created_by.into(),
@@ -167,13 +168,12 @@ pub struct ReleaseRecord {
     pub description: String,
     pub created_by: String,
     pub created_at: String,
-    /// pending (rolling out), succeeded, failed
-    pub status: String,
-    /// Journal: the ref compare-and-swap this release still owes, as
-    /// `refname old new`, cleared once applied. Not shown to users (the S3
-    /// store keeps it beside the record).
+    pub status: ReleaseStatus,
+    /// Journal: the ref compare-and-swap this release still owes, cleared
+    /// once applied. Not shown to users (the S3 store keeps it beside the
+    /// record).
     #[serde(skip)]
-    pub ref_update: Option<String>,
+    pub ref_update: Option<RefUpdateJournal>,
 }
 
 /// What a rollout commits on the app: its rollout id and counts, and for
@@ -197,4 +197,132 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formatting the current UTC time as RFC 3339 cannot fail")
+}
+
+/// A record field kept as one word of text (a status): `$text` is its
+/// stored form everywhere (SQLite column, S3 JSON, `--json` output), and
+/// `Display`, `FromStr` and serde all use it, so the forms cannot drift.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseRecordError;
+            fn from_str(text: &str) -> Result<$name, ParseRecordError> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    _ => Err(ParseRecordError::new(stringify!($name), text)),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        serde_as_text!($name);
+    };
+}
+
+/// Serde for a type stored as its `Display` text, read back with `FromStr`.
+macro_rules! serde_as_text {
+    ($name:ident) => {
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a build is.
+    BuildStatus {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// The client went away before the build finished.
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// Where a release is.
+    ReleaseStatus {
+        /// Created, rolling out, not yet committed.
+        Pending = "pending",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+/// The deploy branch compare-and-swap a committed release still owes:
+/// move `refname` from `old` to `new` (object ids in hex). Stored as the
+/// text `refname old new` (a ref name has no spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdateJournal {
+    pub refname: String,
+    pub old: String,
+    pub new: String,
+}
+
+impl fmt::Display for RefUpdateJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.refname, self.old, self.new)
+    }
+}
+
+impl FromStr for RefUpdateJournal {
+    type Err = ParseRecordError;
+    fn from_str(text: &str) -> Result<RefUpdateJournal, ParseRecordError> {
+        let mut parts = text.split(' ');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(refname), Some(old), Some(new), None) => Ok(RefUpdateJournal {
+                refname: refname.to_owned(),
+                old: old.to_owned(),
+                new: new.to_owned(),
+            }),
+            _ => Err(ParseRecordError::new("RefUpdateJournal", text)),
+        }
+    }
+}
+
+serde_as_text!(RefUpdateJournal);
+
+/// Stored text that is not a value of the type it is read as.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("malformed {kind} in the store: '{text}'")]
+pub struct ParseRecordError {
+    kind: &'static str,
+    text: String,
+}
+
+impl ParseRecordError {
+    fn new(kind: &'static str, text: &str) -> ParseRecordError {
+        ParseRecordError {
+            kind,
+            text: text.to_owned(),
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::{
     now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
-    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, Result,
+    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
 };
 
 /// SSH keys: admins and per-app deploy keys.
@@ -76,7 +76,12 @@ pub trait ReleaseStore: Send + Sync {
     /// Creates the next `vN` (pending). Version allocation and insert are
     /// one transaction, so concurrent creators never share a number.
     async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord>;
-    async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()>;
+    async fn set_release_status(
+        &self,
+        app: &str,
+        version: i64,
+        status: ReleaseStatus,
+    ) -> Result<()>;
     /// The commit point of a deploy: the release becomes current (with its
     /// rollout id and counts) and succeeded.
     async fn commit_release(

@@ -2,7 +2,9 @@
 //! plain strings) and `procfiles/ID.json`.
 
 use super::{store_err, S3Store};
-use crate::store::{now_rfc3339, BuildRecord, BuildStore, Procfile, Result, StoreError};
+use crate::store::{
+    now_rfc3339, BuildRecord, BuildStatus, BuildStore, Procfile, Result, StoreError,
+};
 
 fn build_key(app: &str, id: &str) -> String {
     format!("apps/{app}/builds/{id}.json")
@@ -78,8 +80,8 @@ impl BuildStore for S3Store {
         let mut n = 0;
         for app in self.app_names().await? {
             for mut b in self.builds(&app, usize::MAX).await? {
-                if b.status == "running" {
-                    b.status = "failed".into();
+                if b.status == BuildStatus::Running {
+                    b.status = BuildStatus::Failed;
                     b.error = Some(reason.to_string());
                     b.finished_at = Some(now_rfc3339());
                     self.finish_build(&b).await?;

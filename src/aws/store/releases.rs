@@ -6,14 +6,17 @@
 use serde::{Deserialize, Serialize};
 
 use super::{store_err, S3Store};
-use crate::store::{AppState, Commit, Formation, ReleaseRecord, ReleaseStore, Result, StoreError};
+use crate::store::{
+    AppState, Commit, Formation, RefUpdateJournal, ReleaseRecord, ReleaseStatus, ReleaseStore,
+    Result, StoreError,
+};
 
 /// A release object: the record, and the journal it does not show.
 #[derive(Serialize, Deserialize, Clone)]
 struct ReleaseJson {
     #[serde(flatten)]
     release: ReleaseRecord,
-    ref_update: Option<String>,
+    ref_update: Option<RefUpdateJournal>,
 }
 
 impl From<ReleaseJson> for ReleaseRecord {
@@ -90,8 +93,13 @@ impl ReleaseStore for S3Store {
         Ok(rec.into())
     }
 
-    async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()> {
-        self.update_release(app, version, |r| r.release.status = status.to_string())
+    async fn set_release_status(
+        &self,
+        app: &str,
+        version: i64,
+        status: ReleaseStatus,
+    ) -> Result<()> {
+        self.update_release(app, version, |r| r.release.status = status)
             .await
     }
 
@@ -105,8 +113,10 @@ impl ReleaseStore for S3Store {
         .await?;
         match commit.release {
             Some(version) => {
-                self.update_release(app, version, |r| r.release.status = "succeeded".into())
-                    .await
+                self.update_release(app, version, |r| {
+                    r.release.status = ReleaseStatus::Succeeded
+                })
+                .await
             }
             None => Ok(()),
         }
@@ -149,16 +159,18 @@ impl ReleaseStore for S3Store {
         for app in self.app_names().await? {
             let current = self.head(&app).await?.release;
             for r in self.releases(&app, usize::MAX).await? {
-                if r.status != "pending" {
+                if r.status != ReleaseStatus::Pending {
                     continue;
                 }
                 if Some(r.version) == current {
                     // Committed (the head says so) before a crash: finish it.
-                    self.update_release(&app, r.version, |r| r.release.status = "succeeded".into())
-                        .await?;
+                    self.update_release(&app, r.version, |r| {
+                        r.release.status = ReleaseStatus::Succeeded
+                    })
+                    .await?;
                 } else {
                     self.update_release(&app, r.version, |r| {
-                        r.release.status = "failed".into();
+                        r.release.status = ReleaseStatus::Failed;
                         r.ref_update = None;
                     })
                     .await?;

@@ -5,6 +5,7 @@ use crate::aws::state::StoredConfig;
 use crate::aws::testing;
 use crate::store::conformance::{self, sealed_config};
 use crate::store::prelude::*;
+use crate::store::{now_rfc3339, BuildRecord, ReleaseRecord, ReleaseStatus};
 
 async fn store(prefix: &str) -> Option<S3Store> {
     let ctx = testing::context(prefix).await?;
@@ -55,4 +56,51 @@ async fn config_versions_are_enveloped_in_the_bucket() {
         .await
         .unwrap();
     assert_eq!(s.latest_config("app").await.unwrap().unwrap().version, 1);
+}
+
+/// Build and release objects keep the JSON they had when statuses and the
+/// journal were plain strings, so existing buckets keep working.
+#[tokio::test]
+async fn objects_keep_their_status_and_journal_text() {
+    let Some(s) = store("txt").await else { return };
+    s.create_app("app").await.unwrap();
+    let b = BuildRecord::running("b-1", "app", "abc", vec![], "alice");
+    s.insert_build(&b).await.unwrap();
+    let r = s
+        .create_release(ReleaseRecord {
+            app: "app".into(),
+            version: 0,
+            build_id: "b-1".into(),
+            config_version: 0,
+            formation: Default::default(),
+            description: "deploy".into(),
+            created_by: "alice".into(),
+            created_at: now_rfc3339(),
+            status: ReleaseStatus::Pending,
+            ref_update: Some("refs/heads/main 00aa 11bb".parse().unwrap()),
+        })
+        .await
+        .unwrap();
+    let json = |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap();
+    let (raw, _) = s
+        .state
+        .get_bytes("apps/app/builds/b-1.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(json(&raw)["status"], "running");
+    let key = format!("apps/app/releases/v{}.json", r.version);
+    let (raw, etag) = s.state.get_bytes(&key).await.unwrap().unwrap();
+    let mut release = json(&raw);
+    assert_eq!(release["status"], "pending");
+    assert_eq!(release["ref_update"], "refs/heads/main 00aa 11bb");
+
+    // An object as an older rack wrote it reads as the typed record.
+    release["status"] = "failed".into();
+    release["ref_update"] = serde_json::Value::Null;
+    let raw = serde_json::to_vec(&release).unwrap();
+    s.state.put_bytes(&key, raw, Some(&etag)).await.unwrap();
+    let back = s.release("app", r.version).await.unwrap();
+    assert_eq!(back.status, ReleaseStatus::Failed);
+    assert_eq!(back.ref_update, None);
 }

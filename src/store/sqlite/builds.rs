@@ -3,7 +3,9 @@
 
 use super::schema::{build_row, to_json, with_build_params, BUILD_COLUMNS};
 use super::SqliteStore;
-use crate::store::{now_rfc3339, BuildRecord, BuildStore, Procfile, Result, StoreError};
+use crate::store::{
+    now_rfc3339, BuildRecord, BuildStatus, BuildStore, Procfile, Result, StoreError,
+};
 
 #[async_trait::async_trait]
 impl BuildStore for SqliteStore {
@@ -46,8 +48,14 @@ impl BuildStore for SqliteStore {
     }
 
     async fn fail_running_builds(&self, reason: &str) -> Result<usize> {
-        let sql = "UPDATE builds SET status = 'failed', error = ?1, finished_at = ?2 WHERE status = 'running'";
-        self.execute(sql, (reason.to_owned(), now_rfc3339())).await
+        let sql = "UPDATE builds SET status = ?3, error = ?1, finished_at = ?2 WHERE status = ?4";
+        let params = (
+            reason.to_owned(),
+            now_rfc3339(),
+            BuildStatus::Failed,
+            BuildStatus::Running,
+        );
+        self.execute(sql, params).await
     }
 
     async fn set_build_procfile(&self, id: &str, procfile: &Procfile) -> Result<()> {

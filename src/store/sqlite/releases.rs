@@ -7,7 +7,9 @@ use rusqlite::params;
 
 use super::schema::{from_json, release_row, to_json, RELEASE_COLUMNS};
 use super::SqliteStore;
-use crate::store::{AppState, Commit, Formation, ReleaseRecord, ReleaseStore, Result, StoreError};
+use crate::store::{
+    AppState, Commit, Formation, ReleaseRecord, ReleaseStatus, ReleaseStore, Result, StoreError,
+};
 
 #[async_trait::async_trait]
 impl ReleaseStore for SqliteStore {
@@ -62,9 +64,14 @@ impl ReleaseStore for SqliteStore {
         .await
     }
 
-    async fn set_release_status(&self, app: &str, version: i64, status: &str) -> Result<()> {
+    async fn set_release_status(
+        &self,
+        app: &str,
+        version: i64,
+        status: ReleaseStatus,
+    ) -> Result<()> {
         let sql = "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2";
-        self.execute(sql, (app.to_owned(), version, status.to_owned()))
+        self.execute(sql, (app.to_owned(), version, status))
             .await
             .map(drop)
     }
@@ -74,8 +81,8 @@ impl ReleaseStore for SqliteStore {
         self.transaction(move |tx| {
             if let Some(version) = commit.release {
                 tx.execute(
-                    "UPDATE releases SET status = 'succeeded' WHERE app = ?1 AND version = ?2",
-                    params![app, version],
+                    "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2",
+                    params![app, version, ReleaseStatus::Succeeded],
                 )?;
             }
             tx.execute(
@@ -116,8 +123,9 @@ impl ReleaseStore for SqliteStore {
     }
 
     async fn fail_pending_releases(&self) -> Result<usize> {
-        let sql = "UPDATE releases SET status = 'failed', ref_update = NULL WHERE status = 'pending'
+        let sql = "UPDATE releases SET status = ?1, ref_update = NULL WHERE status = ?2
              AND NOT EXISTS (SELECT 1 FROM apps WHERE apps.name = releases.app AND apps.current_release = releases.version)";
-        self.execute(sql, ()).await
+        let params = (ReleaseStatus::Failed, ReleaseStatus::Pending);
+        self.execute(sql, params).await
     }
 }

@@ -1,9 +1,13 @@
 //! The SQLite schema: the migrations (the database's `user_version` says
 //! how many have run) and how each table's rows map to records.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, Row, ToSql, TransactionBehavior};
 
-use crate::store::{AppRecord, BuildRecord, Event, KeyRecord, ReleaseRecord, Result};
+use crate::store::{
+    AppRecord, BuildRecord, BuildStatus, Event, KeyRecord, RefUpdateJournal, ReleaseRecord,
+    ReleaseStatus, Result,
+};
 
 /// Each entry moves the schema one version up; never edit a shipped entry.
 const MIGRATIONS: &[&str] = &[
@@ -194,6 +198,26 @@ pub(super) fn event_row(r: &Row<'_>) -> rusqlite::Result<Event> {
         outcome: r.get(5)?,
     })
 }
+
+/// Columns holding a typed value as its text (`Display`, read back with
+/// `FromStr`): the same text the column held when it was a plain string.
+macro_rules! text_column {
+    ($($name:ty),*) => {$(
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.to_string()))
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<$name> {
+                value.as_str()?.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
+            }
+        }
+    )*};
+}
+
+text_column!(BuildStatus, ReleaseStatus, RefUpdateJournal);
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("maps and lists of strings and counts always serialize")
