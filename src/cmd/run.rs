@@ -60,8 +60,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         .rack
         .deployer
         .spec_for(&*runtime, &release, &BTreeMap::new(), new_deploy_id())
-        .await
-        .map_err(CmdError::Failed)?;
+        .await?;
 
     let tty = ctx.tty.take();
     let (tty_size, resize) = match tty {

@@ -13,6 +13,7 @@ use super::{internal, DeployError, Deployer, Result};
 use crate::build::{new_build_id, BuildError, BuildRequest, BuildResult, LogSink};
 use crate::images::image_tag;
 use crate::progress::Progress;
+use crate::release::config::ConfigError;
 use crate::runtime::{Retention, Runtime};
 use crate::store::{now_rfc3339, BuildRecord, BuildStatus, Store};
 
@@ -122,7 +123,7 @@ impl Deployer {
         let build_args = self
             .build_args(&job.app)
             .await
-            .map_err(BuildError::Invalid)?;
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let req = BuildRequest {
             repo_path: self.settings.repo_path(&job.app),
             commit: job.commit,
@@ -220,23 +221,12 @@ impl Deployer {
     }
 
     /// The config values named in the app's `build_args` setting.
-    async fn build_args(&self, app: &str) -> Result<HashMap<String, String>, String> {
-        let settings = self
-            .provider
-            .store
-            .app(app)
-            .await
-            .map_err(|e| e.to_string())?
-            .settings;
+    async fn build_args(&self, app: &str) -> Result<HashMap<String, String>, ConfigError> {
+        let settings = self.provider.store.app(app).await?.settings;
         let Some(names) = settings.get("build_args") else {
             return Ok(HashMap::new());
         };
-        let config = self
-            .provider
-            .configs
-            .current(app)
-            .await
-            .map_err(|e| e.to_string())?;
+        let config = self.provider.configs.current(app).await?;
         Ok(names
             .split(',')
             .map(str::trim)

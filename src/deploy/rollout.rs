@@ -14,6 +14,7 @@ use crate::git::DeployPush;
 use crate::progress::Progress;
 use crate::runtime::{
     HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Retention, Runtime,
+    RuntimeError,
 };
 use crate::store::{now_rfc3339, BuildRecord, RefUpdateJournal, ReleaseRecord, ReleaseStatus};
 
@@ -166,8 +167,7 @@ impl Deployer {
         let record = store.release(app, v).await.map_err(internal)?;
         let spec = self
             .spec_for(&*runtime, &record, &formation, new_deploy_id())
-            .await
-            .map_err(DeployError::Failed)?;
+            .await?;
         roll(&*runtime, &spec, progress, async {
             store
                 .commit_rollout(app, &spec.deploy_id, &formation)
@@ -234,7 +234,7 @@ async fn release_phase(
     spec: &ReleaseSpec,
     command: &str,
     progress: &Progress,
-) -> Result<(), String> {
+) -> Result<(), RuntimeError> {
     progress.stage(format!("Running release command: {command}"));
     let (w, mut r) = tokio::io::duplex(64 * 1024);
     let cmd = OneOff {
@@ -262,37 +262,36 @@ async fn release_phase(
         }
     };
     let (code, _, _) = tokio::join!(runtime.run(spec, cmd, io), pump(&mut r), pump(&mut r2));
-    match code {
-        Ok(0) => Ok(()),
-        Ok(n) => Err(format!("the release command exited with status {n}")),
-        Err(e) => Err(e.to_string()),
+    match code? {
+        0 => Ok(()),
+        n => Err(RuntimeError::Other(format!(
+            "the release command exited with status {n}"
+        ))),
     }
 }
 
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 impl Deployer {
-    /// The complete description of `release` for the runtime.
+    /// The complete description of `release` for the runtime. Fails with
+    /// the store's or the config's own error (`DeployError::Store`,
+    /// `DeployError::Config`), whose text says what is missing.
     pub async fn spec_for(
         &self,
         runtime: &dyn Runtime,
         release: &ReleaseRecord,
         formation: &BTreeMap<String, u32>,
         deploy_id: String,
-    ) -> Result<ReleaseSpec, String> {
+    ) -> Result<ReleaseSpec> {
         let app = &release.app;
         let store = &self.provider.store;
-        let settings = store.app(app).await.map_err(|e| e.to_string())?.settings;
-        let procfile = store
-            .build_procfile(&release.build_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let settings = store.app(app).await?.settings;
+        let procfile = store.build_procfile(&release.build_id).await?;
         let env = self
             .provider
             .configs
             .secret_env(app, release.config_version)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let processes = formation
             .iter()
             .map(|(kind, count)| ProcessSpec {
@@ -340,7 +339,7 @@ impl Deployer {
             port: settings.get("port").and_then(|p| p.parse().ok()),
             processes,
             health: HealthCheck { kind, timeout },
-            hosts: self.hosts(app).await.map_err(|e| e.to_string())?,
+            hosts: self.hosts(app).await?,
         })
     }
 
