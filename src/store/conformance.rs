@@ -76,7 +76,8 @@ fn journal() -> RefUpdateJournal {
     }
 }
 
-fn release(app: &str, build_id: &str) -> ReleaseRecord {
+/// A pending release of `build_id` owing the journal `refs/heads/main a b`.
+pub(crate) fn release(app: &str, build_id: &str) -> ReleaseRecord {
     ReleaseRecord {
         app: app.into(),
         version: 0,

@@ -30,56 +30,44 @@ async fn migrations_are_idempotent_across_opens() {
     assert_eq!(s.list_apps().await.unwrap().len(), 1);
 }
 
+/// Each value shows, parses and serializes as its text.
+fn assert_text<T>(pairs: &[(T, &str)])
+where
+    T: std::fmt::Display + std::str::FromStr + serde::Serialize + PartialEq + std::fmt::Debug,
+    T::Err: std::fmt::Debug,
+{
+    for (value, text) in pairs {
+        assert_eq!(value.to_string(), *text);
+        assert_eq!(&text.parse::<T>().unwrap(), value);
+        assert_eq!(serde_json::to_string(value).unwrap(), format!("\"{text}\""));
+    }
+}
+
 /// Statuses and the journal keep the text they had as plain strings: in
 /// `Display`, `FromStr` and JSON (the `--json` output and the S3 objects).
 #[test]
 fn typed_fields_keep_their_stored_text() {
-    let builds = [
+    assert_text(&[
         (BuildStatus::Running, "running"),
         (BuildStatus::Succeeded, "succeeded"),
         (BuildStatus::Failed, "failed"),
         (BuildStatus::Cancelled, "cancelled"),
-    ];
-    for (status, text) in builds {
-        assert_eq!(status.to_string(), text);
-        assert_eq!(text.parse::<BuildStatus>().unwrap(), status);
-        assert_eq!(
-            serde_json::to_string(&status).unwrap(),
-            format!("\"{text}\"")
-        );
-        let back: BuildStatus = serde_json::from_str(&format!("\"{text}\"")).unwrap();
-        assert_eq!(back, status);
-    }
-    let releases = [
+    ]);
+    assert_text(&[
         (ReleaseStatus::Pending, "pending"),
         (ReleaseStatus::Succeeded, "succeeded"),
         (ReleaseStatus::Failed, "failed"),
-    ];
-    for (status, text) in releases {
-        assert_eq!(status.to_string(), text);
-        assert_eq!(text.parse::<ReleaseStatus>().unwrap(), status);
-        assert_eq!(
-            serde_json::to_string(&status).unwrap(),
-            format!("\"{text}\"")
-        );
-    }
+    ]);
+    let journal = RefUpdateJournal {
+        refname: "refs/heads/main".into(),
+        old: "00aa".into(),
+        new: "11bb".into(),
+    };
+    assert_text(&[(journal, "refs/heads/main 00aa 11bb")]);
+    let back: BuildStatus = serde_json::from_str("\"cancelled\"").unwrap();
+    assert_eq!(back, BuildStatus::Cancelled);
     assert!("done".parse::<BuildStatus>().is_err());
     assert!(serde_json::from_str::<ReleaseStatus>("\"running\"").is_err());
-
-    let journal: RefUpdateJournal = "refs/heads/main 00aa 11bb".parse().unwrap();
-    assert_eq!(
-        (
-            journal.refname.as_str(),
-            journal.old.as_str(),
-            journal.new.as_str()
-        ),
-        ("refs/heads/main", "00aa", "11bb")
-    );
-    assert_eq!(journal.to_string(), "refs/heads/main 00aa 11bb");
-    assert_eq!(
-        serde_json::to_string(&journal).unwrap(),
-        "\"refs/heads/main 00aa 11bb\""
-    );
     assert!("refs/heads/main 00aa".parse::<RefUpdateJournal>().is_err());
 }
 
@@ -94,18 +82,7 @@ async fn sqlite_columns_keep_their_text() {
     let b = BuildRecord::running("b-1", "app", "abc", vec![], "alice");
     s.insert_build(&b).await.unwrap();
     let r = s
-        .create_release(ReleaseRecord {
-            app: "app".into(),
-            version: 0,
-            build_id: "b-1".into(),
-            config_version: 0,
-            formation: Formation::new(),
-            description: "deploy".into(),
-            created_by: "alice".into(),
-            created_at: now_rfc3339(),
-            status: ReleaseStatus::Pending,
-            ref_update: Some("refs/heads/main 00aa 11bb".parse().unwrap()),
-        })
+        .create_release(super::conformance::release("app", "b-1"))
         .await
         .unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -114,7 +91,7 @@ async fn sqlite_columns_keep_their_text() {
     assert_eq!(text("SELECT status FROM releases"), "pending");
     assert_eq!(
         text("SELECT ref_update FROM releases"),
-        "refs/heads/main 00aa 11bb"
+        "refs/heads/main a b"
     );
     s.commit_release("app", r.version, "d1", &Formation::new())
         .await

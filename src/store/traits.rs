@@ -76,12 +76,7 @@ pub trait ReleaseStore: Send + Sync {
     /// Creates the next `vN` (pending). Version allocation and insert are
     /// one transaction, so concurrent creators never share a number.
     async fn create_release(&self, mut r: ReleaseRecord) -> Result<ReleaseRecord>;
-    async fn set_release_status(
-        &self,
-        app: &str,
-        version: i64,
-        status: ReleaseStatus,
-    ) -> Result<()>;
+    async fn set_release_status(&self, app: &str, version: i64, to: ReleaseStatus) -> Result<()>;
     /// The commit point of a deploy: the release becomes current (with its
     /// rollout id and counts) and succeeded.
     async fn commit_release(

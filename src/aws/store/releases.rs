@@ -93,13 +93,8 @@ impl ReleaseStore for S3Store {
         Ok(rec.into())
     }
 
-    async fn set_release_status(
-        &self,
-        app: &str,
-        version: i64,
-        status: ReleaseStatus,
-    ) -> Result<()> {
-        self.update_release(app, version, |r| r.release.status = status)
+    async fn set_release_status(&self, app: &str, version: i64, to: ReleaseStatus) -> Result<()> {
+        self.update_release(app, version, |r| r.release.status = to)
             .await
     }
 

@@ -3,9 +3,9 @@ use base64::Engine;
 use super::*;
 use crate::aws::state::StoredConfig;
 use crate::aws::testing;
-use crate::store::conformance::{self, sealed_config};
+use crate::store::conformance::{self, release, sealed_config};
 use crate::store::prelude::*;
-use crate::store::{now_rfc3339, BuildRecord, ReleaseRecord, ReleaseStatus};
+use crate::store::{BuildRecord, ReleaseStatus};
 
 async fn store(prefix: &str) -> Option<S3Store> {
     let ctx = testing::context(prefix).await?;
@@ -58,6 +58,12 @@ async fn config_versions_are_enveloped_in_the_bucket() {
     assert_eq!(s.latest_config("app").await.unwrap().unwrap().version, 1);
 }
 
+/// An object's JSON and ETag, as stored.
+async fn object(s: &S3Store, key: &str) -> (serde_json::Value, String) {
+    let (raw, etag) = s.state.get_bytes(key).await.unwrap().unwrap();
+    (serde_json::from_slice(&raw).unwrap(), etag)
+}
+
 /// Build and release objects keep the JSON they had when statuses and the
 /// journal were plain strings, so existing buckets keep working.
 #[tokio::test]
@@ -66,34 +72,13 @@ async fn objects_keep_their_status_and_journal_text() {
     s.create_app("app").await.unwrap();
     let b = BuildRecord::running("b-1", "app", "abc", vec![], "alice");
     s.insert_build(&b).await.unwrap();
-    let r = s
-        .create_release(ReleaseRecord {
-            app: "app".into(),
-            version: 0,
-            build_id: "b-1".into(),
-            config_version: 0,
-            formation: Default::default(),
-            description: "deploy".into(),
-            created_by: "alice".into(),
-            created_at: now_rfc3339(),
-            status: ReleaseStatus::Pending,
-            ref_update: Some("refs/heads/main 00aa 11bb".parse().unwrap()),
-        })
-        .await
-        .unwrap();
-    let json = |raw: &[u8]| serde_json::from_slice::<serde_json::Value>(raw).unwrap();
-    let (raw, _) = s
-        .state
-        .get_bytes("apps/app/builds/b-1.json")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(json(&raw)["status"], "running");
+    let r = s.create_release(release("app", "b-1")).await.unwrap();
+    let (build, _) = object(&s, "apps/app/builds/b-1.json").await;
+    assert_eq!(build["status"], "running");
     let key = format!("apps/app/releases/v{}.json", r.version);
-    let (raw, etag) = s.state.get_bytes(&key).await.unwrap().unwrap();
-    let mut release = json(&raw);
+    let (mut release, etag) = object(&s, &key).await;
     assert_eq!(release["status"], "pending");
-    assert_eq!(release["ref_update"], "refs/heads/main 00aa 11bb");
+    assert_eq!(release["ref_update"], "refs/heads/main a b");
 
     // An object as an older rack wrote it reads as the typed record.
     release["status"] = "failed".into();

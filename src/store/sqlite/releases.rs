@@ -64,14 +64,9 @@ impl ReleaseStore for SqliteStore {
         .await
     }
 
-    async fn set_release_status(
-        &self,
-        app: &str,
-        version: i64,
-        status: ReleaseStatus,
-    ) -> Result<()> {
+    async fn set_release_status(&self, app: &str, version: i64, to: ReleaseStatus) -> Result<()> {
         let sql = "UPDATE releases SET status = ?3 WHERE app = ?1 AND version = ?2";
-        self.execute(sql, (app.to_owned(), version, status))
+        self.execute(sql, (app.to_owned(), version, to))
             .await
             .map(drop)
     }
