@@ -24,3 +24,4 @@ pub mod ssh;
 pub mod state;
 pub mod store;
 pub mod testhook;
+pub mod timers;

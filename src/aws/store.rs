@@ -927,5 +927,7 @@ impl Store for S3Store {
     }
 }
 
+mod timers;
+
 #[cfg(test)]
 mod tests;

@@ -154,6 +154,7 @@ pub async fn destroy<R: AsyncRead + Unpin>(
         Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    ctx.rack.store.delete_timer_states(app).await?;
     // The database row is gone first: a crash here leaves only a stray
     // directory, which apps:create replaces.
     let _ = tokio::fs::remove_dir_all(ctx.rack.settings.logs_dir().join("builds").join(app)).await;

@@ -4,7 +4,7 @@
 //!
 //! This module knows nothing about SSH: it reads and writes plain async
 //! streams, so the same code serves any transport. Command groups live in
-//! submodules (`apps`, `config`, `keys`, `events`).
+//! submodules (`apps`, `config`, `keys`, `events`, `timers`, ...).
 
 pub mod apps;
 pub mod builds;
@@ -16,6 +16,7 @@ pub mod output;
 pub mod ps;
 pub mod releases;
 pub mod run;
+pub mod timers;
 
 use std::sync::Arc;
 
@@ -111,6 +112,7 @@ pub enum Command {
     Ps(ps::PsCmd),
     Domains(domains::DomainsCmd),
     Run(run::RunCmd),
+    Timers(timers::TimersCmd),
     Keys(keys::KeysCmd),
     Events(events::EventsCmd),
 }
@@ -199,6 +201,14 @@ pub const HELP: &[HelpLine] = &[
         "run APP -- CMD ARGS...",
         "one-off process (ssh -t for a terminal)",
     ),
+    ("timers", "timers APP", "scheduled jobs of app.json"),
+    ("timers:run", "timers:run APP NAME", "run a timer now"),
+    (
+        "timers:suspend",
+        "timers:suspend APP [NAME]",
+        "stop firing (kept across deploys)",
+    ),
+    ("timers:resume", "timers:resume APP [NAME]", "fire again"),
     ("keys", "keys", "list SSH keys (admin)"),
     (
         "keys:add",
@@ -355,6 +365,8 @@ impl Command {
             Command::Domains(c)
         } else if let Some(c) = run::RunCmd::parse(name, a)? {
             Command::Run(c)
+        } else if let Some(c) = timers::TimersCmd::parse(name, a)? {
+            Command::Timers(c)
         } else if let Some(c) = keys::KeysCmd::parse(name, a)? {
             Command::Keys(c)
         } else if let Some(c) = events::EventsCmd::parse(name, a)? {
@@ -376,6 +388,7 @@ impl Command {
             Command::Ps(c) => c.access(),
             Command::Domains(c) => c.access(),
             Command::Run(c) => c.access(),
+            Command::Timers(c) => c.access(),
             Command::Keys(c) => c.access(),
             Command::Events(c) => c.access(),
         }
@@ -392,6 +405,7 @@ impl Command {
             Command::Ps(c) => c.app(),
             Command::Domains(c) => c.app(),
             Command::Run(c) => c.app(),
+            Command::Timers(c) => c.app(),
             Command::Events(c) => c.app.as_deref(),
         }
     }
@@ -407,6 +421,7 @@ impl Command {
             Command::Ps(c) => c.audit_line(),
             Command::Domains(c) => c.audit_line(),
             Command::Run(c) => c.audit_line(),
+            Command::Timers(c) => c.audit_line(),
             Command::Keys(c) => c.audit_line(),
         }
     }
@@ -593,6 +608,7 @@ async fn execute<R: AsyncRead + Unpin>(
         Command::Ps(c) => c.execute(ctx).await,
         Command::Domains(c) => c.execute(ctx).await,
         Command::Run(c) => c.execute(ctx).await,
+        Command::Timers(c) => c.execute(ctx).await,
         Command::Keys(c) => c.execute(ctx).await,
         Command::Events(c) => c.execute(ctx).await,
     }

@@ -140,6 +140,7 @@ pub async fn run_build(
                 .await
                 .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?;
         }
+        record_timers(rack, &job, &id, progress).await?;
         Ok(res)
     }
     .await;
@@ -168,6 +169,35 @@ pub async fn run_build(
     };
     rack.store.finish_build(&rec).await.map_err(internal)?;
     result.map(|_| rec)
+}
+
+/// Reads `app.json`'s `cron` list and keeps it with the build: releases of
+/// this build run these timers. A bad entry fails the build, naming it.
+async fn record_timers(
+    rack: &Rack,
+    job: &BuildJob,
+    id: &str,
+    progress: &Progress,
+) -> Result<(), crate::build::BuildError> {
+    let repo = rack.repo_path(&job.app);
+    let commit = job.commit;
+    let text = tokio::task::spawn_blocking(move || {
+        crate::build::context::read_root_file(&repo, commit, "app.json")
+    })
+    .await
+    .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
+    .map_err(crate::build::BuildError::Context)?;
+    let timers = match text {
+        None => Vec::new(),
+        Some(text) => crate::timers::parse_app_json(&text, &rack.settings.timers).map_err(|e| {
+            progress.stage(format!("Build {id} failed: {e}"));
+            crate::build::BuildError::Invalid(e)
+        })?,
+    };
+    rack.store
+        .set_build_timers(id, &timers)
+        .await
+        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))
 }
 
 /// On aws, releases run from ECR (whose lifecycle policy bounds it): the

@@ -245,6 +245,23 @@ pub trait Runtime: Send + Sync {
         Box::pin(async { Ok(true) })
     }
 
+    /// Whether the rack's own scheduler fires the apps' timers (`true`), or
+    /// the provider does from what `set_timers` wrote (aws).
+    fn fires_timers(&self) -> bool {
+        true
+    }
+
+    /// `spec` became the app's current release with these timers (none:
+    /// remove the app's schedules). Providers that schedule by themselves
+    /// write their schedules here; a no-op where the rack fires them.
+    fn set_timers<'a>(
+        &'a self,
+        _spec: &'a ReleaseSpec,
+        _timers: &'a [crate::timers::Timer],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other
     /// instance of rack's (stray rollouts, one-off processes).

@@ -14,6 +14,9 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+mod timers;
+pub use timers::TimerStore;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -246,6 +249,14 @@ const MIGRATIONS: &[&str] = &[
         ref_update TEXT,
         PRIMARY KEY (app, version)
      );",
+    // v4: timers (app.json's cron list) and the scheduler's state
+    "ALTER TABLE builds ADD COLUMN timers TEXT;
+     CREATE TABLE timer_states (
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (app, name)
+     );",
 ];
 
 pub fn now_rfc3339() -> String {
@@ -257,7 +268,7 @@ pub fn now_rfc3339() -> String {
 /// Durable state behind one small interface: SQLite for the local
 /// provider, S3 for aws. Every method is one short, atomic operation.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: TimerStore + Send + Sync {
     async fn add_key(&self, key: &KeyRecord) -> Result<()>;
     async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
     async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyRecord>>;

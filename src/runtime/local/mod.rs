@@ -301,7 +301,9 @@ impl LocalRuntime {
     // ---- processes ----------------------------------------------------------
 
     async fn processes_impl(&self, app: &str) -> Result<Vec<ProcessInfo>, RuntimeError> {
-        let list = self.list(Some(app)).await?;
+        let mut list = self.list(Some(app)).await?;
+        // A timer run that exited is kept only for `logs`.
+        list.retain(|i| i.timer.is_none() || i.state == "running");
         let infos = join_all(list.into_iter().map(|i| async move {
             let started_at = if i.state == "running" || i.state == "restarting" {
                 self.started_at(&i.id).await

@@ -1,0 +1,185 @@
+//! `timers*`: the scheduled jobs of an app's current release (from its
+//! `app.json`): list them, run one now, suspend and resume them.
+
+use serde_json::json;
+use tokio::io::AsyncRead;
+
+use super::{output::Output, CmdError, Ctx};
+use super::{with_space, Access, Args};
+use crate::timers::run::current_timers;
+use crate::timers::{next_after, rfc3339, update_state, Timer};
+
+pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
+    ctx.rack.store.app(app).await?;
+    let timers = current_timers(ctx.rack, app)
+        .await
+        .map_err(CmdError::Failed)?;
+    let states = ctx.rack.store.timer_states(app).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let items = timers
+        .iter()
+        .map(|t| {
+            let s = states.get(&t.name).cloned().unwrap_or_default();
+            let next = t.cron().ok().and_then(|c| next_after(&c, now)).map(rfc3339);
+            json!({
+                "name": t.name,
+                "schedule": t.schedule,
+                "command": t.command,
+                "concurrency_policy": t.policy.as_str(),
+                "max_runtime_secs": t.max_runtime_secs,
+                "next_run": if s.suspended { None } else { next },
+                "last_run": s.last_run_at,
+                "last_status": s.last_status,
+                "last_duration_ms": s.last_duration_ms,
+                "suspended": s.suspended,
+                "state": if s.suspended { "suspended" } else { "active" },
+            })
+        })
+        .collect();
+    Ok(Output::list(
+        &[
+            ("TIMER", "name"),
+            ("SCHEDULE", "schedule"),
+            ("NEXT RUN", "next_run"),
+            ("LAST RUN", "last_run"),
+            ("STATUS", "last_status"),
+            ("STATE", "state"),
+        ],
+        items,
+    ))
+}
+
+/// The named timer of the current release, or all of them.
+async fn pick<R>(ctx: &Ctx<'_, R>, app: &str, name: Option<&str>) -> Result<Vec<Timer>, CmdError> {
+    ctx.rack.store.app(app).await?;
+    let timers = current_timers(ctx.rack, app)
+        .await
+        .map_err(CmdError::Failed)?;
+    match name {
+        None => Ok(timers),
+        Some(n) => match timers.into_iter().find(|t| t.name == n) {
+            Some(t) => Ok(vec![t]),
+            None => Err(CmdError::Failed(format!(
+                "{app} has no timer '{}' in its current release (see: timers {app})",
+                crate::names::printable(n)
+            ))),
+        },
+    }
+}
+
+pub async fn suspend<R>(
+    ctx: &Ctx<'_, R>,
+    app: &str,
+    name: Option<&str>,
+    suspended: bool,
+) -> Result<Output, CmdError> {
+    let timers = pick(ctx, app, name).await?;
+    for t in &timers {
+        update_state(ctx.rack.store.as_ref(), app, &t.name, |s| {
+            s.suspended = suspended
+        })
+        .await?;
+    }
+    let names: Vec<&str> = timers.iter().map(|t| t.name.as_str()).collect();
+    let verb = if suspended { "Suspended" } else { "Resumed" };
+    let mut out = Output::message(format!("{verb} {app}'s timers: {}", names.join(", ")));
+    out.json = json!({ "app": app, "timers": names, "suspended": suspended });
+    Ok(out)
+}
+
+pub async fn run_now<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    name: &str,
+) -> Result<Output, CmdError> {
+    let timer = pick(ctx, app, Some(name)).await?.remove(0);
+    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    let rack = ctx.rack.clone();
+    let actor = ctx.who.key_name.clone();
+    let app_s = app.to_string();
+    super::run::stream(ctx, false, |io| async move {
+        crate::timers::run::run_once(&rack, runtime.as_ref(), &app_s, &timer, &actor, io).await
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The `timers*` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimersCmd {
+    List { app: String },
+    Run { app: String, name: String },
+    Suspend { app: String, name: Option<String> },
+    Resume { app: String, name: Option<String> },
+}
+
+impl TimersCmd {
+    /// `None` when `name` is not a `timers*` command.
+    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<TimersCmd>, CmdError> {
+        Ok(Some(match name {
+            "timers" => TimersCmd::List {
+                app: a.only_app(name)?,
+            },
+            "timers:run" => {
+                let (app, name) = a.app_word(name)?;
+                TimersCmd::Run { app, name }
+            }
+            "timers:suspend" => {
+                let (app, name) = a.app_maybe_word(name)?;
+                TimersCmd::Suspend { app, name }
+            }
+            "timers:resume" => {
+                let (app, name) = a.app_maybe_word(name)?;
+                TimersCmd::Resume { app, name }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Exhaustive: a new command must say who may run it.
+    pub(super) fn access(&self) -> Access {
+        match self {
+            TimersCmd::List { app } => Access::Read(app.clone()),
+            TimersCmd::Run { .. } | TimersCmd::Suspend { .. } | TimersCmd::Resume { .. } => {
+                Access::Admin
+            }
+        }
+    }
+
+    pub(super) fn app(&self) -> Option<&str> {
+        match self {
+            TimersCmd::List { app }
+            | TimersCmd::Run { app, .. }
+            | TimersCmd::Suspend { app, .. }
+            | TimersCmd::Resume { app, .. } => Some(app),
+        }
+    }
+
+    pub(super) fn audit_line(&self) -> Option<String> {
+        match self {
+            TimersCmd::List { .. } => None,
+            TimersCmd::Run { app, name } => Some(format!("timers:run {app} {name}")),
+            TimersCmd::Suspend { app, name } => Some(format!(
+                "timers:suspend {app}{}",
+                with_space(name.as_deref())
+            )),
+            TimersCmd::Resume { app, name } => Some(format!(
+                "timers:resume {app}{}",
+                with_space(name.as_deref())
+            )),
+        }
+    }
+
+    pub(super) async fn execute<R: AsyncRead + Unpin>(
+        self,
+        ctx: &mut Ctx<'_, R>,
+    ) -> Result<Output, CmdError> {
+        match self {
+            TimersCmd::List { app } => list(ctx, &app).await,
+            TimersCmd::Run { app, name } => run_now(ctx, &app, &name).await,
+            TimersCmd::Suspend { app, name } => suspend(ctx, &app, name.as_deref(), true).await,
+            TimersCmd::Resume { app, name } => suspend(ctx, &app, name.as_deref(), false).await,
+        }
+    }
+}
