@@ -20,19 +20,42 @@ pub const TIMER_LABEL: &str = "rack.timer";
 
 /// The timers of the app's current release (none before its first one).
 pub async fn current_timers(rack: &Rack, app: &str) -> Result<Vec<Timer>, String> {
+    Ok(current(rack, app)
+        .await?
+        .map(|c| c.timers)
+        .unwrap_or_default())
+}
+
+/// The app's current release as the scheduler sees it.
+pub struct Current {
+    pub timers: Vec<Timer>,
+    /// When the release was created (unix seconds): ticks before it are
+    /// not its timers' to fire.
+    pub since: i64,
+}
+
+pub async fn current(rack: &Rack, app: &str) -> Result<Option<Current>, String> {
     let state = rack.store.app_state(app).await.map_err(|e| e.to_string())?;
     let Some(v) = state.current_release else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let release = rack
         .store
         .release(app, v)
         .await
         .map_err(|e| e.to_string())?;
-    rack.store
+    let timers = rack
+        .store
         .build_timers(&release.build_id)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let since = time::OffsetDateTime::parse(
+        &release.created_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|t| t.unix_timestamp())
+    .map_err(|e| format!("release v{v} of {app}: created_at: {e}"))?;
+    Ok(Some(Current { timers, since }))
 }
 
 /// The runtime's view of one run: the current release with the timer's

@@ -10,9 +10,10 @@
 //! - across a restart, a tick already fired never fires again, and ticks
 //!   missed while the rack was down collapse into the newest one, which
 //!   fires once on start-up;
-//! - a timer seen for the first time only records the current tick (its
-//!   past ticks never fire), and a suspended timer's ticks are recorded
-//!   without firing (resuming does not fire a backlog).
+//! - ticks from before the release became current (`created_at`) never
+//!   fire, so a new or re-added timer has no backlog, while a tick missed
+//!   between the release and a crash still fires on start-up; a suspended
+//!   timer's ticks are recorded without firing (resuming fires no backlog).
 //!
 //! The concurrency policy is applied here from the runs this process
 //! started: `forbid` skips a firing while a run is going, `replace` stops
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::run::{current_timers, discard_io, record, run_once};
+use super::run::{current, discard_io, record, run_once};
 use super::{last_due, update_state, Policy, Timer};
 use crate::runtime::Runtime;
 use crate::state::Rack;
@@ -109,47 +110,44 @@ impl State {
             .map_err(|e| e.to_string())?;
         for app in apps {
             // An app destroyed meanwhile has no state left: skip it.
-            let timers = match current_timers(&self.rack, &app.name).await {
-                Ok(t) if !t.is_empty() => t,
+            let current = match current(&self.rack, &app.name).await {
+                Ok(Some(c)) if !c.timers.is_empty() => c,
                 _ => continue,
             };
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            for t in timers {
-                let Some(due) = t.cron().ok().and_then(|c| last_due(&c, now)) else {
+            for t in current.timers {
+                let Ok(cron) = t.cron() else { continue };
+                let Some(due) = last_due(&cron, now) else {
                     continue;
                 };
-                if let Some(fire) = self.claim(&app.name, &t.name, due).await? {
-                    if fire {
-                        self.fire(runtime, &app.name, t).await;
-                    }
+                // The newest tick before the release became current.
+                let floor = last_due(&cron, current.since).unwrap_or(i64::MIN);
+                if self.claim(&app.name, &t.name, due, floor).await? {
+                    self.fire(runtime, &app.name, t).await;
                 }
             }
         }
         Ok(())
     }
 
-    /// Records `due` as the timer's last tick if it is newer. `None`: not
-    /// newer (nothing to do); `Some(fire)`: recorded, and whether to run
-    /// (not for a timer seen the first time, nor a suspended one).
-    async fn claim(&self, app: &str, name: &str, due: i64) -> Result<Option<bool>, String> {
+    /// Records `due` as the timer's last tick if it is newer than both the
+    /// recorded one and `floor` (ticks before the release became current
+    /// are not its to fire); whether to run it now (not when suspended).
+    async fn claim(&self, app: &str, name: &str, due: i64, floor: i64) -> Result<bool, String> {
+        let newer = |last: Option<i64>| due > last.unwrap_or(i64::MIN).max(floor);
         let states = self
             .rack
             .store
             .timer_states(app)
             .await
             .map_err(|e| e.to_string())?;
-        if states
-            .get(name)
-            .and_then(|s| s.last_tick)
-            .is_some_and(|t| t >= due)
-        {
-            return Ok(None);
+        if !newer(states.get(name).and_then(|s| s.last_tick)) {
+            return Ok(false);
         }
-        let mut fire = None;
-        update_state(self.rack.store.as_ref(), app, name, |s| match s.last_tick {
-            Some(t) if t >= due => {}
-            last => {
-                fire = Some(last.is_some() && !s.suspended);
+        let mut fire = false;
+        update_state(self.rack.store.as_ref(), app, name, |s| {
+            if newer(s.last_tick) {
+                fire = !s.suspended;
                 s.last_tick = Some(due);
             }
         })

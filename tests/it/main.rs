@@ -11,4 +11,5 @@ mod http;
 mod oneoff;
 mod releases;
 mod secrets;
+mod timers;
 mod up;
