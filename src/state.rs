@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use crate::config::Settings;
 use crate::release::config::Configs;
 use crate::release::crypto::MasterKey;
-use crate::store::{SqliteStore, Store};
+use crate::store::prelude::*;
+use crate::store::SqliteStore;
 
 pub struct Rack {
     pub settings: Settings,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudformation::types::{Capability, Parameter, Stack, StackEvent, Tag};
 
-use super::{AwsContext, AwsError, Result};
+use super::{or_absent, value_of, AwsContext, AwsError, Result};
 use crate::progress::Progress;
 
 /// How long a stack operation may take (an ALB alone takes minutes on AWS).
@@ -42,17 +42,45 @@ fn is_missing_stack(e: &AwsError) -> bool {
 
 /// The stack, or `None` when there is none by that name (or id).
 pub async fn describe(ctx: &AwsContext, name: &str) -> Result<Option<Stack>> {
-    match ctx.cfn.describe_stacks().stack_name(name).send().await {
-        Ok(out) => Ok(out.stacks().first().cloned()),
-        Err(e) => {
-            let e = AwsError::api("CloudFormation.DescribeStacks", e);
-            if is_missing_stack(&e) {
-                Ok(None)
-            } else {
-                Err(e)
+    let answer = ctx.cfn.describe_stacks().stack_name(name).send().await;
+    Ok(
+        or_absent("CloudFormation.DescribeStacks", answer, is_missing_stack)?
+            .and_then(|out| out.stacks().first().cloned()),
+    )
+}
+
+/// Names of the stacks whose name starts with `prefix`, deleted ones left
+/// out (ListStacks keeps them listed for 90 days).
+pub async fn stack_names(ctx: &AwsContext, prefix: &str) -> Result<Vec<String>> {
+    let request = ctx.cfn.list_stacks();
+    let stacks = paginated!(
+        "CloudFormation.ListStacks",
+        request,
+        |p| p.stack_summaries(),
+        None
+    )?;
+    let mut names: Vec<String> = Vec::new();
+    for s in stacks {
+        let deleted = s.stack_status().map(|st| st.as_str()) == Some("DELETE_COMPLETE");
+        if let Some(name) = s.stack_name().filter(|n| n.starts_with(prefix)) {
+            if !deleted && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
             }
         }
     }
+    Ok(names)
+}
+
+/// The value of the stack's tag `key`.
+pub fn tag<'a>(stack: &'a Stack, key: &str) -> Option<&'a str> {
+    value_of(stack.tags(), key, |t| (t.key(), t.value()))
+}
+
+/// The value the stack's parameter `key` has now.
+pub fn parameter<'a>(stack: &'a Stack, key: &str) -> Option<&'a str> {
+    value_of(stack.parameters(), key, |p| {
+        (p.parameter_key(), p.parameter_value())
+    })
 }
 
 pub fn outputs(stack: &Stack) -> BTreeMap<String, String> {
@@ -63,7 +91,8 @@ pub fn outputs(stack: &Stack) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn status(stack: &Stack) -> &str {
+/// The stack's status (`CREATE_COMPLETE`, ...; `UNKNOWN` when it has none).
+pub fn status(stack: &Stack) -> &str {
     stack
         .stack_status()
         .map(|s| s.as_str())
@@ -72,23 +101,14 @@ fn status(stack: &Stack) -> &str {
 
 /// Every event of the stack (newest first, as CloudFormation answers).
 pub async fn events(ctx: &AwsContext, stack_id: &str) -> Result<Vec<StackEvent>> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = ctx
-            .cfn
-            .describe_stack_events()
-            .stack_name(stack_id)
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| AwsError::api("CloudFormation.DescribeStackEvents", e))?;
-        out.extend(page.stack_events().iter().cloned());
-        token = page.next_token().map(str::to_string);
-        if token.is_none() || out.len() > 10_000 {
-            return Ok(out);
-        }
-    }
+    let request = ctx.cfn.describe_stack_events().stack_name(stack_id);
+    // A stack's history is unbounded; its newest events are what matter.
+    paginated!(
+        "CloudFormation.DescribeStackEvents",
+        request,
+        |p| p.stack_events(),
+        Some(10_000)
+    )
 }
 
 fn event_line(e: &StackEvent) -> String {
@@ -236,6 +256,35 @@ async fn unchanged(
     Ok(same)
 }
 
+/// What a stack is made of.
+struct Body<'a> {
+    template: &'a str,
+    params: &'a [(&'a str, String)],
+    tags: &'a [(&'a str, String)],
+}
+
+/// CreateStack and UpdateStack take the body alike, but their builders
+/// share no trait.
+macro_rules! with_body {
+    ($req:expr, $body:expr) => {
+        $req.template_body($body.template)
+            .set_parameters(Some(params_of($body.params)))
+            .set_tags(Some(tags_of($body.tags)))
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+    };
+}
+
+impl Deployed {
+    fn of(outcome: Outcome, stack_id: String, stack: &Stack) -> Deployed {
+        Deployed {
+            outcome,
+            stack_id,
+            outputs: outputs(stack),
+        }
+    }
+}
+
 /// Creates the stack, or updates it when its template or parameters
 /// differ, printing stack events as progress and waiting for the end.
 pub async fn deploy(
@@ -246,6 +295,21 @@ pub async fn deploy(
     tags: &[(&str, String)],
     progress: &Progress,
 ) -> Result<Deployed> {
+    let body = Body {
+        template,
+        params,
+        tags,
+    };
+    match settled(ctx, name, progress).await? {
+        None => create(ctx, name, &body, progress).await,
+        Some(stack) => update(ctx, name, &stack, &body, progress).await,
+    }
+}
+
+/// The stack once nothing is in progress on it; `None` when there is none,
+/// or only one whose creation failed (deleted now: it could only be
+/// deleted).
+async fn settled(ctx: &AwsContext, name: &str, progress: &Progress) -> Result<Option<Stack>> {
     let mut existing = describe(ctx, name).await?;
     if let Some(stack) = &existing {
         let st = status(stack).to_string();
@@ -259,7 +323,6 @@ pub async fn deploy(
     }
     if let Some(stack) = &existing {
         let st = status(stack);
-        // A stack whose creation failed can only be deleted.
         if st == "ROLLBACK_COMPLETE" || st == "CREATE_FAILED" || st == "ROLLBACK_FAILED" {
             progress.detail(format!(
                 "stack {name} is {st} from an earlier failed create; deleting it"
@@ -268,69 +331,49 @@ pub async fn deploy(
             existing = None;
         }
     }
-    match existing {
-        None => {
-            let out = ctx
-                .cfn
-                .create_stack()
-                .stack_name(name)
-                .template_body(template)
-                .set_parameters(Some(params_of(params)))
-                .set_tags(Some(tags_of(tags)))
-                .capabilities(Capability::CapabilityIam)
-                .capabilities(Capability::CapabilityNamedIam)
-                .send()
-                .await
-                .map_err(|e| AwsError::api("CloudFormation.CreateStack", e))?;
-            let id = out.stack_id().unwrap_or(name).to_string();
-            let stack = wait(ctx, &id, Default::default(), &["CREATE_COMPLETE"], progress).await?;
-            Ok(Deployed {
-                outcome: Outcome::Created,
-                stack_id: id,
-                outputs: outputs(&stack),
-            })
-        }
-        Some(stack) => {
-            let id = stack.stack_id().unwrap_or(name).to_string();
-            if unchanged(ctx, &stack, template, params).await? {
-                return Ok(Deployed {
-                    outcome: Outcome::Unchanged,
-                    stack_id: id,
-                    outputs: outputs(&stack),
-                });
-            }
-            let seen = seen_events(ctx, &id).await?;
-            let sent = ctx
-                .cfn
-                .update_stack()
-                .stack_name(&id)
-                .template_body(template)
-                .set_parameters(Some(params_of(params)))
-                .set_tags(Some(tags_of(tags)))
-                .capabilities(Capability::CapabilityIam)
-                .capabilities(Capability::CapabilityNamedIam)
-                .send()
-                .await
-                .map_err(|e| AwsError::api("CloudFormation.UpdateStack", e));
-            match sent {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("No updates are to be performed") => {
-                    return Ok(Deployed {
-                        outcome: Outcome::Unchanged,
-                        stack_id: id,
-                        outputs: outputs(&stack),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-            let stack = wait(ctx, &id, seen, &["UPDATE_COMPLETE"], progress).await?;
-            Ok(Deployed {
-                outcome: Outcome::Updated,
-                stack_id: id,
-                outputs: outputs(&stack),
-            })
-        }
+    Ok(existing)
+}
+
+async fn create(
+    ctx: &AwsContext,
+    name: &str,
+    body: &Body<'_>,
+    progress: &Progress,
+) -> Result<Deployed> {
+    let out = with_body!(ctx.cfn.create_stack().stack_name(name), body)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.CreateStack", e))?;
+    let id = out.stack_id().unwrap_or(name).to_string();
+    let stack = wait(ctx, &id, Default::default(), &["CREATE_COMPLETE"], progress).await?;
+    Ok(Deployed::of(Outcome::Created, id, &stack))
+}
+
+async fn update(
+    ctx: &AwsContext,
+    name: &str,
+    stack: &Stack,
+    body: &Body<'_>,
+    progress: &Progress,
+) -> Result<Deployed> {
+    let id = stack.stack_id().unwrap_or(name).to_string();
+    if unchanged(ctx, stack, body.template, body.params).await? {
+        return Ok(Deployed::of(Outcome::Unchanged, id, stack));
     }
+    let seen = seen_events(ctx, &id).await?;
+    let sent = with_body!(ctx.cfn.update_stack().stack_name(&id), body)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.UpdateStack", e));
+    match sent {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("No updates are to be performed") => {
+            return Ok(Deployed::of(Outcome::Unchanged, id, stack));
+        }
+        Err(e) => return Err(e),
+    }
+    let stack = wait(ctx, &id, seen, &["UPDATE_COMPLETE"], progress).await?;
+    Ok(Deployed::of(Outcome::Updated, id, &stack))
 }
 
 /// Deletes the stack and waits until it is gone. `Ok(false)` when there

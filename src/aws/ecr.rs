@@ -8,6 +8,8 @@
 //! local registry standing in for ECR's). The pushed image is then named by
 //! digest, `REGISTRY/rack-RACK/APP@sha256:...`, which is what task
 //! definitions reference: a tag could move, a digest cannot.
+//!
+//! `apps:destroy` deletes the repository with [`delete_repository`].
 
 use base64::Engine;
 use bollard::auth::DockerCredentials;
@@ -17,7 +19,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::{AwsContext, AwsError, Result};
+use super::{or_absent, AwsContext, AwsError, Result};
 use crate::progress::Progress;
 
 /// The env var that overrides the registry host images are pushed to.
@@ -157,13 +159,7 @@ pub async fn push_image_to(
     }
     // The pushed name is only a means of transport: drop the extra tag
     // (the image keeps its rack/APP:BUILD tag).
-    let _ = docker
-        .remove_image(
-            &tagged,
-            Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
-            None,
-        )
-        .await;
+    untag(docker, &tagged).await;
     if let Some(f) = failure {
         return Err(AwsError::Docker(format!("pushing {tagged}: {f}")));
     }
@@ -176,6 +172,32 @@ pub async fn push_image_to(
         digest,
         tagged,
     })
+}
+
+/// Removes the name `image` from the engine, never its layers (best
+/// effort: an image that is gone is fine).
+pub async fn untag(docker: &Docker, image: &str) {
+    let _ = docker
+        .remove_image(
+            image,
+            Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
+            None,
+        )
+        .await;
+}
+
+/// Deletes the app's repository and its images (a repository already
+/// gone is no error).
+pub async fn delete_repository(ctx: &AwsContext, app: &str) -> Result<()> {
+    let answer = ctx
+        .ecr
+        .delete_repository()
+        .repository_name(ctx.repository_name(app))
+        .force(true)
+        .send()
+        .await;
+    or_absent("ECR.DeleteRepository", answer, AwsError::is_not_found)?;
+    Ok(())
 }
 
 #[cfg(test)]

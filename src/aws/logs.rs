@@ -10,10 +10,17 @@
 
 use std::collections::HashSet;
 
-use aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsError;
-use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsError;
+use aws_sdk_cloudwatchlogs::types::FilteredLogEvent;
 
-use super::{AwsContext, AwsError, Result};
+use super::{or_absent, AwsContext, AwsError, Result};
+
+/// (stream, event id): event ids are only unique within a stream.
+type EventId = (String, String);
+
+/// A group or stream that does not exist yet (nothing logged so far).
+fn missing(e: &AwsError) -> bool {
+    e.code() == Some("ResourceNotFoundException")
+}
 
 /// The type and task id of an awslogs stream `TYPE/CONTAINER/TASK`.
 pub fn stream_parts(name: &str) -> Option<(&str, &str)> {
@@ -54,7 +61,7 @@ pub struct GroupReader {
     group: String,
     kind: Option<String>,
     start_ms: i64,
-    seen_at_start: HashSet<(String, String)>,
+    seen_at_start: HashSet<EventId>,
 }
 
 impl GroupReader {
@@ -73,64 +80,22 @@ impl GroupReader {
     /// order), so a large group is never held in memory. A group that does
     /// not exist yet reads as empty.
     pub async fn next_batch(&mut self, mut each: impl FnMut(Event)) -> Result<usize> {
-        let mut token: Option<String> = None;
         let mut newest = self.start_ms;
-        let mut at_newest: Vec<(String, String)> = Vec::new();
+        let mut at_newest: Vec<EventId> = Vec::new();
         let mut count = 0;
-        loop {
-            let out = match self
-                .ctx
-                .logs
-                .filter_log_events()
-                .log_group_name(&self.group)
-                .start_time(self.start_ms)
-                .set_next_token(token.clone())
-                .send()
-                .await
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    if matches!(
-                        e.as_service_error(),
-                        Some(FilterLogEventsError::ResourceNotFoundException(_))
-                    ) {
-                        break;
-                    }
-                    return Err(AwsError::api("CloudWatchLogs.FilterLogEvents", e));
-                }
+        let mut pages = self
+            .ctx
+            .logs
+            .filter_log_events()
+            .log_group_name(&self.group)
+            .start_time(self.start_ms)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let Some(out) = or_absent("CloudWatchLogs.FilterLogEvents", page, missing)? else {
+                break;
             };
-            let mut page: Vec<(Event, (String, String))> = Vec::new();
-            for e in out.events() {
-                let stream = e.log_stream_name().unwrap_or_default();
-                let Some((kind, task)) = stream_parts(stream) else {
-                    continue;
-                };
-                if self.kind.as_deref().is_some_and(|k| k != kind) {
-                    continue;
-                }
-                let ts = e.timestamp().unwrap_or(0);
-                // Event ids are only unique within a stream.
-                let id = (
-                    stream.to_string(),
-                    e.event_id()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("{ts}:{}", e.message().unwrap_or_default())),
-                );
-                if ts == self.start_ms && self.seen_at_start.contains(&id) {
-                    continue;
-                }
-                page.push((
-                    Event {
-                        kind: kind.to_string(),
-                        task: task.to_string(),
-                        timestamp: ts,
-                        message: e.message().unwrap_or_default().to_string(),
-                    },
-                    id,
-                ));
-            }
-            page.sort_by_key(|(e, _)| e.timestamp);
-            for (e, id) in page {
+            for (e, id) in self.fresh(out.events()) {
                 if e.timestamp > newest {
                     newest = e.timestamp;
                     at_newest.clear();
@@ -141,10 +106,6 @@ impl GroupReader {
                 count += 1;
                 each(e);
             }
-            token = out.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
         }
         if newest > self.start_ms {
             self.start_ms = newest;
@@ -152,6 +113,43 @@ impl GroupReader {
         }
         self.seen_at_start.extend(at_newest);
         Ok(count)
+    }
+
+    /// The page's events of the wanted type not handed out before, in
+    /// time order, each with its id.
+    fn fresh(&self, events: &[FilteredLogEvent]) -> Vec<(Event, EventId)> {
+        let mut page = Vec::new();
+        for e in events {
+            let stream = e.log_stream_name().unwrap_or_default();
+            let Some((kind, task)) = stream_parts(stream) else {
+                continue;
+            };
+            if self.kind.as_deref().is_some_and(|k| k != kind) {
+                continue;
+            }
+            let ts = e.timestamp().unwrap_or(0);
+            // Event ids are only unique within a stream.
+            let id = (
+                stream.to_string(),
+                e.event_id()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{ts}:{}", e.message().unwrap_or_default())),
+            );
+            if ts == self.start_ms && self.seen_at_start.contains(&id) {
+                continue;
+            }
+            page.push((
+                Event {
+                    kind: kind.to_string(),
+                    task: task.to_string(),
+                    timestamp: ts,
+                    message: e.message().unwrap_or_default().to_string(),
+                },
+                id,
+            ));
+        }
+        page.sort_by_key(|(e, _)| e.timestamp);
+        page
     }
 }
 
@@ -177,45 +175,35 @@ impl StreamReader {
     /// does not exist yet (the task has not started logging).
     pub async fn next_batch(&mut self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        loop {
-            let r = match self
-                .ctx
-                .logs
-                .get_log_events()
-                .log_group_name(&self.group)
-                .log_stream_name(&self.stream)
-                .start_from_head(true)
-                .set_next_token(self.token.clone())
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(
-                        e.as_service_error(),
-                        Some(GetLogEventsError::ResourceNotFoundException(_))
-                    ) {
-                        return Ok(out);
-                    }
-                    return Err(AwsError::api("CloudWatchLogs.GetLogEvents", e));
-                }
+        // The paginator stops when the same token comes back: the end of
+        // what is there now.
+        let mut pages = self
+            .ctx
+            .logs
+            .get_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .start_from_head(true)
+            .set_next_token(self.token.clone())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let Some(r) = or_absent("CloudWatchLogs.GetLogEvents", page, missing)? else {
+                break;
             };
-            let n = r.events().len();
             out.extend(
                 r.events()
                     .iter()
                     .map(|e| e.message().unwrap_or_default().to_string()),
             );
-            let next = r.next_forward_token().map(str::to_string);
-            // The same token back means the end of what is there now.
-            let done = n == 0 || next.is_none() || next == self.token;
-            if next.is_some() {
-                self.token = next;
+            if let Some(next) = r.next_forward_token() {
+                self.token = Some(next.to_string());
             }
-            if done {
-                return Ok(out);
+            if r.events().is_empty() {
+                break;
             }
         }
+        Ok(out)
     }
 }
 

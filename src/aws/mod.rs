@@ -1,19 +1,34 @@
 //! The `aws` provider: ECR, ECS on Fargate, CloudFormation, KMS, S3 and SSM
 //! behind the same pipeline as the local provider.
 //!
-//! - [`AwsContext`]: one rack's name, region and SDK clients, built from the
-//!   standard AWS chain (`AWS_ENDPOINT_URL` and the per-service variants
-//!   honoured, so tests point it at moto).
-//! - [`rack`]: `rack install aws` / `rack uninstall aws` (the rack's
-//!   CloudFormation stack, `aws/rack.yml`) and `DATA_DIR/rack.toml`.
-//! - [`app`]: an app's stack (`aws/app.yml`): ECR repository, log group,
-//!   target group, listener rule, task role.
-//! - [`envelope`]: config versions sealed with a KMS data key.
-//! - [`state`]: state in S3 with compare-and-swap (layout documented there);
-//!   [`store::S3Store`] implements the crate's `Store` trait on it.
+//! Shared plumbing lives here: [`AwsContext`] (one rack's name, region and
+//! SDK clients, built from the standard AWS chain, `AWS_ENDPOINT_URL` and
+//! the per-service variants honoured, so tests point it at moto),
+//! [`AwsError`] and the rack's naming rules.
+//!
+//! Leaf modules, one per AWS API; a leaf imports nothing of its siblings,
+//! only this plumbing:
+//!
+//! - [`cfn`]: CloudFormation stacks (create-or-update, events, waiting).
+//! - [`ecs`]: ECS services, tasks and task definitions, the rollout reader.
+//! - [`ssm`]: the SecureString parameters that hold config values.
 //! - [`ecr`]: pushing a built image to the app's repository.
-//! - [`runtime`]: [`runtime::AwsRuntime`], the `Runtime` on ECS.
 //! - [`logs`]: processes' output from CloudWatch Logs (`logs`, `run`).
+//! - [`state`]: state in S3 with compare-and-swap (layout documented there).
+//! - [`envelope`]: secrets sealed with a KMS data key.
+//! - [`section`]: the `[aws]` table of `rack.toml` (no AWS call at all).
+//!
+//! Built on the leaves:
+//!
+//! - [`lifecycle`]: `rack install aws` / `rack uninstall aws` (the rack's
+//!   stack, `aws/rack.yml`), an app's stack (`aws/app.yml`) created and
+//!   destroyed with everything else the app has on the rack.
+//! - [`runtime`]: [`runtime::AwsRuntime`], the `Runtime` on ECS.
+//! - [`secrets`]: rack-wide secrets sealed with KMS in the bucket.
+//! - [`store::S3Store`]: the crate's `Store` trait on [`state`].
+//!
+//! [`rack`] and [`app`] are the paths `install_with`, `uninstall` and
+//! `create_app` had before [`lifecycle`]; they only re-export.
 //!
 //! This module knows nothing of SSH, git or the deploy pipeline. Plaintext
 //! config reaches it only as a `SecretEnv` (for SSM parameters) or in
@@ -23,13 +38,43 @@
 //! keyId", "The specified bucket does not exist" or "Cluster not found"
 //! reach the user verbatim.
 
+/// The items of every page of a paginated request, through the SDK's own
+/// paginator: `|page| items` picks a page's items (a slice); at most
+/// `limit` of them (`None`: all). Evaluates to `Result<Vec<_>>`, the error
+/// named after `op`. A macro: every operation has its own paginator type,
+/// and they share no trait a function could be generic over.
+macro_rules! paginated {
+    ($op:expr, $request:expr, |$page:ident| $items:expr, $limit:expr) => {
+        async {
+            let limit: Option<usize> = $limit;
+            let mut pages = $request.into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let $page = page.map_err(|e| $crate::aws::AwsError::api($op, e))?;
+                out.extend($items.iter().cloned());
+                if let Some(l) = limit.filter(|l| out.len() >= *l) {
+                    out.truncate(l);
+                    break;
+                }
+            }
+            Ok::<_, $crate::aws::AwsError>(out)
+        }
+        .await
+    };
+}
+
 pub mod app;
 pub mod cfn;
 pub mod ecr;
+pub mod ecs;
 pub mod envelope;
+pub mod lifecycle;
 pub mod logs;
 pub mod rack;
 pub mod runtime;
+pub mod secrets;
+pub mod section;
+pub mod ssm;
 pub mod state;
 pub mod store;
 
@@ -138,6 +183,43 @@ impl AwsError {
 }
 
 pub type Result<T, E = AwsError> = std::result::Result<T, E>;
+
+/// The value of `key` in a list of key/value pairs as the SDKs model
+/// them (tags, stack parameters); `kv` reads an item's key and value.
+pub fn value_of<'a, T>(
+    items: &'a [T],
+    key: &str,
+    kv: impl Fn(&'a T) -> (Option<&'a str>, Option<&'a str>),
+) -> Option<&'a str> {
+    items
+        .iter()
+        .map(kv)
+        .find(|(k, _)| *k == Some(key))
+        .and_then(|(_, v)| v)
+}
+
+/// An SDK answer, or `None` when `absent` says its error means "not
+/// there" (each API says so its own way: a code, a status, a message).
+pub fn or_absent<T, E>(
+    op: &'static str,
+    answer: std::result::Result<T, SdkError<E>>,
+    absent: impl FnOnce(&AwsError) -> bool,
+) -> Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            let e = AwsError::api(op, e);
+            if absent(&e) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
 
 /// Rack names: they become stack, cluster, bucket-prefix and repository
 /// names, so lower case, digits and dashes, starting with a letter.

@@ -17,7 +17,7 @@
 //! domains/HOST.json              a host name's claim by one app (If-None-Match)
 //! procfiles/BUILD_ID.json        the Procfile recorded with a build
 //! rack/NAME.sealed              rack secrets such as the SSH host key,
-//!                                KMS-envelope-sealed (`load_or_create_secret`)
+//!                                KMS-envelope-sealed (`aws::secrets`)
 //! ```
 //!
 //! # Rules
@@ -35,17 +35,20 @@
 //!   taken over; the counter rises with every acquisition, so a writer that
 //!   lost its lease can tell (fencing).
 //! - Nothing here holds a plaintext config value: config versions arrive
-//!   sealed by [`super::envelope`].
+//!   sealed by [`super::envelope`] (this module calls no KMS itself).
+//! - `apps:destroy` deletes `apps/APP/` ([`delete_app_objects`]);
+//!   `rack uninstall aws` empties the whole bucket ([`empty_bucket`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{AwsContext, AwsError, Result};
+use super::{or_absent, AwsContext, AwsError, Result};
 
 /// How many times a compare-and-swap is retried before giving up.
 const CAS_ATTEMPTS: usize = 25;
@@ -166,24 +169,17 @@ impl S3State {
 
     /// The object and its ETag, or `None`.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        let out = match self
+        let answer = self
             .ctx
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                let e = AwsError::api("S3.GetObject", e);
-                return if e.code() == Some("NoSuchKey") {
-                    Ok(None)
-                } else {
-                    Err(e)
-                };
-            }
+            .await;
+        let Some(out) = or_absent("S3.GetObject", answer, |e| e.code() == Some("NoSuchKey"))?
+        else {
+            return Ok(None);
         };
         let etag = out.e_tag().unwrap_or_default().to_string();
         let body =
@@ -243,35 +239,16 @@ impl S3State {
         self.put_bytes(key, body, if_match).await
     }
 
-    /// Keys under `prefix` (all pages), in S3's (lexicographic) order.
+    /// Keys under `prefix` (all pages, or the first `limit`), in S3's
+    /// (lexicographic) order.
     pub async fn list(&self, prefix: &str, limit: Option<usize>) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .ctx
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| AwsError::api("S3.ListObjectsV2", e))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            if limit.is_some_and(|l| out.len() >= l) {
-                out.truncate(limit.unwrap_or(usize::MAX));
-                return Ok(out);
-            }
-            token = page.next_continuation_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let s3 = &self.ctx.s3;
+        let request = s3.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        let objects = paginated!("S3.ListObjectsV2", request, |p| p.contents(), limit)?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
     }
 
     /// The highest `N` of `PREFIX/vN.json` objects (0 when none).
@@ -503,70 +480,91 @@ impl S3State {
     }
 }
 
-/// A rack-wide secret (`rack/NAME.sealed`, e.g. the SSH host key), sealed
-/// with a KMS data key of `key_arn` and bound to the rack and `name`. The
-/// first call stores what `create` makes (If-None-Match: when two rack
-/// instances start at once, one wins and both use its secret); later calls
-/// return the stored one, so a replaced instance keeps its identity.
-pub async fn load_or_create_secret(
-    state: &S3State,
-    key_arn: &str,
-    name: &str,
-    create: impl FnOnce() -> Vec<u8>,
-) -> Result<Vec<u8>> {
-    let key = format!("rack/{name}.sealed");
-    let context = [
-        ("purpose", name.to_string()),
-        ("rack", state.ctx.rack.clone()),
-    ];
-    if let Some((sealed, _)) = state.get_bytes(&key).await? {
-        return super::envelope::open_bytes(&state.ctx, &context, &sealed).await;
-    }
-    let secret = create();
-    let sealed = super::envelope::seal_bytes(&state.ctx, key_arn, &context, &secret).await?;
-    match state.put_bytes(&key, sealed, None).await {
-        Ok(_) => Ok(secret),
-        Err(e) if e.is_precondition_failed() => {
-            let (sealed, _) = state
-                .get_bytes(&key)
-                .await?
-                .ok_or_else(|| AwsError::NotFound(format!("{key} vanished")))?;
-            super::envelope::open_bytes(&state.ctx, &context, &sealed).await
-        }
-        Err(e) => Err(e),
-    }
-}
+/// The old path of [`super::secrets::load_or_create_secret`] (it seals
+/// with KMS, so it is no longer part of this S3-only module).
+pub use super::secrets::load_or_create_secret;
 
 /// Deletes every object under `apps/APP/` (apps:destroy). Audit events stay.
 pub async fn delete_app_objects(ctx: &AwsContext, bucket: &str, app: &str) -> Result<usize> {
-    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
     let state = S3State::new(ctx.clone(), bucket);
     let keys = match state.list(&format!("apps/{app}/"), None).await {
         Ok(k) => k,
         Err(e) if e.code() == Some("NoSuchBucket") => return Ok(0),
         Err(e) => return Err(e),
     };
-    for chunk in keys.chunks(1000) {
-        let ids = chunk
+    let ids = keys
+        .iter()
+        .map(|k| object_id(k, None))
+        .collect::<Result<Vec<_>>>()?;
+    delete_objects(ctx, bucket, &ids).await?;
+    Ok(keys.len())
+}
+
+/// Deletes every object in the bucket (and every version, should
+/// versioning have been turned on); returns how many.
+pub async fn empty_bucket(ctx: &AwsContext, bucket: &str) -> Result<usize> {
+    let mut deleted = 0;
+    // Listing again after each round, not paging: what was listed is gone.
+    loop {
+        let page = ctx
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| AwsError::api("S3.ListObjectVersions", e))?;
+        let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+        let markers = page
+            .delete_markers()
             .iter()
-            .map(|k| ObjectIdentifier::builder().key(k).build())
-            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(|m| (m.key(), m.version_id()));
+        let mut ids = versions
+            .chain(markers)
+            .filter_map(|(k, v)| Some(object_id(k?, v)))
+            .collect::<Result<Vec<_>>>()?;
+        if ids.is_empty() {
+            // Unversioned listing as a fallback (some S3 doubles list no
+            // versions for unversioned buckets).
+            let state = S3State::new(ctx.clone(), bucket);
+            let keys = state.list("", Some(1000)).await?;
+            ids = keys
+                .iter()
+                .map(|k| object_id(k, None))
+                .collect::<Result<Vec<_>>>()?;
+            if ids.is_empty() {
+                return Ok(deleted);
+            }
+        }
+        delete_objects(ctx, bucket, &ids).await?;
+        deleted += ids.len();
+    }
+}
+
+fn object_id(key: &str, version: Option<&str>) -> Result<ObjectIdentifier> {
+    ObjectIdentifier::builder()
+        .key(key)
+        .set_version_id(version.map(str::to_string))
+        .build()
+        .map_err(|e| AwsError::Invalid(e.to_string()))
+}
+
+/// DeleteObjects, a thousand (its limit) at a time.
+async fn delete_objects(ctx: &AwsContext, bucket: &str, ids: &[ObjectIdentifier]) -> Result<()> {
+    for chunk in ids.chunks(1000) {
+        let delete = Delete::builder()
+            .set_objects(Some(chunk.to_vec()))
+            .quiet(true)
+            .build()
             .map_err(|e| AwsError::Invalid(e.to_string()))?;
         ctx.s3
             .delete_objects()
             .bucket(bucket)
-            .delete(
-                Delete::builder()
-                    .set_objects(Some(ids))
-                    .quiet(true)
-                    .build()
-                    .map_err(|e| AwsError::Invalid(e.to_string()))?,
-            )
+            .delete(delete)
             .send()
             .await
             .map_err(|e| AwsError::api("S3.DeleteObjects", e))?;
     }
-    Ok(keys.len())
+    Ok(())
 }
 
 #[cfg(test)]

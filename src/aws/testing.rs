@@ -73,11 +73,24 @@ pub async fn context(prefix: &str) -> Option<AwsContext> {
     Some(AwsContext::from_shared(&unique_rack(prefix), &shared))
 }
 
+/// A new KMS key of the test account: its ARN.
+pub async fn kms_key(ctx: &AwsContext) -> String {
+    ctx.kms
+        .create_key()
+        .send()
+        .await
+        .expect("create a KMS key")
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("a KMS key has an ARN")
+        .to_string()
+}
+
 /// moto's default VPC and two of its default subnets, read with a raw EC2
 /// query (rack has no EC2 client; moto routes on the credential scope and
 /// checks no signature). A stack that creates its own VPC cannot be deleted
 /// in moto (it never deletes route tables), so tests install into this one.
-pub async fn default_vpc() -> super::rack::InstallOptions {
+pub async fn default_vpc() -> super::lifecycle::InstallOptions {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = moto_url();
     let host = url
@@ -108,7 +121,7 @@ pub async fn default_vpc() -> super::rack::InstallOptions {
         subnets.len() >= 2 && !vpcs.is_empty(),
         "no default subnets in moto: {resp}"
     );
-    super::rack::InstallOptions {
+    super::lifecycle::InstallOptions {
         vpc_id: Some(vpcs[0].clone()),
         subnet_ids: Some(subnets[..2].to_vec()),
     }
@@ -118,11 +131,11 @@ pub async fn default_vpc() -> super::rack::InstallOptions {
 #[cfg(test)]
 pub async fn installed(
     prefix: &str,
-) -> Option<(AwsContext, super::rack::AwsSection, tempfile::TempDir)> {
+) -> Option<(AwsContext, super::section::AwsSection, tempfile::TempDir)> {
     let ctx = context(prefix).await?;
     let dir = tempfile::tempdir().unwrap();
     let opts = default_vpc().await;
-    let section = super::rack::install_with(
+    let section = super::lifecycle::install_with(
         &ctx,
         dir.path(),
         &opts,

@@ -48,24 +48,13 @@ async fn errors_carry_the_service_message() {
     let Some(ctx) = testing::context("errmsg").await else {
         return;
     };
-    let err = ctx
-        .ecs
-        .describe_services()
-        .cluster("rack-no-such-cluster")
-        .services("web")
-        .send()
+    let err = ecs::describe_service(&ctx, "rack-no-such-cluster", "web")
         .await
-        .map_err(|e| AwsError::api("ECS.DescribeServices", e))
         .unwrap_err();
     assert!(err.to_string().contains("Cluster not found"), "{err}");
-    let err = ctx
-        .s3
-        .get_object()
-        .bucket("rack-no-such-bucket-xyz")
-        .key("a")
-        .send()
+    let err = state::S3State::new(ctx.clone(), "rack-no-such-bucket-xyz")
+        .get_bytes("a")
         .await
-        .map_err(|e| AwsError::api("S3.GetObject", e))
         .unwrap_err();
     assert!(err.to_string().contains("bucket does not exist"), "{err}");
     assert_eq!(err.code(), Some("NoSuchBucket"));

@@ -1,37 +1,16 @@
+use super::prelude::*;
 use super::*;
 
-fn key(name: &str, admin: bool) -> KeyRecord {
-    KeyRecord {
-        name: name.into(),
-        fingerprint: format!("SHA256:{name}"),
-        public_key: format!("ssh-ed25519 {name}"),
-        admin,
-        apps: if admin { vec![] } else { vec!["a".into()] },
-        created_at: now_rfc3339(),
-    }
-}
-
+/// The conformance suite (`conformance.rs`) against SQLite, a fresh
+/// database per check.
 #[tokio::test]
-async fn last_admin_cannot_be_removed() {
+async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-    s.add_key(&key("root", true)).await.unwrap();
-    s.add_key(&key("ci", false)).await.unwrap();
-    assert!(matches!(
-        s.remove_key("root").await,
-        Err(StoreError::Refused(_))
-    ));
-    s.add_key(&key("root2", true)).await.unwrap();
-    s.remove_key("root").await.unwrap();
-    assert_eq!(s.list_keys().await.unwrap().len(), 2);
-    assert_eq!(
-        s.key_by_fingerprint("SHA256:ci")
-            .await
-            .unwrap()
-            .unwrap()
-            .apps,
-        vec!["a".to_string()]
-    );
+    super::conformance::run(|name| {
+        let path = dir.path().join(format!("{name}.db"));
+        async move { Box::new(SqliteStore::open(&path).unwrap()) as Box<dyn Store> }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `rack` binary, the real OpenSSH client and
 //! (for pushes) the real `git`.
 
+#[cfg(feature = "aws")]
 mod aws;
 mod builds;
 mod commands;

@@ -160,7 +160,11 @@ fn timers_run_the_current_release_with_its_config_and_obey_commands() {
         format!("timers:resume {app}"),
         format!("timers:run {app} tick"),
     ] {
-        assert_eq!(with_action(&all, &action).len(), 1, "{action}");
+        let by_admin: Vec<Value> = with_action(&all, &action)
+            .into_iter()
+            .filter(|e| e["outcome"] == "ok")
+            .collect();
+        assert_eq!(by_admin.len(), 1, "{action}: {all:#?}");
     }
 
     // A rollback to a release without the timer removes it.

@@ -76,11 +76,5 @@ async fn pushes_by_digest_to_the_registry() {
     // The transport tag is gone from the engine; the local tag stays.
     assert!(docker.inspect_image(&pushed.tagged).await.is_err());
     docker.inspect_image(&local).await.unwrap();
-    let _ = docker
-        .remove_image(
-            &local,
-            Some(RemoveImageOptionsBuilder::new().noprune(true).build()),
-            None,
-        )
-        .await;
+    untag(&docker, &local).await;
 }

@@ -1,25 +1,12 @@
 use super::*;
 use crate::aws::testing;
 
-async fn key(ctx: &AwsContext) -> String {
-    ctx.kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn config_round_trips_and_is_bound_to_app_and_version() {
     let Some(ctx) = testing::context("env").await else {
         return;
     };
-    let key = key(&ctx).await;
+    let key = testing::kms_key(&ctx).await;
     let value = "multi\nline = \"quoted\" ünïcode";
     let sealed = seal_config(&ctx, &key, "app", 3, value.as_bytes())
         .await

@@ -1,137 +1,15 @@
 use std::collections::BTreeMap;
 
-use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, TaskDefinition};
+use aws_sdk_ecs::types::TaskDefinition;
 
+use super::rollout::Change;
 use super::*;
+use crate::aws::ecs::task_definition::fnv64;
+use crate::aws::ecs::{app_services, service_state};
 use crate::aws::testing;
 use crate::release::SecretEnv;
 use crate::runtime::HealthCheck;
-
-// ---------------------------------------------------------------- sizes
-
-#[test]
-fn fargate_sizes_cover_the_request() {
-    assert_eq!(fargate_size(None, None).unwrap(), (256, 512));
-    assert_eq!(
-        fargate_size(Some(250_000_000), Some(512 << 20)).unwrap(),
-        (256, 512)
-    );
-    assert_eq!(fargate_size(None, Some(1500 << 20)).unwrap(), (256, 2048));
-    assert_eq!(
-        fargate_size(Some(1_000_000_000), None).unwrap(),
-        (1024, 2048)
-    );
-    assert_eq!(
-        fargate_size(Some(500_000_000), Some(3 << 30)).unwrap(),
-        (512, 3072)
-    );
-    assert_eq!(fargate_size(None, Some(5 << 30)).unwrap(), (1024, 5120));
-    assert_eq!(
-        fargate_size(Some(2_000_000_000), Some(20 << 30)).unwrap(),
-        (4096, 20480)
-    );
-    assert!(fargate_size(Some(32_000_000_000), None).is_err());
-    assert!(fargate_size(None, Some(200 << 30)).is_err());
-}
-
-// ------------------------------------------- the waiter over recorded answers
-
-fn deployment(status: &str, td: &str, state: DeploymentRolloutState, reason: &str) -> Deployment {
-    Deployment::builder()
-        .id(format!("ecs-svc/{td}"))
-        .status(status)
-        .task_definition(td)
-        .rollout_state(state)
-        .rollout_state_reason(reason)
-        .build()
-}
-
-fn service(deployments: Vec<Deployment>) -> Service {
-    Service::builder()
-        .service_name("app_web")
-        .status("ACTIVE")
-        .set_deployments(Some(deployments))
-        .build()
-}
-
-const OLD: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:1";
-const NEW: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:2";
-
-#[test]
-fn waiter_completed() {
-    let s = service(vec![deployment(
-        "PRIMARY",
-        NEW,
-        DeploymentRolloutState::Completed,
-        "ECS deployment ecs-svc/1 completed.",
-    )]);
-    assert_eq!(rollout_state(&s, NEW), Rollout::Completed);
-}
-
-#[test]
-fn waiter_in_progress_while_old_tasks_drain() {
-    let s = service(vec![
-        deployment(
-            "PRIMARY",
-            NEW,
-            DeploymentRolloutState::InProgress,
-            "ECS deployment in progress.",
-        ),
-        deployment("ACTIVE", OLD, DeploymentRolloutState::Completed, ""),
-    ]);
-    assert_eq!(rollout_state(&s, NEW), Rollout::InProgress);
-}
-
-#[test]
-fn waiter_failed() {
-    let s = service(vec![deployment(
-        "PRIMARY",
-        NEW,
-        DeploymentRolloutState::Failed,
-        "ECS deployment circuit breaker: tasks failed to start.",
-    )]);
-    assert_eq!(
-        rollout_state(&s, NEW),
-        Rollout::Failed("ECS deployment circuit breaker: tasks failed to start.".into())
-    );
-}
-
-#[test]
-fn waiter_rolled_back() {
-    // The circuit breaker made a new PRIMARY deployment of the old task
-    // definition; ours is ACTIVE and FAILED.
-    let s = service(vec![
-        deployment(
-            "PRIMARY",
-            OLD,
-            DeploymentRolloutState::InProgress,
-            "ECS deployment detected rollback.",
-        ),
-        deployment(
-            "ACTIVE",
-            NEW,
-            DeploymentRolloutState::Failed,
-            "ECS deployment circuit breaker: task failed health checks.",
-        ),
-    ]);
-    assert_eq!(
-        rollout_state(&s, NEW),
-        Rollout::RolledBack("ECS deployment circuit breaker: task failed health checks.".into())
-    );
-}
-
-#[test]
-fn waiter_waits_while_our_deployment_is_not_listed() {
-    // Right after UpdateService a double may still list only the old
-    // deployment.
-    let s = service(vec![deployment(
-        "PRIMARY",
-        OLD,
-        DeploymentRolloutState::Completed,
-        "",
-    )]);
-    assert_eq!(rollout_state(&s, NEW), Rollout::InProgress);
-}
+use crate::runtime::ProcessSpec;
 
 #[tokio::test]
 async fn waiter_times_out_and_restores_the_previous_task_definition() {
@@ -173,7 +51,7 @@ impl Fixture {
         let (ctx, mut rack, dir) = testing::installed(prefix).await?;
         rack.wait_for_rollout = Some(false);
         let app = "shop".to_string();
-        app::create_app(
+        lifecycle::create_app(
             &ctx,
             &rack,
             &app,
@@ -254,6 +132,11 @@ impl Fixture {
             .task_definition()
             .unwrap()
             .clone()
+    }
+
+    /// The decrypted `DATABASE_URL` of the task definition's container.
+    async fn database_url(&self, td: &TaskDefinition) -> Option<String> {
+        self.secrets(td).await.remove("DATABASE_URL")
     }
 
     /// The decrypted value of each secret of the task definition's
@@ -361,21 +244,9 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
     assert_ne!(td2_arn, td1_arn);
     let td2 = fx.task_definition(&td2_arn).await;
     assert!(td2.revision() > td1.revision());
-    assert_eq!(
-        fx.secrets(&td2)
-            .await
-            .get("DATABASE_URL")
-            .map(String::as_str),
-        Some("changed")
-    );
+    assert_eq!(fx.database_url(&td2).await.as_deref(), Some("changed"));
     // The old release's parameters stay (for rollback).
-    assert_eq!(
-        fx.secrets(&td1)
-            .await
-            .get("DATABASE_URL")
-            .map(String::as_str),
-        Some(secret)
-    );
+    assert_eq!(fx.database_url(&td1).await.as_deref(), Some(secret));
 
     // ps:scale web=3 → desired count 3 on the same task definition.
     let v2_scaled = fx.spec(2, "one", &[("DATABASE_URL", "changed"), ("EMPTY", "")], 3);
@@ -406,13 +277,7 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
         td4.container_definitions()[0].image(),
         Some(fx.image("one").as_str())
     );
-    assert_eq!(
-        fx.secrets(&td4)
-            .await
-            .get("DATABASE_URL")
-            .map(String::as_str),
-        Some(secret)
-    );
+    assert_eq!(fx.database_url(&td4).await.as_deref(), Some(secret));
 
     // abort after start puts the service back.
     let v5 = fx.spec(5, "two", &[], 3);
@@ -455,7 +320,10 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
 
     // logs: from the app's CloudWatch Logs group (moto runs no
     // containers: write what the awslogs driver would).
-    let group = app::app_outputs(&fx.ctx, &fx.app).await.unwrap().log_group;
+    let group = lifecycle::app_outputs(&fx.ctx, &fx.app)
+        .await
+        .unwrap()
+        .log_group;
     fx.ctx
         .logs
         .create_log_stream()
@@ -502,7 +370,7 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
         .await
         .unwrap();
     assert!(params.parameters().is_empty());
-    assert!(app::app_outputs(&fx.ctx, &fx.app).await.is_err());
+    assert!(lifecycle::app_outputs(&fx.ctx, &fx.app).await.is_err());
 }
 
 #[tokio::test]
@@ -523,6 +391,9 @@ async fn an_unknown_cluster_fails_with_the_ecs_message_and_changes_nothing() {
         .unwrap()
         .is_empty());
 }
+
+const OLD: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:1";
+const NEW: &str = "arn:aws:ecs:us-east-1:1:task-definition/rack-r_app_web:2";
 
 #[test]
 fn started_changes_round_trip() {

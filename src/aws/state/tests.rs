@@ -1,10 +1,19 @@
 use super::*;
+use crate::aws::secrets::load_or_create_secret;
 use crate::aws::testing;
 
 async fn bucket(ctx: &AwsContext) -> S3State {
     let name = format!("rack-{}-state-test", ctx.rack);
     ctx.s3.create_bucket().bucket(&name).send().await.unwrap();
     S3State::new(ctx.clone(), name)
+}
+
+/// A fresh bucket holding app `app`'s head.
+async fn bucket_with_app(prefix: &str) -> Option<S3State> {
+    let ctx = testing::context(prefix).await?;
+    let s = bucket(&ctx).await;
+    s.create_head(&new_head("app")).await.unwrap();
+    Some(s)
 }
 
 fn new_head(app: &str) -> Head {
@@ -17,11 +26,9 @@ fn new_head(app: &str) -> Head {
 
 #[tokio::test]
 async fn a_stale_etag_gets_412_and_the_retry_loses_nothing() {
-    let Some(ctx) = testing::context("cas").await else {
+    let Some(s) = bucket_with_app("cas").await else {
         return;
     };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
     assert!(matches!(
         s.create_head(&new_head("app")).await,
         Err(AwsError::Conflict(_))
@@ -98,11 +105,10 @@ async fn update_head_retries_when_another_writer_wins_the_window() {
 
 #[tokio::test]
 async fn versions_are_allocated_without_overwriting() {
-    let Some(ctx) = testing::context("ver").await else {
+    let Some(s) = bucket_with_app("ver").await else {
         return;
     };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
+    let ctx = s.ctx.clone();
     let (n1, _) = s
         .create_versioned("apps/app/releases", |n| serde_json::json!({ "v": n }))
         .await
@@ -180,8 +186,7 @@ async fn rack_secrets_are_sealed_and_kept() {
         return;
     };
     let s = bucket(&ctx).await;
-    let key = ctx.kms.create_key().send().await.unwrap();
-    let key = key.key_metadata().unwrap().arn().unwrap().to_string();
+    let key = testing::kms_key(&ctx).await;
     let secret = b"-----BEGIN OPENSSH PRIVATE KEY----- host".to_vec();
     let first = load_or_create_secret(&s, &key, "ssh_host_key", || secret.clone())
         .await
@@ -203,26 +208,23 @@ async fn rack_secrets_are_sealed_and_kept() {
     );
 }
 
-#[tokio::test]
-async fn the_deploy_lease_is_exclusive_until_it_expires() {
-    let Some(ctx) = testing::context("lease").await else {
-        return;
-    };
-    let s = bucket(&ctx).await;
-    s.create_head(&new_head("app")).await.unwrap();
-    let LeaseOutcome::Acquired(a) = s
-        .try_acquire_lease("app", "a", Duration::from_secs(60))
+/// `owner` tries to take app `app`'s lease for a minute.
+async fn take_lease(s: &S3State, owner: &str) -> LeaseOutcome {
+    s.try_acquire_lease("app", owner, Duration::from_secs(60))
         .await
         .unwrap()
-    else {
+}
+
+#[tokio::test]
+async fn the_deploy_lease_is_exclusive_until_it_expires() {
+    let Some(s) = bucket_with_app("lease").await else {
+        return;
+    };
+    let LeaseOutcome::Acquired(a) = take_lease(&s, "a").await else {
         panic!("a should get the lease")
     };
     assert_eq!(a.counter, 1);
-    match s
-        .try_acquire_lease("app", "b", Duration::from_secs(60))
-        .await
-        .unwrap()
-    {
+    match take_lease(&s, "b").await {
         LeaseOutcome::Held(l) => assert_eq!(l.owner, "a"),
         other => panic!("{other:?}"),
     }
@@ -233,11 +235,7 @@ async fn the_deploy_lease_is_exclusive_until_it_expires() {
     assert_eq!(renewed.counter, 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Expired: b takes over, and a can no longer renew.
-    let LeaseOutcome::Acquired(b) = s
-        .try_acquire_lease("app", "b", Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
+    let LeaseOutcome::Acquired(b) = take_lease(&s, "b").await else {
         panic!("b should take over an expired lease")
     };
     assert_eq!(b.counter, 2);
@@ -247,9 +245,7 @@ async fn the_deploy_lease_is_exclusive_until_it_expires() {
         .is_err());
     s.release_lease("app", &b).await.unwrap();
     assert!(matches!(
-        s.try_acquire_lease("app", "c", Duration::from_secs(60))
-            .await
-            .unwrap(),
+        take_lease(&s, "c").await,
         LeaseOutcome::Acquired(Lease { counter: 3, .. })
     ));
 }

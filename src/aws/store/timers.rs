@@ -52,39 +52,23 @@ impl TimerStore for S3Store {
     }
 
     async fn put_timer_state(&self, app: &str, name: &str, state: &TimerState) -> Result<()> {
-        let key = states_key(app);
-        for _ in 0..5 {
-            let (mut all, etag) = match self
-                .state
-                .get_json::<BTreeMap<String, TimerState>>(&key)
-                .await
-                .map_err(store_err)?
-            {
-                Some((s, e)) => (s, Some(e)),
-                None => (BTreeMap::new(), None),
-            };
-            all.insert(name.to_string(), state.clone());
-            match self.state.put_json(&key, &all, etag.as_deref()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_precondition_failed() => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "the timer states of {app} keep changing; try again"
-        )))
+        self.read_modify_write(
+            &states_key(app),
+            || Ok(BTreeMap::<String, TimerState>::new()),
+            |all| {
+                all.insert(name.to_string(), state.clone());
+                Ok(())
+            },
+            || {
+                StoreError::Conflict(format!(
+                    "the timer states of {app} keep changing; try again"
+                ))
+            },
+        )
+        .await
     }
 
     async fn delete_timer_states(&self, app: &str) -> Result<()> {
-        let _ = self
-            .state
-            .ctx
-            .s3
-            .delete_object()
-            .bucket(&self.state.bucket)
-            .key(states_key(app))
-            .send()
-            .await;
-        Ok(())
+        self.delete_object(states_key(app)).await
     }
 }
