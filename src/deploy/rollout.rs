@@ -108,6 +108,7 @@ pub async fn release(
     }
 
     let result = roll(&*runtime, &spec, progress, async {
+        set_timers(rack, &*runtime, &spec, &req.build.id, progress).await?;
         rack.store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
         if let Some(push) = req.push {
             // Under the app's lock nothing else moves the deploy branch, so
@@ -141,6 +142,26 @@ pub async fn release(
             Err(e)
         }
     }
+}
+
+/// Hands the release's timers to the runtime just before the commit point
+/// (a no-op where the rack's scheduler fires them; on aws the schedules).
+/// A failure fails the release, which is then not committed.
+async fn set_timers(
+    rack: &Rack,
+    runtime: &dyn Runtime,
+    spec: &ReleaseSpec,
+    build_id: &str,
+    progress: &Progress,
+) -> Result<(), String> {
+    let timers = rack.store.build_timers(build_id).await.map_err(internal)?;
+    runtime.set_timers(spec, &timers).await.map_err(|e| {
+        progress.stage(format!(
+            "Release v{} failed: scheduling its timers: {e}",
+            spec.version
+        ));
+        RELEASE_FAILED.to_string()
+    })
 }
 
 /// Rolls the current release again with new counts (`ps:scale`) or as is
