@@ -188,36 +188,28 @@ async fn put_schedule(
         .mode(FlexibleTimeWindowMode::Off)
         .build()
         .map_err(invalid)?;
-    let res = if exists {
-        ctx.scheduler
-            .update_schedule()
-            .group_name(group)
-            .name(&t.name)
-            .schedule_expression(expr)
-            .schedule_expression_timezone("UTC")
-            .state(ScheduleState::Enabled)
-            .flexible_time_window(window)
-            .target(tgt)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| AwsError::api("Scheduler.UpdateSchedule", e))
+    // CreateSchedule and UpdateSchedule take the same fields, on
+    // builders of different types.
+    macro_rules! send {
+        ($req:expr, $op:literal) => {
+            $req.group_name(group)
+                .name(&t.name)
+                .schedule_expression(expr)
+                .schedule_expression_timezone("UTC")
+                .state(ScheduleState::Enabled)
+                .flexible_time_window(window)
+                .target(tgt)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::api($op, e))
+        };
+    }
+    if exists {
+        send!(ctx.scheduler.update_schedule(), "Scheduler.UpdateSchedule")
     } else {
-        ctx.scheduler
-            .create_schedule()
-            .group_name(group)
-            .name(&t.name)
-            .schedule_expression(expr)
-            .schedule_expression_timezone("UTC")
-            .state(ScheduleState::Enabled)
-            .flexible_time_window(window)
-            .target(tgt)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| AwsError::api("Scheduler.CreateSchedule", e))
-    };
-    res
+        send!(ctx.scheduler.create_schedule(), "Scheduler.CreateSchedule")
+    }
 }
 
 /// Names of the schedules in `group` (a missing group: none).
@@ -257,21 +249,20 @@ pub async fn schedule_names(ctx: &AwsContext, group: &str) -> Result<Vec<String>
 /// Removes the app's schedules with their group (none: nothing to do).
 pub async fn delete_app_schedules(ctx: &AwsContext, app: &str) -> Result<()> {
     let group = group_name(ctx, app);
-    match ctx
-        .scheduler
+    // Asked first: deleting a missing group is not an error everywhere
+    // (moto answers 500).
+    if let Err(e) = ctx.scheduler.get_schedule_group().name(&group).send().await {
+        let e = AwsError::api("Scheduler.GetScheduleGroup", e);
+        return match e.code() {
+            Some("ResourceNotFoundException") => Ok(()),
+            _ => Err(e),
+        };
+    }
+    ctx.scheduler
         .delete_schedule_group()
         .name(&group)
         .send()
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let e = AwsError::api("Scheduler.DeleteScheduleGroup", e);
-            if e.code() == Some("ResourceNotFoundException") {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }
-    }
+        .map(drop)
+        .map_err(|e| AwsError::api("Scheduler.DeleteScheduleGroup", e))
 }

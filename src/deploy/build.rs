@@ -121,25 +121,9 @@ pub async fn run_build(
             res.image_id = pushed.reference;
             prune_local_builds(rack, &docker, &job.app, Some(&id)).await;
         }
-        // The Procfile decides the process types of releases of this build.
-        let repo = rack.repo_path(&job.app);
-        let commit = job.commit;
-        let procfile = tokio::task::spawn_blocking(move || {
-            crate::build::context::read_root_file(&repo, commit, "Procfile")
-        })
-        .await
-        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
-        .map_err(crate::build::BuildError::Context)?;
-        if let Some(text) = procfile {
-            let parsed = crate::release::procfile::parse(&text).map_err(|e| {
-                progress.stage(format!("Build {id} failed: {e}"));
-                crate::build::BuildError::Invalid(e)
-            })?;
-            rack.store
-                .set_build_procfile(&id, &parsed)
-                .await
-                .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?;
-        }
+        // The Procfile decides the process types of releases of this
+        // build, app.json's cron list their timers.
+        record_procfile(rack, &job, &id, progress).await?;
         record_timers(rack, &job, &id, progress).await?;
         Ok(res)
     }
@@ -171,6 +155,40 @@ pub async fn run_build(
     result.map(|_| rec)
 }
 
+/// Reads a file at the root of the pushed tree (`None`: there is none).
+async fn root_file(
+    rack: &Rack,
+    job: &BuildJob,
+    name: &'static str,
+) -> Result<Option<String>, crate::build::BuildError> {
+    let repo = rack.repo_path(&job.app);
+    let commit = job.commit;
+    tokio::task::spawn_blocking(move || crate::build::context::read_root_file(&repo, commit, name))
+        .await
+        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
+        .map_err(crate::build::BuildError::Context)
+}
+
+/// Parses the Procfile, if any, and keeps it with the build.
+async fn record_procfile(
+    rack: &Rack,
+    job: &BuildJob,
+    id: &str,
+    progress: &Progress,
+) -> Result<(), crate::build::BuildError> {
+    let Some(text) = root_file(rack, job, "Procfile").await? else {
+        return Ok(());
+    };
+    let parsed = crate::release::procfile::parse(&text).map_err(|e| {
+        progress.stage(format!("Build {id} failed: {e}"));
+        crate::build::BuildError::Invalid(e)
+    })?;
+    rack.store
+        .set_build_procfile(id, &parsed)
+        .await
+        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))
+}
+
 /// Reads `app.json`'s `cron` list and keeps it with the build: releases of
 /// this build run these timers. A bad entry fails the build, naming it.
 async fn record_timers(
@@ -179,15 +197,7 @@ async fn record_timers(
     id: &str,
     progress: &Progress,
 ) -> Result<(), crate::build::BuildError> {
-    let repo = rack.repo_path(&job.app);
-    let commit = job.commit;
-    let text = tokio::task::spawn_blocking(move || {
-        crate::build::context::read_root_file(&repo, commit, "app.json")
-    })
-    .await
-    .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
-    .map_err(crate::build::BuildError::Context)?;
-    let timers = match text {
+    let timers = match root_file(rack, job, "app.json").await? {
         None => Vec::new(),
         Some(text) => crate::timers::parse_app_json(&text, &rack.settings.timers).map_err(|e| {
             progress.stage(format!("Build {id} failed: {e}"));
