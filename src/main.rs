@@ -5,18 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use rack::config::{Overrides, Settings};
 
 #[derive(Parser)]
 #[command(
     name = "rack",
     version,
-    about = "git push to deploy: a self-hosted Heroku-style server"
+    about = "git push to deploy: a self-hosted Heroku-style server",
+    allow_external_subcommands = true,
+    disable_help_subcommand = true,
+    after_help = "Any server command works too, from an app's checkout: rack help lists them."
 )]
 struct Cli {
     #[command(flatten)]
     global: Global,
+    #[command(flatten)]
+    target: rack::client::Target,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -35,10 +40,11 @@ struct Global {
 enum Cmd {
     /// Run the rack: SSH git receiver and command server.
     Server(ServerArgs),
-    /// Offline key administration (works whether or not the server runs).
+    /// Offline key administration (works whether or not the server runs);
+    /// without a subcommand, the server's `keys` list.
     Keys {
         #[command(subcommand)]
-        command: KeysCmd,
+        command: Option<KeysCmd>,
     },
     /// Print the server's known_hosts line.
     HostKey {
@@ -52,6 +58,19 @@ enum Cmd {
     Uninstall(InstallArgs),
     /// Print the version.
     Version,
+    /// Add the rack as a git remote of this checkout (pinning its host key).
+    Remote {
+        #[command(subcommand)]
+        command: rack::client::RemoteCmd,
+    },
+    /// Print a shell completion script: bash or zsh.
+    Completions(rack::client::CompletionsArgs),
+    /// List the local and the server commands.
+    Help,
+    /// A server command, sent over ssh to the rack of this checkout's git
+    /// remote (rack help lists them).
+    #[command(external_subcommand)]
+    Client(Vec<String>),
 }
 
 #[derive(Args)]
@@ -144,6 +163,24 @@ fn run(cli: Cli) -> Result<()> {
         ..Default::default()
     };
     match cli.command {
+        Cmd::Client(words) => std::process::exit(rack::client::server_command(&cli.target, words)),
+        Cmd::Keys { command: None } => std::process::exit(rack::client::server_command(
+            &cli.target,
+            vec!["keys".into()],
+        )),
+        Cmd::Remote { command } => rack::client::remote(&cli.target, command),
+        Cmd::Completions(a) => {
+            let local: Vec<String> = Cli::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            rack::client::completions(&a, &local)
+        }
+        Cmd::Help => {
+            print!("{}", Cli::command().render_help());
+            print!("{}", rack::client::server_help());
+            Ok(())
+        }
         Cmd::Version => {
             println!("rack {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -185,7 +222,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Keys { command } => {
+        Cmd::Keys {
+            command: Some(command),
+        } => {
             let settings = Settings::resolve(base)?;
             settings.ensure_dirs()?;
             tokio::runtime::Builder::new_current_thread()

@@ -2,53 +2,62 @@
 //! types. One place, so every entry point (SSH commands, git paths, offline
 //! CLI) refuses the same things with the same words.
 
-/// `^[a-z][a-z0-9-]{0,29}$`
-pub fn validate_app(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 30
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+/// Whether `s` is 1 to `max` bytes, its first byte passes `first` and
+/// every byte passes `rest`.
+fn well_formed(s: &str, max: usize, first: fn(u8) -> bool, rest: fn(u8) -> bool) -> bool {
+    !s.is_empty() && s.len() <= max && first(s.as_bytes()[0]) && s.bytes().all(rest)
+}
+
+/// `Ok` when `ok`, else "invalid WHAT 'NAME'" and the rule.
+fn verdict(ok: bool, what: &str, name: &str, rule: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid app name '{}': use 1-30 characters a-z, 0-9 and '-', starting with a letter",
-            printable(name)
-        ))
+        Err(format!("invalid {what} '{}'{rule}", printable(name)))
     }
+}
+
+/// `^[a-z][a-z0-9-]{0,29}$`
+pub fn validate_app(name: &str) -> Result<(), String> {
+    let ok = well_formed(
+        name,
+        30,
+        |b| b.is_ascii_lowercase(),
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-',
+    );
+    verdict(
+        ok,
+        "app name",
+        name,
+        ": use 1-30 characters a-z, 0-9 and '-', starting with a letter",
+    )
 }
 
 /// `^[A-Za-z_][A-Za-z0-9_]*$`
 pub fn validate_config_key(key: &str) -> Result<(), String> {
-    let ok = !key.is_empty()
-        && key.len() <= 256
-        && (key.as_bytes()[0].is_ascii_alphabetic() || key.as_bytes()[0] == b'_')
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid config key '{}': use letters, digits and '_', not starting with a digit",
-            printable(key)
-        ))
-    }
+    let ok = well_formed(
+        key,
+        256,
+        |b| b.is_ascii_alphabetic() || b == b'_',
+        |b| b.is_ascii_alphanumeric() || b == b'_',
+    );
+    verdict(
+        ok,
+        "config key",
+        key,
+        ": use letters, digits and '_', not starting with a digit",
+    )
 }
 
 /// Process type names as they appear in a Procfile: `^[a-z][a-z0-9_-]{0,29}$`.
 pub fn validate_process_type(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 30
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid process type '{}'", printable(name)))
-    }
+    let ok = well_formed(
+        name,
+        30,
+        |b| b.is_ascii_lowercase(),
+        |b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_',
+    );
+    verdict(ok, "process type", name, "")
 }
 
 /// Echo user input back in an error without letting it forge lines or
@@ -67,20 +76,18 @@ pub fn printable(s: &str) -> String {
 
 /// SSH key names: `^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`.
 pub fn validate_key_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid key name '{}': use letters, digits, '.', '_', '@' and '-'",
-            printable(name)
-        ))
-    }
+    let ok = well_formed(
+        name,
+        64,
+        |b| b.is_ascii_alphanumeric(),
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'),
+    );
+    verdict(
+        ok,
+        "key name",
+        name,
+        ": use letters, digits, '.', '_', '@' and '-'",
+    )
 }
 
 #[cfg(test)]

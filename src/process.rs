@@ -31,12 +31,7 @@ fn base_env() -> Vec<(&'static str, OsString)> {
 /// An async command for `program` with a cleared environment (plus `PATH`
 /// and `HOME`), stdin from `/dev/null`, and killed when dropped.
 pub fn command(program: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.env_clear();
-    for (k, v) in base_env() {
-        cmd.env(k, v);
-    }
-    cmd.stdin(std::process::Stdio::null());
+    let mut cmd = tokio::process::Command::from(std_command(program));
     cmd.kill_on_drop(true);
     cmd
 }

@@ -198,8 +198,8 @@ pub const HELP: &[HelpLine] = &[
     ),
     (
         "run",
-        "run APP -- CMD ARGS...",
-        "one-off process (ssh -t for a terminal)",
+        "run APP [--exec] -- COMMAND",
+        "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal",
     ),
     ("timers", "timers APP", "scheduled jobs of app.json"),
     ("timers:run", "timers:run APP NAME", "run a timer now"),

@@ -1,4 +1,7 @@
-//! `logs` and `run`: streams between the client and the runtime.
+//! `logs` and `run`: streams between the client and the runtime, and the
+//! one place that knows how a `run` exec line is read (`split_line`,
+//! `parse_argv`): the command after ` -- ` is one command line for
+//! `/bin/sh -c`, as Procfile commands are, never split and re-joined.
 
 use std::collections::BTreeMap;
 
@@ -155,13 +158,7 @@ impl RunCmd {
             "logs" => parse_logs(a)?,
             "run" => {
                 let app = a.app(name)?;
-                let mut argv = a.rest();
-                if argv.first().map(String::as_str) == Some("--") {
-                    argv.remove(0);
-                }
-                if argv.is_empty() {
-                    return Err(usage("usage: run APP -- CMD ARGS..."));
-                }
+                let argv = parse_argv(a.rest())?;
                 RunCmd::Run { app, argv }
             }
             _ => return Ok(None),
@@ -186,7 +183,7 @@ impl RunCmd {
         match self {
             RunCmd::Logs { .. } => None,
             // Only the program name: arguments may carry secrets.
-            RunCmd::Run { app, argv } => Some(format!("run {app} {}", argv[0])),
+            RunCmd::Run { app, argv } => Some(format!("run {app} {}", audit_name(argv))),
         }
     }
 
@@ -236,4 +233,98 @@ fn parse_logs(a: &mut Args) -> Result<RunCmd, CmdError> {
         lines,
         kind,
     })
+}
+
+// ------------------------------------------------------- the run exec line
+
+/// The shell one-off commands run through, as Procfile commands do.
+const SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// Splits an exec line into words with shell-word rules, except the
+/// command of a `run` line: what follows `run APP [--exec] --` (or the
+/// first word after APP that is not an option) stays one word, verbatim,
+/// because it is a command line for the container's shell. `ssh HOST run
+/// APP -- 'echo $X'` and `ssh HOST run APP -- echo '$X'` both reach the
+/// server as `run APP -- echo $X`, and both print the value.
+///
+/// With `--exec` the whole line is split as before (an argv for images
+/// without `sh`). Fails on unbalanced quotes outside the run command.
+pub fn split_line(text: &str) -> Result<Vec<String>, shell_words::ParseError> {
+    let mut rest = text.trim_start();
+    let mut words = Vec::new();
+    while let Some(word) = plain_word(rest) {
+        if words.is_empty() && word != "run" {
+            break;
+        }
+        if word == "--exec" {
+            break; // the exec form's argv: shell-word rules throughout
+        }
+        let after = rest[word.len()..].trim_start();
+        if word == "--" || (words.len() >= 2 && !word.starts_with('-')) {
+            let command = if word == "--" { after } else { rest };
+            words.push("--".to_string());
+            words.push(command.to_string());
+            return Ok(words);
+        }
+        words.push(word.to_string());
+        rest = after;
+    }
+    shell_words::split(text)
+}
+
+/// The next word of `text` when it needs no unquoting, else `None`.
+fn plain_word(text: &str) -> Option<&str> {
+    let end = text.find(char::is_whitespace).unwrap_or(text.len());
+    let word = &text[..end];
+    let plain = !word.is_empty() && !word.contains(['\'', '"', '\\', '#', '$', '`']);
+    plain.then_some(word)
+}
+
+/// The argv of a one-off from the words after `run APP`: `[--exec] [--]
+/// COMMAND...`. Without `--exec` the command is one command line run by
+/// `/bin/sh -c` (one word as it came from `split_line`; several words,
+/// from any other caller, are quoted back into one line so each stays one
+/// argument).
+pub fn parse_argv(words: Vec<String>) -> Result<Vec<String>, CmdError> {
+    let mut exec = false;
+    let mut words = words.into_iter().peekable();
+    while let Some(w) = words.peek() {
+        match w.as_str() {
+            "--exec" => exec = true,
+            "--" => {
+                words.next();
+                break;
+            }
+            _ => break,
+        }
+        words.next();
+    }
+    let command: Vec<String> = words.collect();
+    if exec {
+        if command.is_empty() {
+            return Err(usage("usage: run APP --exec -- PROGRAM ARGS..."));
+        }
+        return Ok(command);
+    }
+    let line = match command.as_slice() {
+        [one] => one.clone(),
+        many => shell_words::join(many),
+    };
+    if line.trim().is_empty() {
+        return Err(usage(
+            "usage: run APP -- COMMAND (one command line for /bin/sh -c)",
+        ));
+    }
+    Ok(SHELL.iter().map(|s| s.to_string()).chain([line]).collect())
+}
+
+/// The one-off's program for the audit trail: never its arguments (they
+/// may carry secrets), so of a shell command line only its first word.
+pub fn audit_name(argv: &[String]) -> &str {
+    match argv {
+        [sh, c, line] if sh == SHELL[0] && c == SHELL[1] => {
+            line.split_whitespace().next().unwrap_or("")
+        }
+        _ => argv.first().map(String::as_str).unwrap_or(""),
+    }
 }

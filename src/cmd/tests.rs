@@ -45,3 +45,39 @@ fn config_set_keeps_values_literal() {
     );
     assert!(!c.audit_line().unwrap().contains("touch"));
 }
+
+#[test]
+fn run_takes_one_command_line_for_the_shell() {
+    use super::run::{parse_argv, split_line};
+    let argv = |line: &str| match Command::parse(split_line(line).unwrap()).unwrap().0 {
+        Command::Run(run::RunCmd::Run { argv, .. }) => argv,
+        other => panic!("{other:?}"),
+    };
+    let sh = |l: &str| vec!["/bin/sh".to_string(), "-c".into(), l.into()];
+    // What `ssh HOST run a -- 'echo $G'` and `... -- echo '$G'` both send.
+    assert_eq!(argv("run a -- echo $G"), sh("echo $G"));
+    assert_eq!(argv("run a -- sh -c 'echo $G'"), sh("sh -c 'echo $G'"));
+    assert_eq!(argv("run a echo  it's  "), sh("echo  it's  "));
+    assert_eq!(argv("run a -- echo a -- b"), sh("echo a -- b"));
+    assert_eq!(argv("run a -- exit 7"), sh("exit 7"));
+    // The exec form keeps an argv, split with shell-word rules.
+    assert_eq!(
+        argv("run a --exec -- printf '%s\\n' 'a b'"),
+        vec!["printf", "%s\\n", "a b"]
+    );
+    // Words from another caller are quoted back into one line.
+    assert_eq!(
+        parse_argv(words("-- printf %s 'a b'")).unwrap(),
+        sh("printf '%s' 'a b'")
+    );
+    for bad in ["run a", "run a --", "run a --   ", "run a --exec --"] {
+        assert!(Command::parse(split_line(bad).unwrap()).is_err(), "{bad}");
+    }
+    // Only `run` lines keep a raw tail; others are shell words as before.
+    assert_eq!(
+        split_line("config:set a 'K=a b'").unwrap(),
+        vec!["config:set", "a", "K=a b"]
+    );
+    let (c, _) = Command::parse(split_line("run a -- env; cat /secret").unwrap()).unwrap();
+    assert_eq!(c.audit_line().unwrap(), "run a env;");
+}

@@ -257,7 +257,7 @@ impl Handler for Connection {
         if let Some((cols, rows)) = self.pending_pty.remove(&channel) {
             let is_run = std::str::from_utf8(data)
                 .ok()
-                .and_then(|t| shell_words::split(t).ok())
+                .and_then(|t| cmd::run::split_line(t).ok())
                 .is_some_and(|w| w.first().map(String::as_str) == Some("run"));
             if is_run {
                 session.channel_success(channel)?;
@@ -369,7 +369,7 @@ fn parse_line(rack: &Rack, line: &[u8]) -> Result<(String, Vec<String>), String>
     if text.contains('\0') {
         return Err("command line contains a NUL byte".into());
     }
-    let words = shell_words::split(text)
+    let words = cmd::run::split_line(text)
         .map_err(|_| "unbalanced quotes in the command line".to_string())?;
     if words.is_empty() {
         return Err(format!("no command given; {NO_SHELL}; try: help"));

@@ -679,3 +679,50 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     rack.stop();
     rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
 }
+
+/// README.md's aws block (see `readme.rs`), against moto: `rack install
+/// aws` as written (a new VPC), then `rack server --provider aws` in the
+/// background on ports 0 until it listens (state in moto's S3), then
+/// SIGTERM. The rack name is this run's own: moto is shared. (Uninstall is
+/// tested above, in moto's default VPC: moto cannot delete a VPC that
+/// CloudFormation created.)
+pub fn readme_block(tmp: &std::path::Path, path: &str, block: &str) {
+    let home = tmp.join("aws-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let name = format!("readme{}", std::process::id() % 100_000);
+    let mut script = String::from("set -eo pipefail\nexec 2>&1\n");
+    for line in block
+        .replace("--rack prod", &format!("--rack {name}"))
+        .lines()
+    {
+        let cmd = line.split("  #").next().unwrap_or(line).trim_end();
+        if cmd.starts_with("rack server") {
+            script.push_str(&format!(
+                "{cmd} --listen 127.0.0.1:0 --http 127.0.0.1:0 2>server.log &\n\
+                 server=$!\n\
+                 for _ in $(seq 600); do grep -q 'ssh listening' server.log && break; sleep 0.1; done\n\
+                 kill -TERM $server; wait $server\n\
+                 grep 'ssh listening' server.log\n"
+            ));
+        } else {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    let mut c = Command::new("bash");
+    c.args(["-c", &script])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("PATH", path)
+        .env_remove("RACK_DATA_DIR")
+        .envs(aws_env());
+    let out: Out = c.output().unwrap().into();
+    assert!(
+        out.code == 0
+            && out.stdout.contains(&format!("Installed rack {name}"))
+            && out.stdout.contains("ssh listening"),
+        "README's aws block against moto (exit {}):\n{}\n--- the block:\n{block}",
+        out.code,
+        out.stdout
+    );
+}

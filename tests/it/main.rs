@@ -4,12 +4,14 @@
 #[cfg(feature = "aws")]
 mod aws;
 mod builds;
+mod client;
 mod commands;
 mod git;
 mod harness;
 mod hostile;
 mod http;
 mod oneoff;
+mod readme;
 mod releases;
 mod secrets;
 mod timers;
