@@ -592,8 +592,14 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     install(&rack, &name);
     no_rollout_wait(&mut rack);
     let (ecs, ..) = rt().block_on(clients());
+    // Its own SDK config: nothing read from the environment.
     let scheduler = rt().block_on(async {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(moto())
+            .credentials_provider(aws_sdk_scheduler::config::Credentials::new(
+                "testing", "testing", None, None, "rack-it",
+            ))
             .load()
             .await;
         aws_sdk_scheduler::Client::new(&conf)
