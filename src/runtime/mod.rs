@@ -246,21 +246,19 @@ pub trait Runtime: Send + Sync {
     }
 
     /// Whether the rack's own scheduler fires the apps' timers (`true`), or
-    /// the provider does from what `set_timers` wrote (aws).
-    fn fires_timers(&self) -> bool {
-        true
-    }
+    /// the provider does from what `set_timers` wrote (aws). No default: a
+    /// runtime that wraps another must pass both timer methods on.
+    fn fires_timers(&self) -> bool;
 
-    /// `spec` became the app's current release with these timers (none:
-    /// remove the app's schedules). Providers that schedule by themselves
-    /// write their schedules here; a no-op where the rack fires them.
+    /// `spec` is about to become the app's current release with these
+    /// timers (none: remove the app's schedules). Providers that schedule
+    /// by themselves write their schedules here; a no-op where the rack
+    /// fires them. A failure fails the release.
     fn set_timers<'a>(
         &'a self,
-        _spec: &'a ReleaseSpec,
-        _timers: &'a [crate::timers::Timer],
-    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
-    }
+        spec: &'a ReleaseSpec,
+        timers: &'a [crate::timers::Timer],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other

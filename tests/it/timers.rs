@@ -80,7 +80,10 @@ fn timers_run_the_current_release_with_its_config_and_obey_commands() {
         &rack,
         &w,
         &app,
-        r#"{"cron": [{"name": "tick", "command": "echo \"tick $RACK_TIMER ${GREETING:-none}\"", "schedule": "*/2 * * * * *"}]}"#,
+        r#"{"cron": [
+            {"name": "tick", "command": "echo \"tick $RACK_TIMER ${GREETING:-none}\"", "schedule": "*/2 * * * * *"},
+            {"name": "limits", "command": "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes", "schedule": "0 0 1 1 *"}
+        ]}"#,
     );
 
     // Runs show in logs as timer.NAME and in events with status and time.
@@ -124,6 +127,13 @@ fn timers_run_the_current_release_with_its_config_and_obey_commands() {
     let out = rack.ssh(a, &format!("timers:run {app} tick"));
     out.ok();
     assert_eq!(out.stdout, "tick tick hello\n");
+
+    // Runs are under the limits of resources.timer.*.
+    rack.ssh(a, &format!("apps:set {app} resources.timer.memory=64m"))
+        .ok();
+    let out = rack.ssh(a, &format!("timers:run {app} limits"));
+    out.ok();
+    assert_eq!(out.stdout.trim(), "67108864");
 
     // Deploy keys may list, not run, suspend or resume.
     let ci = rack.add_key("ci", &format!("--app {app}"));

@@ -675,6 +675,19 @@ impl Runtime for LocalRuntime {
         .boxed()
     }
 
+    /// The rack's scheduler fires the timers (`timers::Scheduler`).
+    fn fires_timers(&self) -> bool {
+        true
+    }
+
+    fn set_timers<'a>(
+        &'a self,
+        _spec: &'a ReleaseSpec,
+        _timers: &'a [crate::timers::Timer],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn recover<'a>(
         &'a self,
         current: &'a [ReleaseSpec],
