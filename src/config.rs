@@ -22,6 +22,8 @@ pub struct Overrides {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// Test-only: the hidden `rack server --test-pause-at` (`testhook`).
+    pub test_pause_at: Option<String>,
 }
 
 /// `DATA_DIR/rack.toml`: every field optional.
@@ -174,6 +176,9 @@ pub struct Settings {
     pub router_threads: usize,
     /// `[timers]`: bounds on `app.json`'s scheduled jobs.
     pub timers: crate::timers::TimerLimits,
+    /// Test-only pause point of rollouts (`testhook`); never from
+    /// `rack.toml`.
+    pub test_pause_at: Option<String>,
 }
 
 pub const DEFAULT_KEEP_RELEASES: usize = 10;
@@ -250,6 +255,7 @@ impl Settings {
             data_dir,
             router_threads,
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
+            test_pause_at: o.test_pause_at,
         })
     }
 
@@ -279,6 +285,44 @@ impl Settings {
     }
 
     /// Create the data dir and its subdirectories (owner-only).
+    /// The app's bare repository.
+    pub fn repo_path(&self, app: &str) -> PathBuf {
+        self.repos_dir().join(format!("{app}.git"))
+    }
+
+    /// One build's log file.
+    pub fn build_log_path(&self, app: &str, build_id: &str) -> PathBuf {
+        self.logs_dir()
+            .join("builds")
+            .join(app)
+            .join(format!("{build_id}.log"))
+    }
+
+    /// `ssh -p PORT git@HOST` as users should type it in hints.
+    pub fn ssh_hint(&self) -> String {
+        format!("ssh -p {} git@HOST", self.ssh_port())
+    }
+
+    /// The app's git remote as users should type it.
+    pub fn git_url(&self, app: &str) -> String {
+        format!("ssh://git@HOST:{}/{app}", self.ssh_port())
+    }
+
+    /// Where the router serves the app.
+    pub fn web_url(&self, app: &str) -> String {
+        let port = self
+            .http
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or(80);
+        if port == 80 {
+            format!("http://{app}.{}", self.domain)
+        } else {
+            format!("http://{app}.{}:{port}", self.domain)
+        }
+    }
+
     pub fn ensure_dirs(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         for dir in [self.data_dir.clone(), self.repos_dir(), self.logs_dir()] {

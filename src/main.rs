@@ -111,6 +111,9 @@ struct ServerArgs {
     /// Docker engine URI.
     #[arg(long, env = "DOCKER_HOST")]
     docker: Option<String>,
+    /// Test-only: pause rollouts at POINT[:vN] (see src/testhook.rs).
+    #[arg(long, hide = true)]
+    test_pause_at: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
                 rack: a.rack_name,
                 trusted_proxy: a.trusted_proxy,
                 docker: a.docker,
+                test_pause_at: a.test_pause_at,
                 ..base
             })?;
             tokio::runtime::Runtime::new()?.block_on(serve(settings))
@@ -202,20 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Uninstall(a) => runtime()?.block_on(install(base, a, false)),
         Cmd::HostKey { host } => {
             let settings = Settings::resolve(base)?;
-            settings.ensure_dirs()?;
-            let key = match settings.provider {
-                rack::config::Provider::Local => {
-                    rack::ssh::hostkey::load_or_create(&settings.host_key_path())?
-                }
-                rack::config::Provider::Aws => {
-                    let settings = settings.clone();
-                    runtime()?.block_on(async move {
-                        Ok::<_, anyhow::Error>(
-                            rack::state::Rack::open(settings).await?.host_key.clone(),
-                        )
-                    })?
-                }
-            };
+            let key = runtime()?.block_on(rack::provider::host_key(&settings))?;
             println!(
                 "{}",
                 rack::ssh::hostkey::known_hosts_line(&key, &host, settings.ssh_port())?
@@ -231,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(async move {
-                    let store = keys_store(&settings).await?;
+                    let store = rack::provider::keys_store(&settings).await?;
                     keys_command(store.as_ref(), command).await
                 })
         }
@@ -244,91 +235,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-#[cfg(not(feature = "aws"))]
-async fn install(_base: Overrides, _a: InstallArgs, _install: bool) -> Result<()> {
-    anyhow::bail!("this rack was built without the aws provider (cargo feature \"aws\")")
-}
-
-/// `rack install aws` / `rack uninstall aws`, with progress on stderr.
-#[cfg(feature = "aws")]
+/// `rack install PROVIDER` / `rack uninstall PROVIDER`.
 async fn install(base: Overrides, a: InstallArgs, install: bool) -> Result<()> {
-    if a.provider != "aws" {
-        anyhow::bail!("unknown provider '{}': rack install knows aws", a.provider);
-    }
-    let data_dir = base
-        .data_dir
-        .clone()
-        .unwrap_or_else(rack::config::default_data_dir);
-    std::fs::create_dir_all(&data_dir)?;
-    let ctx = rack::aws::AwsContext::from_env(&a.rack).await?;
-    let (progress, mut rx) = rack::progress::Progress::channel();
-    let printer = tokio::spawn(async move {
-        while let Some(line) = rx.recv().await {
-            eprintln!("{line}");
-        }
-    });
-    let result = if install {
-        let opts = rack::aws::rack::InstallOptions {
-            vpc_id: a.vpc,
-            subnet_ids: (!a.subnets.is_empty()).then_some(a.subnets),
-        };
-        rack::aws::rack::install_with(&ctx, &data_dir, &opts, &progress)
-            .await
-            .map(|s| {
-                println!(
-                    "Installed rack {} (stack {}); rack.toml updated",
-                    a.rack, s.stack
-                );
-            })
-    } else {
-        rack::aws::rack::uninstall(&ctx, &data_dir, &progress)
-            .await
-            .map(|()| println!("Uninstalled rack {}", a.rack))
+    let req = rack::provider::Install {
+        provider: a.provider,
+        rack: a.rack,
+        data_dir: base.data_dir.unwrap_or_else(rack::config::default_data_dir),
+        vpc: a.vpc,
+        subnets: a.subnets,
     };
-    drop(progress);
-    let _ = printer.await;
-    Ok(result?)
-}
-
-/// The store `rack keys` works on: the server's own, so a key added here
-/// is the one the server checks (the bucket on the aws provider).
-async fn keys_store(settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
-    match settings.provider {
-        rack::config::Provider::Local => Ok(Box::new(rack::store::SqliteStore::open(
-            &settings.db_path(),
-        )?)),
-        rack::config::Provider::Aws => aws_keys_store(settings).await,
-    }
-}
-
-#[cfg(not(feature = "aws"))]
-async fn aws_keys_store(_settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
-    anyhow::bail!("this rack was built without the aws provider (cargo feature \"aws\")")
-}
-
-#[cfg(feature = "aws")]
-async fn aws_keys_store(settings: &Settings) -> Result<Box<dyn rack::store::Store>> {
-    use rack::aws;
-    let section = aws::rack::AwsSection::from_file(&settings.data_dir)?.ok_or_else(|| {
-        anyhow::anyhow!("rack.toml has no [aws] section: run rack install aws --rack NAME first")
-    })?;
-    let name = settings.rack.clone().ok_or_else(|| {
-        anyhow::anyhow!("the aws provider needs --rack NAME (or rack = \"NAME\" in rack.toml)")
-    })?;
-    let ctx = aws::AwsContext::from_env(&name).await?;
-    let state = aws::state::S3State::new(ctx, section.bucket.clone());
-    // Fail here, with S3's own message, rather than half-way through.
-    state
-        .ctx
-        .s3
-        .list_objects_v2()
-        .bucket(&section.bucket)
-        .max_keys(1)
-        .send()
-        .await
-        .map_err(|e| aws::AwsError::api("S3.ListObjectsV2", e))
-        .with_context(|| format!("opening the rack's bucket {}", section.bucket))?;
-    Ok(Box::new(aws::store::S3Store::new(state, section.key_arn)))
+    rack::provider::install(req, install).await
 }
 
 /// `rack keys ...` against the rack's store.
@@ -392,12 +308,13 @@ async fn serve(settings: Settings) -> Result<()> {
     // and before the router accepts (for at most ROUTES_HOLD): meanwhile a
     // request waits in the listen backlog rather than getting a 404.
     let router = {
-        let recovery = rack::deploy::recovery::recover(&rack);
+        let recovery = rack.deployer.recover();
         tokio::pin!(recovery);
         let early = tokio::time::timeout(ROUTES_HOLD, &mut recovery).await;
         let router = tokio::spawn(rack::router::serve(
             http,
-            rack.router.clone(),
+            // An aws rack routes nothing itself: its router answers 404.
+            rack.provider.router.clone().unwrap_or_default(),
             rack.settings.trusted_proxy.clone(),
             rx.clone(),
             rack.settings.router_threads,

@@ -22,7 +22,7 @@ pub async fn run(
     rack: Arc<Rack>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let host_key = rack.host_key.clone();
+    let host_key = rack.provider.host_key.clone();
     tracing::info!(fingerprint = %ssh::hostkey::fingerprint(&host_key), "host key");
     let config = ssh::config(&rack, host_key);
     let limits = rack.settings.limits.clone();

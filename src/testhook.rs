@@ -1,11 +1,13 @@
 //! Test-only pause points in a rollout, so an end-to-end test can kill -9
 //! the rack at an exact point without sleeping.
 //!
-//! Off unless the server's environment has `RACK_TEST_PAUSE_AT=POINT` or
-//! `RACK_TEST_PAUSE_AT=POINT:vN` (only the rollout of release `vN`). At the
-//! point the rollout writes `test pause: POINT vN` to the push output (when
-//! it has one) and to the server log, then waits forever: the test sends
-//! SIGKILL. Not a setting: nobody should run a rack with it.
+//! Off unless the server was started with the hidden flag
+//! `rack server --test-pause-at POINT` or `--test-pause-at POINT:vN` (only
+//! the rollout of release `vN`), which reaches the local runtime as
+//! `LocalOptions::pause_at`. At the point the rollout writes `test pause:
+//! POINT vN` to the push output (when it has one) and to the server log,
+//! then waits forever: the test sends SIGKILL. Not in `rack.toml` and not in
+//! the environment: nobody should run a rack with it by accident.
 //!
 //! Points, in rollout order:
 //! - `before_ready`: the new instances are started, not yet checked for
@@ -19,15 +21,13 @@
 
 use crate::progress::Progress;
 
-pub const ENV: &str = "RACK_TEST_PAUSE_AT";
-
-/// Waits forever when `RACK_TEST_PAUSE_AT` names this point (and release);
-/// returns at once otherwise.
-pub async fn pause_at(point: &str, version: i64, progress: Option<&Progress>) {
-    let Ok(want) = std::env::var(ENV) else {
+/// Waits forever when `want` (the `--test-pause-at` value) names this
+/// point (and release); returns at once otherwise.
+pub async fn pause_at(want: Option<&str>, point: &str, version: i64, progress: Option<&Progress>) {
+    let Some(want) = want else {
         return;
     };
-    if !matches(&want, point, version) {
+    if !matches(want, point, version) {
         return;
     }
     let marker = format!("test pause: {point} v{version}");

@@ -19,18 +19,39 @@ fn rack_names() {
     }
 }
 
+/// `AwsContext::from_env` with `AWS_ENDPOINT_URL` and no region. The
+/// variables are set on a second run of this test binary (running
+/// [`from_env_probe`]), never in this process: the tests of one binary
+/// share its environment.
+#[test]
+fn from_env_honours_aws_endpoint_url() {
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .env("AWS_ENDPOINT_URL", testing::moto_url())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("RACK_TEST_PROBE", "from_env_probe")
+        .args(["--exact", "aws::tests::from_env_probe"])
+        .output()
+        .expect("the test binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// The body of [`from_env_honours_aws_endpoint_url`], in a process whose
+/// environment points the SDK at moto.
 #[tokio::test]
-async fn from_env_honours_aws_endpoint_url() {
-    // Only this test sets AWS_* variables in the lib test binary.
-    let url = testing::moto_url();
+async fn from_env_probe() {
+    // Only as the parent's child process: in the suite's own run this
+    // process's environment is not the one under test.
+    if std::env::var("RACK_TEST_PROBE").as_deref() != Ok("from_env_probe") {
+        return;
+    }
     if testing::context("envurl").await.is_none() {
         return;
     }
-    std::env::set_var("AWS_ENDPOINT_URL", &url);
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    std::env::remove_var("AWS_REGION");
-    std::env::remove_var("AWS_DEFAULT_REGION");
     let ctx = AwsContext::from_env(&testing::unique_rack("fromenv"))
         .await
         .unwrap();

@@ -268,35 +268,7 @@ pub fn new_build_id() -> String {
     s
 }
 
-/// The image tag of a build.
-pub fn image_tag(app: &str, build_id: &str) -> String {
-    format!("rack/{app}:{build_id}")
-}
-
-/// The app's build tags (`rack/APP:*`) present in the engine, sorted.
-pub async fn app_image_tags(
-    docker: &Docker,
-    app: &str,
-) -> Result<Vec<String>, bollard::errors::Error> {
-    let prefix = image_tag(app, "");
-    let repo = prefix.trim_end_matches(':');
-    let filters = HashMap::from([("reference".to_string(), vec![repo.to_string()])]);
-    let images = docker
-        .list_images(Some(
-            bollard::query_parameters::ListImagesOptionsBuilder::new()
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    let mut tags: Vec<String> = images
-        .into_iter()
-        .flat_map(|i| i.repo_tags)
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    tags.sort();
-    tags.dedup();
-    Ok(tags)
-}
+pub use crate::images::{app_image_tags, image_tag};
 
 fn valid_tag_part(s: &str) -> bool {
     !s.is_empty()

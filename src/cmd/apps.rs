@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
 use super::{split_pair, unexpected, with_space, Access, Args};
@@ -13,8 +12,7 @@ use crate::names::printable;
 pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
     let visible = ctx.who.visible_apps();
     let items = ctx
-        .rack
-        .store
+        .store()
         .list_apps()
         .await?
         .into_iter()
@@ -38,36 +36,7 @@ pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
 }
 
 pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.create_app(app).await?;
-    #[cfg(feature = "aws")]
-    if let Some(h) = &ctx.rack.aws {
-        // The app's stack: ECR repository, log group, target group, rule.
-        let hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
-        if let Err(e) = crate::aws::app::create_app(
-            &h.ctx,
-            &h.section,
-            app,
-            &hosts,
-            &crate::progress::Progress::discard(),
-        )
-        .await
-        {
-            let _ = ctx.rack.store.delete_app(app).await;
-            return Err(CmdError::Failed(e.to_string()));
-        }
-    }
-    let path = ctx.rack.repo_path(app);
-    let made = tokio::task::spawn_blocking(move || crate::git::init_bare(&path))
-        .await
-        .map_err(|e| CmdError::Failed(format!("creating the repository: {e}")))?;
-    if let Err(e) = made {
-        // Leave nothing half-made: the app exists only with its repo.
-        let _ = ctx.rack.store.delete_app(app).await;
-        tracing::error!(app, error = %e, "creating repository");
-        return Err(CmdError::Failed(format!(
-            "cannot create the repository for '{app}'"
-        )));
-    }
+    ctx.rack.deployer.create_app(app).await?;
     Ok(Output::message(format!(
         "Created {app}\n  git remote add rack {}",
         ctx.rack.git_url(app)
@@ -75,9 +44,9 @@ pub async fn create<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> 
 }
 
 pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    let rec = ctx.rack.store.app(app).await?;
-    let domains = ctx.rack.store.domains(app).await?;
-    let config_version = ctx.rack.store.latest_config(app).await?.map(|c| c.version);
+    let rec = ctx.store().app(app).await?;
+    let domains = ctx.store().domains(app).await?;
+    let config_version = ctx.store().latest_config(app).await?.map(|c| c.version);
     Ok(Output::info(
         app,
         json!({
@@ -93,7 +62,7 @@ pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
     ))
 }
 
-pub async fn destroy<R: AsyncRead + Unpin>(
+pub async fn destroy<R>(
     ctx: &Ctx<'_, R>,
     app: &str,
     confirm: Option<&str>,
@@ -103,66 +72,7 @@ pub async fn destroy<R: AsyncRead + Unpin>(
             "this deletes {app}'s repository, config and releases; confirm with: apps:destroy {app} --confirm {app}"
         )));
     }
-    ctx.rack.store.app(app).await?;
-    // Under the deploy lock, so no rollout of the app is half-way.
-    let _guard = ctx
-        .rack
-        .locks
-        .acquire(app, &crate::progress::Progress::discard())
-        .await
-        .map_err(CmdError::Failed)?;
-    let state = ctx.rack.store.app_state(app).await?;
-    let had_runtime =
-        state.current_release.is_some() || !ctx.rack.store.builds(app, 1).await?.is_empty();
-    if had_runtime {
-        let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
-        // The images of this rack's builds only: another rack on the same
-        // engine may hold images of an app of the same name. (The aws
-        // runtime's images are in ECR, removed with the app's stack.)
-        let images: Vec<String> = if ctx.rack.settings.provider == crate::config::Provider::Local {
-            ctx.rack
-                .store
-                .builds(app, usize::MAX)
-                .await?
-                .iter()
-                .map(crate::deploy::rollout::image_of)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        // On aws the rack's engine still holds the newest build, as a
-        // cache. Before `destroy`: on aws it deletes the build records that
-        // tell this rack's images from another's.
-        #[cfg(feature = "aws")]
-        if ctx.rack.aws.is_some() {
-            match crate::build::connect_docker(ctx.rack.settings.docker.as_deref()).await {
-                Ok(docker) => crate::deploy::prune_local_builds(ctx.rack, &docker, app, None).await,
-                Err(e) => tracing::warn!(app, error = %e, "removing the app's build images"),
-            }
-        }
-        runtime
-            .destroy(app)
-            .await
-            .map_err(|e| CmdError::Failed(format!("removing {app}'s processes: {e}")))?;
-        if let Err(e) = runtime.prune_images(app, &images).await {
-            tracing::warn!(app, error = %e, "removing the app's images");
-        }
-    }
-    let path = ctx.rack.repo_path(app);
-    match ctx.rack.store.delete_app(app).await {
-        // The aws runtime's destroy already removed the app's objects.
-        Ok(()) | Err(crate::store::StoreError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    ctx.rack.store.delete_timer_states(app).await?;
-    // The database row is gone first: a crash here leaves only a stray
-    // directory, which apps:create replaces.
-    let _ = tokio::fs::remove_dir_all(ctx.rack.settings.logs_dir().join("builds").join(app)).await;
-    match tokio::fs::remove_dir_all(&path).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(app, error = %e, "removing repository"),
-    }
+    ctx.rack.deployer.destroy(app).await?;
     Ok(Output::message(format!("Destroyed {app}")))
 }
 
@@ -174,11 +84,11 @@ pub async fn set<R>(
     for (k, v) in pairs {
         appsettings::validate(k, v).map_err(CmdError::Usage)?;
     }
-    let mut rec = ctx.rack.store.app(app).await?;
+    let mut rec = ctx.store().app(app).await?;
     for (k, v) in pairs {
         rec.settings.insert(k.clone(), v.clone());
     }
-    ctx.rack.store.set_app_settings(app, &rec.settings).await?;
+    ctx.store().set_app_settings(app, &rec.settings).await?;
     if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
         let path = ctx.rack.repo_path(app);
         if let Err(e) = crate::git::set_head(&path, &branch.1) {
@@ -202,13 +112,13 @@ pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Ou
             printable(bad)
         )));
     }
-    let mut rec = ctx.rack.store.app(app).await?;
+    let mut rec = ctx.store().app(app).await?;
     let before: BTreeMap<_, _> = rec.settings.clone();
     for k in keys {
         rec.settings.remove(k);
     }
     if before != rec.settings {
-        ctx.rack.store.set_app_settings(app, &rec.settings).await?;
+        ctx.store().set_app_settings(app, &rec.settings).await?;
     }
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
 }
@@ -349,10 +259,7 @@ impl AppsCmd {
         })
     }
 
-    pub(super) async fn execute<R: AsyncRead + Unpin>(
-        self,
-        ctx: &mut Ctx<'_, R>,
-    ) -> Result<Output, CmdError> {
+    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
         match self {
             AppsCmd::List => list(ctx).await,
             AppsCmd::Create { app } => create(ctx, &app).await,

@@ -7,7 +7,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{output::Output, CmdError, Ctx};
 use super::{usage, Access, Args};
-use crate::deploy::{run_build, BuildJob};
 use crate::store::BuildRecord;
 
 fn build_json(b: &BuildRecord) -> serde_json::Value {
@@ -29,10 +28,9 @@ fn build_json(b: &BuildRecord) -> serde_json::Value {
 }
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
+    ctx.store().app(app).await?;
     let items = ctx
-        .rack
-        .store
+        .store()
         .builds(app, 50)
         .await?
         .iter()
@@ -51,7 +49,7 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 }
 
 pub async fn info<R>(ctx: &Ctx<'_, R>, app: &str, build: &str) -> Result<Output, CmdError> {
-    let b = ctx.rack.store.build(app, build).await?;
+    let b = ctx.store().build(app, build).await?;
     Ok(Output::info(
         &format!("{app} build {build}"),
         build_json(&b),
@@ -66,13 +64,13 @@ pub async fn logs<R>(
     build: &str,
     follow: bool,
 ) -> Result<Output, CmdError> {
-    ctx.rack.store.build(app, build).await?;
+    ctx.store().build(app, build).await?;
     let path = ctx.rack.build_log_path(app, build);
     let mut pos = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // Read status before the file so the last lines are never missed.
-        let running = ctx.rack.store.build(app, build).await?.status == "running";
+        let running = ctx.store().build(app, build).await?.status == "running";
         if let Ok(mut f) = tokio::fs::File::open(&path).await {
             f.seek(std::io::SeekFrom::Start(pos))
                 .await
@@ -104,60 +102,16 @@ pub async fn deploy<R>(
     reference: Option<&str>,
     no_cache: bool,
 ) -> Result<Output, CmdError> {
-    let rec = ctx.rack.store.app(app).await?;
-    let reference = match reference {
-        Some(r) => r.to_string(),
-        None => crate::appsettings::deploy_branch(&rec.settings)
-            .map(|b| format!("refs/heads/{b}"))
-            .ok_or_else(|| {
-                CmdError::Failed(format!("{app} has no deploy branch yet: git push first"))
-            })?,
-    };
-    let repo = ctx.rack.repo_path(app);
-    let r = reference.clone();
-    let commit = tokio::task::spawn_blocking(move || crate::git::resolve_commit(&repo, &r))
-        .await
-        .map_err(|e| CmdError::Failed(e.to_string()))?
-        .map_err(|e| CmdError::Failed(e.to_string()))?;
-    let rack = ctx.rack.clone();
-    let actor = ctx.who.key_name.clone();
-    let app_name = app.to_string();
-    let result = ctx
-        .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_name, &progress).await?;
-            let job = BuildJob {
-                app: app_name.clone(),
-                commit,
-                push_options: vec![],
-                actor,
-                no_cache,
-            };
-            let started = std::time::Instant::now();
-            let b = run_build(&rack, job, &progress).await?;
-            let req = crate::deploy::rollout::NewRelease {
-                app: &app_name,
-                build: &b,
-                config: crate::deploy::rollout::ConfigChoice::Latest,
-                description: format!("Deploy {}", &b.commit[..7]),
-                actor: &b.created_by,
-                push: None,
-                started,
-            };
-            let r = crate::deploy::rollout::release(&rack, req, &progress).await?;
-            Ok((b, r))
-        })
-        .await;
-    match result {
-        Ok((b, r)) => {
-            let mut out = Output::message(format!(
-                "Deployed {app} v{} (build {}) from {reference}",
-                r.version, b.id
-            ));
-            out.json = json!({ "build": build_json(&b), "release": r.version });
-            Ok(out)
-        }
-        Err(reason) => Err(CmdError::Failed(reason)),
-    }
+    let actor = ctx.who.key_name.as_str();
+    let d = ctx
+        .deploying(|d, p| async move { d.deploy(app, reference, no_cache, actor, &p).await })
+        .await?;
+    let mut out = Output::message(format!(
+        "Deployed {app} v{} (build {}) from {}",
+        d.release.version, d.build.id, d.reference
+    ));
+    out.json = json!({ "build": build_json(&d.build), "release": d.release.version });
+    Ok(out)
 }
 
 fn io_err(e: std::io::Error) -> CmdError {

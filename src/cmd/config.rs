@@ -9,8 +9,8 @@ use crate::names::validate_config_key;
 use crate::release::config::Change;
 
 pub async fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
-    let vars = ctx.rack.configs.current(app).await?;
+    ctx.store().app(app).await?;
+    let vars = ctx.configs().current(app).await?;
     let mut m = Map::new();
     for (k, v) in vars.iter() {
         m.insert(k.to_string(), Value::String(v.to_string()));
@@ -27,8 +27,8 @@ pub async fn show<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 
 pub async fn get<R>(ctx: &Ctx<'_, R>, app: &str, key: &str) -> Result<Output, CmdError> {
     validate_config_key(key).map_err(CmdError::Usage)?;
-    ctx.rack.store.app(app).await?;
-    match ctx.rack.configs.get(app, key).await? {
+    ctx.store().app(app).await?;
+    match ctx.configs().get(app, key).await? {
         Some(v) => Ok(Output::raw("value", v)),
         None => Err(CmdError::Failed(format!("{key} is not set on {app}"))),
     }
@@ -47,42 +47,13 @@ pub async fn set<R: AsyncRead + Unpin>(
     let mut changes: Vec<Change> = pairs.into_iter().map(|(k, v)| Change::Set(k, v)).collect();
     if let Some(key) = stdin_key {
         validate_config_key(&key).map_err(CmdError::Usage)?;
-        ctx.rack.store.app(app).await?;
+        ctx.store().app(app).await?;
         let bytes = ctx.read_stdin().await?;
         let value = String::from_utf8(bytes)
             .map_err(|_| CmdError::Failed(format!("the value of {key} on stdin is not UTF-8")))?;
         changes.push(Change::Set(key, value));
     }
-    ctx.rack.store.app(app).await?;
-    let keys: Vec<String> = changes
-        .iter()
-        .map(|c| match c {
-            Change::Set(k, _) | Change::Unset(k) => k.clone(),
-        })
-        .collect();
-    let version = ctx
-        .rack
-        .configs
-        .update(app, &ctx.who.key_name, &changes)
-        .await?;
-    let release = roll(ctx, app, "Set", &keys, version, no_restart).await?;
-    Ok(applied(app, "Set", &keys, version, no_restart, release))
-}
-
-/// The release a config change makes (unless `--no-restart`, no change, or
-/// nothing running yet).
-async fn roll<R>(
-    ctx: &mut Ctx<'_, R>,
-    app: &str,
-    verb: &str,
-    keys: &[String],
-    version: Option<i64>,
-    no_restart: bool,
-) -> Result<Option<i64>, CmdError> {
-    if version.is_none() || no_restart {
-        return Ok(None);
-    }
-    super::releases::release_config_change(ctx, app, format!("{verb} {}", keys.join(", "))).await
+    change(ctx, app, "Set", changes, no_restart).await
 }
 
 pub async fn unset<R>(
@@ -94,15 +65,37 @@ pub async fn unset<R>(
     for k in keys {
         validate_config_key(k).map_err(CmdError::Usage)?;
     }
-    ctx.rack.store.app(app).await?;
     let changes: Vec<Change> = keys.iter().map(|k| Change::Unset(k.clone())).collect();
-    let version = ctx
-        .rack
-        .configs
-        .update(app, &ctx.who.key_name, &changes)
+    change(ctx, app, "Unset", changes, no_restart).await
+}
+
+async fn change<R>(
+    ctx: &mut Ctx<'_, R>,
+    app: &str,
+    verb: &str,
+    changes: Vec<Change>,
+    no_restart: bool,
+) -> Result<Output, CmdError> {
+    let keys: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Set(k, _) | Change::Unset(k) => k.clone(),
+        })
+        .collect();
+    let actor = ctx.who.key_name.as_str();
+    let done = ctx
+        .deploying(
+            |d, p| async move { d.change_config(app, actor, &changes, no_restart, &p).await },
+        )
         .await?;
-    let release = roll(ctx, app, "Unset", keys, version, no_restart).await?;
-    Ok(applied(app, "Unset", keys, version, no_restart, release))
+    Ok(applied(
+        app,
+        verb,
+        &keys,
+        done.version,
+        no_restart,
+        done.release,
+    ))
 }
 
 fn applied(

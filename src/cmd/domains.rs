@@ -28,17 +28,17 @@ fn validate_host(host: &str) -> Result<String, CmdError> {
 }
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
+    ctx.store().app(app).await?;
     let mut hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
-    hosts.extend(ctx.rack.store.domains(app).await?);
+    hosts.extend(ctx.store().domains(app).await?);
     let items = hosts.iter().map(|h| json!({ "host": h })).collect();
     Ok(Output::list(&[("HOST", "host")], items))
 }
 
 async fn push_hosts<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<(), CmdError> {
     let mut hosts = vec![format!("{app}.{}", ctx.rack.settings.domain)];
-    hosts.extend(ctx.rack.store.domains(app).await?);
-    if let Ok(rt) = ctx.rack.runtime().await {
+    hosts.extend(ctx.store().domains(app).await?);
+    if let Ok(rt) = ctx.rack.provider.runtime().await {
         rt.set_hosts(app, hosts)
             .await
             .map_err(|e| CmdError::Failed(e.to_string()))?;
@@ -48,15 +48,15 @@ async fn push_hosts<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<(), CmdError> {
 
 pub async fn add<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, CmdError> {
     let host = validate_host(host)?;
-    ctx.rack.store.app(app).await?;
-    ctx.rack.store.add_domain(app, &host).await?;
+    ctx.store().app(app).await?;
+    ctx.store().add_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     Ok(Output::message(format!("Added {host} to {app}")))
 }
 
 pub async fn remove<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, CmdError> {
     let host = validate_host(host)?;
-    ctx.rack.store.remove_domain(app, &host).await?;
+    ctx.store().remove_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     Ok(Output::message(format!("Removed {host} from {app}")))
 }

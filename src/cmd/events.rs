@@ -12,8 +12,7 @@ pub async fn list<R>(
     limit: usize,
 ) -> Result<Output, CmdError> {
     let events = ctx
-        .rack
-        .store
+        .store()
         .events(app, ctx.who.visible_apps(), limit)
         .await?;
     let items = events

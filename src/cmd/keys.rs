@@ -107,7 +107,7 @@ pub fn list_output(keys: &[KeyRecord]) -> Output {
 }
 
 pub async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
-    Ok(list_output(&ctx.rack.store.list_keys().await?))
+    Ok(list_output(&ctx.store().list_keys().await?))
 }
 
 pub async fn add<R: AsyncRead + Unpin>(
@@ -119,14 +119,14 @@ pub async fn add<R: AsyncRead + Unpin>(
     validate_key_name(name).map_err(CmdError::Usage)?;
     let input = ctx.read_stdin().await?;
     let text = String::from_utf8_lossy(&input);
-    let rec = register(&*ctx.rack.store, name, admin, apps, &text).await?;
+    let rec = register(ctx.store(), name, admin, apps, &text).await?;
     let mut out = Output::message(format!("Added key {} ({})", rec.name, rec.fingerprint));
     out.json = key_json(&rec);
     Ok(out)
 }
 
 pub async fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.remove_key(name).await?;
+    ctx.store().remove_key(name).await?;
     Ok(Output::message(format!("Removed key {name}")))
 }
 

@@ -88,6 +88,15 @@ impl From<crate::store::StoreError> for CmdError {
     }
 }
 
+impl From<crate::deploy::DeployError> for CmdError {
+    fn from(e: crate::deploy::DeployError) -> Self {
+        if let crate::deploy::DeployError::Store(crate::store::StoreError::Db(inner)) = &e {
+            tracing::error!(error = %inner, "state database error");
+        }
+        CmdError::Failed(e.to_string())
+    }
+}
+
 impl From<crate::release::config::ConfigError> for CmdError {
     fn from(e: crate::release::config::ConfigError) -> Self {
         CmdError::Failed(e.to_string())
@@ -475,24 +484,36 @@ impl<R> Ctx<'_, R> {
     where
         F: std::future::Future<Output = T>,
     {
-        let (progress, mut rx) = crate::progress::Progress::channel();
-        let fut = work(progress);
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                Some(line) = rx.recv() => {
-                    let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
-                }
-                r = &mut fut => {
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = self.stderr.write_all(format!("{line}\n").as_bytes()).await;
-                    }
-                    let _ = self.stderr.flush().await;
-                    return r;
-                }
-            }
-        }
+        crate::progress::Progress::forward_to(&mut *self.stderr, work).await
+    }
+
+    /// The rack's store.
+    pub fn store(&self) -> &'_ dyn crate::store::Store {
+        &*self.rack.provider.store
+    }
+
+    /// The rack's config versions (sealed).
+    pub fn configs(&self) -> &'_ crate::release::config::Configs {
+        &self.rack.provider.configs
+    }
+
+    /// The runtime, or the command fails saying why it cannot be reached.
+    pub async fn runtime(&self) -> Result<Arc<dyn crate::runtime::Runtime>, CmdError> {
+        self.rack.provider.runtime().await.map_err(CmdError::Failed)
+    }
+}
+
+impl<'a, R> Ctx<'a, R> {
+    /// Runs one `Deployer` use case with its progress lines on stderr.
+    pub async fn deploying<T, F>(
+        &mut self,
+        work: impl FnOnce(&'a crate::deploy::Deployer, crate::progress::Progress) -> F,
+    ) -> Result<T, CmdError>
+    where
+        F: std::future::Future<Output = Result<T, crate::deploy::DeployError>>,
+    {
+        let deployer = &self.rack.deployer;
+        Ok(self.with_progress(|p| work(deployer, p)).await?)
     }
 }
 
@@ -551,6 +572,7 @@ where
                     Err(e) => format!("error: {e}"),
                 };
                 if let Err(e) = rack
+                    .provider
                     .store
                     .add_event(&who.key_name, app.as_deref(), &line, &outcome)
                     .await

@@ -1,23 +1,20 @@
 //! `ps*`: processes, scaling and restarts.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use super::{output::Output, CmdError, Ctx};
 use super::{with_space, Access, Args};
-use crate::deploy::rollout;
 use crate::names::{printable, validate_process_type};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    ctx.store().app(app).await?;
+    let runtime = ctx.runtime().await?;
     let mut procs = runtime
         .processes(app)
         .await
         .map_err(|e| CmdError::Failed(e.to_string()))?;
     // Instances of an earlier rollout are draining: not part of the app.
-    if let Some(current) = ctx.rack.store.app_state(app).await?.deploy_id {
+    if let Some(current) = ctx.store().app_state(app).await?.deploy_id {
         procs.retain(|p| {
             p.deploy_id.is_empty() || p.deploy_id == current || p.kind == "run" || p.kind == "timer"
         });
@@ -84,51 +81,9 @@ pub async fn scale<R>(
     pairs: &[String],
 ) -> Result<Output, CmdError> {
     let counts = parse_counts(pairs)?;
-    ctx.rack.store.app(app).await?;
-    let rack = ctx.rack.clone();
-    let app_s = app.to_string();
-    let counts2 = counts.clone();
-    let result = ctx
-        .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_s, &progress).await?;
-            let state = rack
-                .store
-                .app_state(&app_s)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut formation = state.formation.clone();
-            let known: Option<BTreeMap<String, u32>> = match state.current_release {
-                Some(v) => Some(
-                    rack.store
-                        .release(&app_s, v)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .formation,
-                ),
-                None => None,
-            };
-            for (k, n) in &counts2 {
-                if let Some(types) = &known {
-                    if !types.contains_key(k) {
-                        return Err(format!(
-                            "{app_s} has no process type '{k}' (types: {})",
-                            types.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ));
-                    }
-                }
-                formation.insert(k.clone(), *n);
-            }
-            if let Some(types) = &known {
-                formation.retain(|k, _| types.contains_key(k));
-                for k in types.keys() {
-                    formation.entry(k.clone()).or_insert(0);
-                }
-            }
-            rollout::reroll(&rack, &app_s, formation.clone(), &progress).await?;
-            Ok(formation)
-        })
-        .await;
-    let formation = result.map_err(CmdError::Failed)?;
+    let formation = ctx
+        .deploying(|d, p| async move { d.scale(app, &counts, &p).await })
+        .await?;
     let text: Vec<String> = formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut out = Output::message(format!("Scaled {app} to {}", text.join(" ")));
     out.json = json!({ "app": app, "formation": formation });
@@ -143,26 +98,8 @@ pub async fn restart<R>(
     if let Some(k) = kind {
         validate_process_type(k).map_err(CmdError::Usage)?;
     }
-    ctx.rack.store.app(app).await?;
-    let rack = ctx.rack.clone();
-    let app_s = app.to_string();
-    let result = ctx
-        .with_progress(|progress| async move {
-            let _guard = rack.locks.acquire(&app_s, &progress).await?;
-            let state = rack
-                .store
-                .app_state(&app_s)
-                .await
-                .map_err(|e| e.to_string())?;
-            if state.current_release.is_none() {
-                return Err(format!("{app_s} has nothing running"));
-            }
-            // A restart is a fresh rollout of the current release: new
-            // instances come up and become ready before the old ones stop.
-            rollout::reroll(&rack, &app_s, state.formation, &progress).await
-        })
-        .await;
-    result.map_err(CmdError::Failed)?;
+    ctx.deploying(|d, p| async move { d.restart(app, &p).await })
+        .await?;
     Ok(Output::message(format!("Restarted {app}")))
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{output::Output, CmdError, Ctx};
 use super::{parse_count, unexpected, usage, Access, Args};
-use crate::deploy::rollout::{new_deploy_id, spec_for};
+use crate::deploy::rollout::new_deploy_id;
 use crate::runtime::{LogOptions, OneOff, OneOffIo};
 
 pub async fn logs<R>(
@@ -20,8 +20,8 @@ pub async fn logs<R>(
     lines: Option<usize>,
     kind: Option<String>,
 ) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    ctx.store().app(app).await?;
+    let runtime = ctx.runtime().await?;
     let (tx, mut rx) = mpsc::channel(1024);
     let opts = LogOptions {
         follow,
@@ -49,15 +49,18 @@ pub async fn run<R: AsyncRead + Unpin>(
     app: &str,
     argv: Vec<String>,
 ) -> Result<Output, CmdError> {
-    let state = ctx.rack.store.app_state(app).await?;
+    let state = ctx.store().app_state(app).await?;
     let v = state
         .current_release
         .ok_or_else(|| CmdError::Failed(format!("{app} has no release yet: git push first")))?;
-    let release = ctx.rack.store.release(app, v).await?;
-    let spec = spec_for(ctx.rack, &release, &BTreeMap::new(), new_deploy_id())
+    let release = ctx.store().release(app, v).await?;
+    let runtime = ctx.runtime().await?;
+    let spec = ctx
+        .rack
+        .deployer
+        .spec_for(&*runtime, &release, &BTreeMap::new(), new_deploy_id())
         .await
         .map_err(CmdError::Failed)?;
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
     let tty = ctx.tty.take();
     let (tty_size, resize) = match tty {
         Some(t) => (Some((t.cols, t.rows)), Some(t.resize)),

@@ -10,11 +10,11 @@ use crate::timers::run::current_timers;
 use crate::timers::{next_after, rfc3339, update_state, Timer};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.rack.store.app(app).await?;
+    ctx.store().app(app).await?;
     let timers = current_timers(ctx.rack, app)
         .await
         .map_err(CmdError::Failed)?;
-    let states = ctx.rack.store.timer_states(app).await?;
+    let states = ctx.store().timer_states(app).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let items = timers
         .iter()
@@ -51,7 +51,7 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
 
 /// The named timer of the current release, or all of them.
 async fn pick<R>(ctx: &Ctx<'_, R>, app: &str, name: Option<&str>) -> Result<Vec<Timer>, CmdError> {
-    ctx.rack.store.app(app).await?;
+    ctx.store().app(app).await?;
     let timers = current_timers(ctx.rack, app)
         .await
         .map_err(CmdError::Failed)?;
@@ -75,10 +75,7 @@ pub async fn suspend<R>(
 ) -> Result<Output, CmdError> {
     let timers = pick(ctx, app, name).await?;
     for t in &timers {
-        update_state(ctx.rack.store.as_ref(), app, &t.name, |s| {
-            s.suspended = suspended
-        })
-        .await?;
+        update_state(ctx.store(), app, &t.name, |s| s.suspended = suspended).await?;
     }
     let names: Vec<&str> = timers.iter().map(|t| t.name.as_str()).collect();
     let verb = if suspended { "Suspended" } else { "Resumed" };
@@ -93,7 +90,7 @@ pub async fn run_now<R: AsyncRead + Unpin>(
     name: &str,
 ) -> Result<Output, CmdError> {
     let timer = pick(ctx, app, Some(name)).await?.remove(0);
-    let runtime = ctx.rack.runtime().await.map_err(CmdError::Failed)?;
+    let runtime = ctx.runtime().await?;
     let rack = ctx.rack.clone();
     let actor = ctx.who.key_name.clone();
     let app_s = app.to_string();

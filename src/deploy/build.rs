@@ -1,5 +1,6 @@
 //! One build as the pipeline runs it: the record in the store, the log
-//! file, build args from config, and the call to the `Builder`.
+//! file, build args from config, the call to the `Builder`, and the publish
+//! of its image where releases run (`Runtime::publish_image`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,9 +9,11 @@ use std::time::Instant;
 
 use git2::Oid;
 
-use crate::build::{new_build_id, BuildRequest, LogSink};
+use super::{internal, DeployError, Deployer, Result};
+use crate::build::{new_build_id, BuildError, BuildRequest, BuildResult, LogSink};
+use crate::images::image_tag;
 use crate::progress::Progress;
-use crate::state::Rack;
+use crate::runtime::{Retention, Runtime};
 use crate::store::{now_rfc3339, BuildRecord, Store};
 
 pub struct BuildJob {
@@ -44,39 +47,67 @@ impl Drop for Pending {
     }
 }
 
-/// Builds `job.commit`; the user-facing `Err` is the push's `ng` reason.
-pub async fn run_build(
-    rack: &Arc<Rack>,
-    job: BuildJob,
-    progress: &Progress,
-) -> Result<BuildRecord, String> {
-    let started = Instant::now();
-    let id = new_build_id();
-    let record = BuildRecord {
-        id: id.clone(),
-        app: job.app.clone(),
-        commit: job.commit.to_string(),
-        status: "running".into(),
-        kind: None,
-        push_options: job.push_options.clone(),
-        created_by: job.actor.clone(),
-        created_at: now_rfc3339(),
-        finished_at: None,
-        duration_ms: None,
-        context_bytes: None,
-        image_id: None,
-        error: None,
-    };
-    rack.store.insert_build(&record).await.map_err(internal)?;
-    let mut pending = Pending {
-        store: rack.store.clone(),
-        record: Some(record),
-    };
-    let log_path = rack.build_log_path(&job.app, &id);
-    let sink = open_log(&log_path);
+impl Deployer {
+    /// Builds `job.commit` and publishes its image where releases run; the
+    /// caller holds the app's lock. `Err` is the push's `ng` reason.
+    pub(super) async fn run_build(
+        &self,
+        job: BuildJob,
+        progress: &Progress,
+    ) -> Result<BuildRecord> {
+        let started = Instant::now();
+        let store = &self.provider.store;
+        let id = new_build_id();
+        let record = BuildRecord::running(
+            id.clone(),
+            job.app.clone(),
+            job.commit.to_string(),
+            job.push_options.clone(),
+            job.actor.clone(),
+        );
+        store.insert_build(&record).await.map_err(internal)?;
+        let mut pending = Pending {
+            store: store.clone(),
+            record: Some(record),
+        };
+        let outcome = self.build_and_publish(&job, &id, progress).await;
+        let mut rec = pending
+            .record
+            .take()
+            .expect("the record is only taken here");
+        rec.finished_at = Some(now_rfc3339());
+        rec.duration_ms = Some(started.elapsed().as_millis() as i64);
+        let result = match outcome {
+            Ok(res) => {
+                rec.status = "succeeded".into();
+                rec.kind = Some(res.kind.to_string());
+                rec.image_id = Some(res.image_id);
+                rec.context_bytes = Some(res.context_bytes as i64);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.reason();
+                tracing::warn!(app = %job.app, build = %id, error = %reason, "build failed");
+                rec.status = "failed".into();
+                rec.error = Some(reason);
+                Err(DeployError::BuildFailed)
+            }
+        };
+        store.finish_build(&rec).await.map_err(internal)?;
+        result.map(|_| rec)
+    }
 
-    let outcome = async {
-        let builder = match rack.builder().await {
+    /// The build itself, the publish of its image (on aws the ECR push;
+    /// then the engine keeps only the newest build when that is the
+    /// runtime's retention) and its Procfile.
+    async fn build_and_publish(
+        &self,
+        job: &BuildJob,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<BuildResult, BuildError> {
+        let sink = open_log(&self.settings.build_log_path(&job.app, id));
+        let builder = match self.builder().await {
             Ok(b) => b,
             Err(e) => {
                 // The builder never ran, so it printed nothing: say why here.
@@ -88,14 +119,15 @@ pub async fn run_build(
                 return Err(e);
             }
         };
-        let build_args = build_args(rack, &job.app)
+        let build_args = self
+            .build_args(&job.app)
             .await
-            .map_err(crate::build::BuildError::Invalid)?;
+            .map_err(BuildError::Invalid)?;
         let req = BuildRequest {
-            repo_path: rack.repo_path(&job.app),
+            repo_path: self.settings.repo_path(&job.app),
             commit: job.commit,
             app: job.app.clone(),
-            build_id: id.clone(),
+            build_id: id.to_string(),
             build_args,
             no_cache: job.no_cache,
             // No image labels: each would be an uncached build step. The
@@ -103,168 +135,150 @@ pub async fn run_build(
             labels: HashMap::new(),
             log: sink.clone(),
         };
-        #[allow(unused_mut)]
         let mut res = builder.build(req, progress.clone()).await?;
-        // On aws the image goes to the app's ECR repository; releases run it
-        // by digest.
-        #[cfg(feature = "aws")]
-        if let Some(h) = &rack.aws {
-            let docker = crate::build::connect_docker(rack.settings.docker.as_deref()).await?;
-            let pushed =
-                crate::aws::ecr::push_image(&h.ctx, &docker, &res.tag, &job.app, &id, progress)
-                    .await
-                    .map_err(|e| {
-                        let line = format!("Build {id} failed: pushing the image: {e}");
-                        progress.stage(&line);
-                        crate::build::BuildError::Failed(line)
-                    })?;
-            res.image_id = pushed.reference;
-            prune_local_builds(rack, &docker, &job.app, Some(&id)).await;
-        }
+        res.image_id = self.publish(&job.app, id, res.image_id, progress).await?;
         // The Procfile decides the process types of releases of this
         // build, app.json's cron list their timers.
-        record_procfile(rack, &job, &id, progress).await?;
-        record_timers(rack, &job, &id, progress).await?;
+        self.record_procfile(job, id, progress).await?;
+        self.record_timers(job, id, progress).await?;
         Ok(res)
     }
-    .await;
 
-    let mut rec = pending
-        .record
-        .take()
-        .expect("the record is only taken here");
-    rec.finished_at = Some(now_rfc3339());
-    rec.duration_ms = Some(started.elapsed().as_millis() as i64);
-    let result = match outcome {
-        Ok(res) => {
-            rec.status = "succeeded".into();
-            rec.kind = Some(res.kind.to_string());
-            rec.image_id = Some(res.image_id);
-            rec.context_bytes = Some(res.context_bytes as i64);
-            Ok(())
-        }
-        Err(e) => {
-            let reason = e.reason();
-            tracing::warn!(app = %job.app, build = %id, error = %reason, "build failed");
-            rec.status = "failed".into();
-            rec.error = Some(reason);
-            Err("build failed".to_string())
-        }
-    };
-    rack.store.finish_build(&rec).await.map_err(internal)?;
-    result.map(|_| rec)
-}
-
-/// Reads a file at the root of the pushed tree (`None`: there is none).
-async fn root_file(
-    rack: &Rack,
-    job: &BuildJob,
-    name: &'static str,
-) -> Result<Option<String>, crate::build::BuildError> {
-    let repo = rack.repo_path(&job.app);
-    let commit = job.commit;
-    tokio::task::spawn_blocking(move || crate::build::context::read_root_file(&repo, commit, name))
-        .await
-        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))?
-        .map_err(crate::build::BuildError::Context)
-}
-
-/// Parses the Procfile, if any, and keeps it with the build.
-async fn record_procfile(
-    rack: &Rack,
-    job: &BuildJob,
-    id: &str,
-    progress: &Progress,
-) -> Result<(), crate::build::BuildError> {
-    let Some(text) = root_file(rack, job, "Procfile").await? else {
-        return Ok(());
-    };
-    let parsed = crate::release::procfile::parse(&text).map_err(|e| {
-        progress.stage(format!("Build {id} failed: {e}"));
-        crate::build::BuildError::Invalid(e)
-    })?;
-    rack.store
-        .set_build_procfile(id, &parsed)
-        .await
-        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))
-}
-
-/// Reads `app.json`'s `cron` list and keeps it with the build: releases of
-/// this build run these timers. A bad entry fails the build, naming it.
-async fn record_timers(
-    rack: &Rack,
-    job: &BuildJob,
-    id: &str,
-    progress: &Progress,
-) -> Result<(), crate::build::BuildError> {
-    let timers = match root_file(rack, job, "app.json").await? {
-        None => Vec::new(),
-        Some(text) => crate::timers::parse_app_json(&text, &rack.settings.timers).map_err(|e| {
-            progress.stage(format!("Build {id} failed: {e}"));
-            crate::build::BuildError::Invalid(e)
-        })?,
-    };
-    rack.store
-        .set_build_timers(id, &timers)
-        .await
-        .map_err(|e| crate::build::BuildError::Invalid(e.to_string()))
-}
-
-/// On aws, releases run from ECR (whose lifecycle policy bounds it): the
-/// rack's engine only needs the newest build's image, as the next build's
-/// cache. Untags the app's builds there but `keep` (all of them when
-/// `None`: the app is being destroyed), only those this rack's store knows
-/// (another rack on the engine may build an app of the same name). Best
-/// effort: a failure is logged and the caller goes on.
-#[cfg(feature = "aws")]
-pub(crate) async fn prune_local_builds(
-    rack: &Rack,
-    docker: &bollard::Docker,
-    app: &str,
-    keep: Option<&str>,
-) {
-    let tags = match crate::build::app_image_tags(docker, app).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(app, error = %e, "listing local build images");
-            return;
-        }
-    };
-    let prefix = crate::build::image_tag(app, "");
-    for tag in tags {
-        let Some(id) = tag.strip_prefix(&prefix) else {
-            continue;
+    async fn publish(
+        &self,
+        app: &str,
+        id: &str,
+        image_id: String,
+        progress: &Progress,
+    ) -> Result<String, BuildError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            let line = format!("Build {id} failed: pushing the image: {e}");
+            progress.stage(&line);
+            BuildError::Failed(line)
         };
-        if keep == Some(id) || rack.store.build(app, id).await.is_err() {
-            continue;
+        let runtime = self.provider.runtime().await.map_err(|e| failed(&e))?;
+        let image = runtime
+            .publish_image(app, id, image_id, progress)
+            .await
+            .map_err(|e| failed(&e))?;
+        if runtime.retention() == Retention::NewestBuild {
+            self.prune_own_images(&*runtime, app, &[id.to_string()])
+                .await;
         }
-        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::new().build();
-        match docker.remove_image(&tag, Some(opts), None).await {
-            Ok(_) => tracing::info!(app, image = %tag, "removed a local build image"),
-            Err(e) => {
-                tracing::debug!(app, image = %tag, error = %e, "removing a local build image")
+        Ok(image)
+    }
+
+    /// Reads a file at the root of the pushed tree (`None`: there is none).
+    async fn root_file(
+        &self,
+        job: &BuildJob,
+        name: &'static str,
+    ) -> Result<Option<String>, BuildError> {
+        let repo = self.settings.repo_path(&job.app);
+        let commit = job.commit;
+        tokio::task::spawn_blocking(move || {
+            crate::build::context::read_root_file(&repo, commit, name)
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(e.to_string()))?
+        .map_err(BuildError::Context)
+    }
+
+    /// Parses the Procfile, if any, and keeps it with the build.
+    async fn record_procfile(
+        &self,
+        job: &BuildJob,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<(), BuildError> {
+        let Some(text) = self.root_file(job, "Procfile").await? else {
+            return Ok(());
+        };
+        let parsed = crate::release::procfile::parse(&text).map_err(|e| {
+            progress.stage(format!("Build {id} failed: {e}"));
+            BuildError::Invalid(e)
+        })?;
+        self.provider
+            .store
+            .set_build_procfile(id, &parsed)
+            .await
+            .map_err(|e| BuildError::Invalid(e.to_string()))
+    }
+
+    /// Reads `app.json`'s `cron` list and keeps it with the build: releases
+    /// of this build run these timers. A bad entry fails the build, naming
+    /// it.
+    async fn record_timers(
+        &self,
+        job: &BuildJob,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<(), BuildError> {
+        let timers = match self.root_file(job, "app.json").await? {
+            None => Vec::new(),
+            Some(text) => {
+                crate::timers::parse_app_json(&text, &self.settings.timers).map_err(|e| {
+                    progress.stage(format!("Build {id} failed: {e}"));
+                    BuildError::Invalid(e)
+                })?
             }
+        };
+        self.provider
+            .store
+            .set_build_timers(id, &timers)
+            .await
+            .map_err(|e| BuildError::Invalid(e.to_string()))
+    }
+
+    /// Removes the engine's images of this rack's builds of `app` but
+    /// `keep` (another rack on the engine may build an app of the same
+    /// name: only the builds this rack's store knows are its own). Best
+    /// effort: a failure is logged and the caller goes on.
+    pub(super) async fn prune_own_images(&self, runtime: &dyn Runtime, app: &str, keep: &[String]) {
+        let remove = match self.provider.store.builds(app, usize::MAX).await {
+            Ok(builds) => builds
+                .iter()
+                .filter(|b| !keep.contains(&b.id))
+                .map(|b| image_tag(app, &b.id))
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(app, error = %e, "listing the app's builds");
+                return;
+            }
+        };
+        match runtime.prune_images(app, &remove).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(app, ?removed, "pruned build images")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(app, error = %e, "removing the app's build images"),
         }
     }
-}
 
-/// The config values named in the app's `build_args` setting.
-async fn build_args(rack: &Rack, app: &str) -> Result<HashMap<String, String>, String> {
-    let settings = rack
-        .store
-        .app(app)
-        .await
-        .map_err(|e| e.to_string())?
-        .settings;
-    let Some(names) = settings.get("build_args") else {
-        return Ok(HashMap::new());
-    };
-    let config = rack.configs.current(app).await.map_err(|e| e.to_string())?;
-    Ok(names
-        .split(',')
-        .map(str::trim)
-        .filter_map(|k| config.get(k).map(|v| (k.to_string(), v.to_string())))
-        .collect())
+    /// The config values named in the app's `build_args` setting.
+    async fn build_args(&self, app: &str) -> Result<HashMap<String, String>, String> {
+        let settings = self
+            .provider
+            .store
+            .app(app)
+            .await
+            .map_err(|e| e.to_string())?
+            .settings;
+        let Some(names) = settings.get("build_args") else {
+            return Ok(HashMap::new());
+        };
+        let config = self
+            .provider
+            .configs
+            .current(app)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(names
+            .split(',')
+            .map(str::trim)
+            .filter_map(|k| config.get(k).map(|v| (k.to_string(), v.to_string())))
+            .collect())
+    }
 }
 
 fn open_log(path: &std::path::Path) -> Option<LogSink> {
@@ -282,9 +296,4 @@ fn open_log(path: &std::path::Path) -> Option<LogSink> {
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(f, "{line}");
     }))
-}
-
-fn internal(e: crate::store::StoreError) -> String {
-    tracing::error!(error = %e, "state database");
-    "internal error".to_string()
 }

@@ -1,100 +1,133 @@
-//! The one deploy pipeline behind a per-app lock. It implements `git/`'s
-//! push hook and serves `apps:deploy`; config changes, rollbacks and scaling
-//! will go through it too.
+//! The use cases that change what runs, behind each app's deploy lock:
+//! `Deployer` serves git's push hook ([`PushDeploy`]), `apps:deploy`,
+//! config changes, rollbacks, scaling, restarts, `apps:create`,
+//! `apps:destroy` and the image prune. Each method takes the app's lock
+//! itself and fails with a [`DeployError`] whose `Display` is the user's
+//! one line (the push's `ng` reason, a command's `error:` line).
 //!
 //! The pack is received and checked before the lock; under the lock the
 //! ref's old value is checked again, so a push that waited behind another
 //! is rejected rather than overwriting what the other one deployed.
+//!
+//! This module works on the provider's handles (`provider::Provider`) and
+//! never asks which provider it is; it knows nothing of SSH or of `cmd/`.
 
+mod apps;
 mod build;
-#[cfg(feature = "aws")]
-pub mod lease;
 pub mod recovery;
 pub mod rollout;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-#[cfg(feature = "aws")]
-pub(crate) use build::prune_local_builds;
-pub use build::{run_build, BuildJob};
+pub use apps::{ConfigChange, Rollback};
+pub use build::BuildJob;
+pub use rollout::{ConfigChoice, NewRelease};
 
+use crate::config::Settings;
 use crate::git::receive::MOVED_WHILE_WAITING;
 use crate::git::{DeployPush, PushHook};
 use crate::progress::Progress;
-use crate::state::Rack;
+use crate::provider::{DeployGuard, Provider};
+use crate::release::config::ConfigError;
+use crate::store::StoreError;
 
-/// Per-app deploy locks. In memory: a lock never outlives the process that
-/// held it, so a crash cannot leave an app locked. On the aws provider,
-/// where several rack instances may share one bucket, the in-memory lock is
-/// followed by the app's lease in S3 ([`lease`]), which expires when its
-/// holder stops renewing it.
-#[derive(Default)]
-pub struct Locks {
-    apps: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
-    #[cfg(feature = "aws")]
-    lease: Option<lease::S3Lease>,
+/// Why a use case failed; `Display` is the user's one line. Where a stage
+/// already said why in the progress lines, the line is short (`build
+/// failed`, like a push's `ng` reason).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Refused before anything changed: the request cannot be done as
+    /// asked (nothing to roll back to, an image that was pruned, ...).
+    #[error("{0}")]
+    Refused(String),
+    /// The deploy lock's store could not be reached (aws: the S3 lease).
+    #[error("{0}")]
+    Lock(String),
+    /// The pushed ref moved while the push waited for the lock.
+    #[error("{MOVED_WHILE_WAITING}")]
+    MovedWhileWaiting,
+    #[error("build failed")]
+    BuildFailed,
+    #[error("release failed")]
+    ReleaseFailed,
+    #[error("rollout failed")]
+    RolloutFailed,
+    /// The runtime cannot be reached (a scale or restart).
+    #[error("rollout failed: {0}")]
+    NoRuntime(String),
+    /// The runtime or the repository failed; the message says how.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state store failed inside the pipeline (logged).
+    #[error("internal error")]
+    Internal,
 }
 
-/// Held while a deploy (or any change that rolls processes) runs; dropping
-/// it lets the next one in.
-pub struct DeployGuard {
-    _local: OwnedMutexGuard<()>,
-    #[cfg(feature = "aws")]
-    _lease: Option<lease::HeldLease>,
+pub type Result<T, E = DeployError> = std::result::Result<T, E>;
+
+/// Inside the pipeline a store failure is logged and shown as `internal
+/// error`.
+fn internal(e: StoreError) -> DeployError {
+    tracing::error!(error = %e, "state database");
+    DeployError::Internal
 }
 
-const WAITING: &str = "Waiting for the deploy in progress to finish";
+/// The deploy use cases over one provider. Cheap to clone.
+#[derive(Clone)]
+pub struct Deployer {
+    settings: Arc<Settings>,
+    provider: Arc<Provider>,
+    builder: Arc<tokio::sync::OnceCell<crate::build::Builder>>,
+}
 
-impl Locks {
-    /// Locks that also take the app's lease in the aws provider's bucket.
-    #[cfg(feature = "aws")]
-    pub fn with_s3_lease(state: crate::aws::state::S3State) -> Locks {
-        Locks {
-            apps: Mutex::default(),
-            lease: Some(lease::S3Lease::new(state)),
+impl Deployer {
+    pub fn new(settings: Settings, provider: Arc<Provider>) -> Deployer {
+        Deployer {
+            settings: Arc::new(settings),
+            provider,
+            builder: Arc::default(),
         }
     }
 
-    /// Takes the app's lock, saying so when another deploy holds it. Fails
-    /// only when the lease's store cannot be reached.
-    pub async fn acquire(&self, app: &str, progress: &Progress) -> Result<DeployGuard, String> {
-        let lock = {
-            let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-            apps.entry(app.to_string()).or_default().clone()
-        };
-        let mut said = false;
-        let local = match lock.clone().try_lock_owned() {
-            Ok(guard) => guard,
-            Err(_) => {
-                progress.stage(WAITING);
-                said = true;
-                lock.lock_owned().await
-            }
-        };
-        #[cfg(feature = "aws")]
-        let held = match &self.lease {
-            Some(l) => Some(l.acquire(app, progress, said).await?),
-            None => None,
-        };
-        #[cfg(not(feature = "aws"))]
-        let _ = said;
-        Ok(DeployGuard {
-            _local: local,
-            #[cfg(feature = "aws")]
-            _lease: held,
-        })
+    /// The push hook for one push session by `actor` (a key name).
+    pub fn push_hook(&self, actor: &str) -> PushDeploy {
+        PushDeploy {
+            deployer: self.clone(),
+            actor: actor.to_string(),
+        }
+    }
+
+    /// The Docker-backed builder, connected on first use so a rack whose
+    /// engine is down still serves commands and says why builds fail.
+    async fn builder(&self) -> Result<&crate::build::Builder, crate::build::BuildError> {
+        self.builder
+            .get_or_try_init(|| async {
+                let docker = crate::build::connect_docker(self.settings.docker.as_deref()).await?;
+                crate::build::Builder::new(docker, self.settings.build.clone())
+            })
+            .await
+    }
+
+    async fn lock(&self, app: &str, progress: &Progress) -> Result<DeployGuard> {
+        self.provider
+            .locks
+            .acquire(app, progress)
+            .await
+            .map_err(DeployError::Lock)
     }
 }
 
 /// The push hook for one push session.
 pub struct PushDeploy {
-    pub rack: Arc<Rack>,
+    deployer: Deployer,
     /// Key name of the pusher, for records.
-    pub actor: String,
+    actor: String,
 }
 
 impl PushHook for PushDeploy {
@@ -104,30 +137,10 @@ impl PushHook for PushDeploy {
         progress: Progress,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let started = std::time::Instant::now();
-            let _guard = self.rack.locks.acquire(&push.app, &progress).await?;
-            if !push.ref_unchanged()? {
-                return Err(MOVED_WHILE_WAITING.to_string());
-            }
-            let job = BuildJob {
-                app: push.app.clone(),
-                commit: push.new,
-                push_options: push.push_options.clone(),
-                actor: self.actor.clone(),
-                no_cache: false,
-            };
-            let build = run_build(&self.rack, job, &progress).await?;
-            let req = rollout::NewRelease {
-                app: &push.app,
-                build: &build,
-                config: rollout::ConfigChoice::Latest,
-                description: format!("Deploy {}", &push.new.to_string()[..7]),
-                actor: &self.actor,
-                push: Some(push),
-                started,
-            };
-            rollout::release(&self.rack, req, &progress).await?;
-            Ok(())
+            self.deployer
+                .push(push, &self.actor, &progress)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

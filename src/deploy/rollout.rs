@@ -7,19 +7,15 @@
 //! journal entry forward when the release is current, back otherwise.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{internal, DeployError, Deployer, Result};
 use crate::git::DeployPush;
 use crate::progress::Progress;
 use crate::runtime::{
-    HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Runtime,
+    HealthCheck, HealthKind, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, Retention, Runtime,
 };
-use crate::state::Rack;
 use crate::store::{now_rfc3339, BuildRecord, ReleaseRecord};
-
-pub const RELEASE_FAILED: &str = "release failed";
-pub const ROLLOUT_FAILED: &str = "rollout failed";
 
 /// Which config a new release takes.
 pub enum ConfigChoice {
@@ -42,81 +38,79 @@ pub struct NewRelease<'a> {
 
 /// Creates and rolls out a release; the caller holds the app's deploy lock.
 /// `Err` is the push's `ng` reason.
-pub async fn release(
-    rack: &Arc<Rack>,
-    req: NewRelease<'_>,
-    progress: &Progress,
-) -> Result<ReleaseRecord, String> {
-    let app = req.app;
-    let runtime = rack.runtime().await.map_err(|e| {
-        progress.stage(format!("Rollout failed: {e}"));
-        ROLLOUT_FAILED.to_string()
-    })?;
-    let config_version = match req.config {
-        ConfigChoice::Latest => rack
-            .store
-            .latest_config(app)
+impl Deployer {
+    pub async fn release(&self, req: NewRelease<'_>, progress: &Progress) -> Result<ReleaseRecord> {
+        let app = req.app;
+        let store = &self.provider.store;
+        let runtime = self.provider.runtime().await.map_err(|e| {
+            progress.stage(format!("Rollout failed: {e}"));
+            DeployError::RolloutFailed
+        })?;
+        let config_version = match req.config {
+            ConfigChoice::Latest => store
+                .latest_config(app)
+                .await
+                .map_err(internal)?
+                .map(|c| c.version)
+                .unwrap_or(0),
+            ConfigChoice::Version(v) => v,
+        };
+        let procfile = store
+            .build_procfile(&req.build.id)
             .await
-            .map_err(internal)?
-            .map(|c| c.version)
-            .unwrap_or(0),
-        ConfigChoice::Version(v) => v,
-    };
-    let procfile = rack
-        .store
-        .build_procfile(&req.build.id)
-        .await
-        .map_err(internal)?;
-    let state = rack.store.app_state(app).await.map_err(internal)?;
-    let formation = crate::release::procfile::formation(procfile.as_ref(), &state.formation);
-    let record = rack
-        .store
-        .create_release(ReleaseRecord {
-            app: app.to_string(),
-            version: 0,
-            build_id: req.build.id.clone(),
-            config_version,
-            formation: formation.clone(),
-            description: req.description.clone(),
-            created_by: req.actor.to_string(),
-            created_at: now_rfc3339(),
-            status: "pending".into(),
-            ref_update: req
-                .push
-                .map(|p| format!("{} {} {}", p.refname, p.old, p.new)),
-        })
-        .await
-        .map_err(internal)?;
-    let v = record.version;
-    progress.stage(format!("Releasing v{v}"));
+            .map_err(internal)?;
+        let state = store.app_state(app).await.map_err(internal)?;
+        let formation = crate::release::procfile::formation(procfile.as_ref(), &state.formation);
+        let record = store
+            .create_release(ReleaseRecord {
+                app: app.to_string(),
+                version: 0,
+                build_id: req.build.id.clone(),
+                config_version,
+                formation: formation.clone(),
+                description: req.description.clone(),
+                created_by: req.actor.to_string(),
+                created_at: now_rfc3339(),
+                status: "pending".into(),
+                ref_update: req
+                    .push
+                    .map(|p| format!("{} {} {}", p.refname, p.old, p.new)),
+            })
+            .await
+            .map_err(internal)?;
+        let v = record.version;
+        progress.stage(format!("Releasing v{v}"));
 
-    let spec = match spec_for(rack, &record, &formation, new_deploy_id()).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = rack.store.set_release_status(app, v, "failed").await;
-            progress.stage(format!("Release v{v} failed: {e}"));
-            return Err(RELEASE_FAILED.to_string());
+        let spec = match self
+            .spec_for(&*runtime, &record, &formation, new_deploy_id())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = store.set_release_status(app, v, "failed").await;
+                progress.stage(format!("Release v{v} failed: {e}"));
+                return Err(DeployError::ReleaseFailed);
+            }
+        };
+
+        if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
+            if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
+                let _ = store.set_release_status(app, v, "failed").await;
+                progress.stage(format!("Release phase failed: {e}"));
+                return Err(DeployError::ReleaseFailed);
+            }
         }
-    };
 
-    if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
-        if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
-            let _ = rack.store.set_release_status(app, v, "failed").await;
-            progress.stage(format!("Release phase failed: {e}"));
-            return Err(RELEASE_FAILED.to_string());
-        }
-    }
-
-    let result = roll(&*runtime, &spec, progress, async {
-        set_timers(rack, &*runtime, &spec, &req.build.id, progress).await?;
-        rack.store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
+        let result = roll(&*runtime, &spec, progress, async {
+        set_timers(&**store, &*runtime, &spec, &req.build.id, progress).await?;
+        store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
         if let Some(push) = req.push {
             // Under the app's lock nothing else moves the deploy branch, so
             // this cannot find it moved; if it does, the release still
             // stands and the log says why the ref lags.
             match push.apply() {
                 Ok(()) => {
-                    let _ = rack.store.clear_ref_update(app, v).await;
+                    let _ = store.clear_ref_update(app, v).await;
                 }
                 Err(e) => tracing::error!(app, version = v, error = %e, "deploy branch update after commit"),
             }
@@ -124,75 +118,61 @@ pub async fn release(
         Ok(())
     })
     .await;
-    match result {
-        Ok(()) => {
-            progress.stage(format!(
-                "Deployed {app} v{v} in {:.1}s: {}",
-                req.started.elapsed().as_secs_f64(),
-                rack.web_url(app)
-            ));
-            prune_in_background(rack, app);
-            Ok(ReleaseRecord {
-                status: "succeeded".into(),
-                ..record
-            })
-        }
-        Err(e) => {
-            let _ = rack.store.set_release_status(app, v, "failed").await;
-            Err(e)
+        match result {
+            Ok(()) => {
+                progress.stage(format!(
+                    "Deployed {app} v{v} in {:.1}s: {}",
+                    req.started.elapsed().as_secs_f64(),
+                    self.settings.web_url(app)
+                ));
+                self.prune_in_background(&*runtime, app);
+                Ok(ReleaseRecord {
+                    status: "succeeded".into(),
+                    ..record
+                })
+            }
+            Err(e) => {
+                let _ = store.set_release_status(app, v, "failed").await;
+                Err(e)
+            }
         }
     }
-}
 
-/// Hands the release's timers to the runtime just before the commit point
-/// (a no-op where the rack's scheduler fires them; on aws the schedules).
-/// A failure fails the release, which is then not committed.
-async fn set_timers(
-    rack: &Rack,
-    runtime: &dyn Runtime,
-    spec: &ReleaseSpec,
-    build_id: &str,
-    progress: &Progress,
-) -> Result<(), String> {
-    let timers = rack.store.build_timers(build_id).await.map_err(internal)?;
-    runtime.set_timers(spec, &timers).await.map_err(|e| {
-        progress.stage(format!(
-            "Release v{} failed: scheduling its timers: {e}",
-            spec.version
-        ));
-        RELEASE_FAILED.to_string()
-    })
-}
-
-/// Rolls the current release again with new counts (`ps:scale`) or as is
-/// (`ps:restart`), under a new rollout id. No new release.
-pub async fn reroll(
-    rack: &Arc<Rack>,
-    app: &str,
-    formation: BTreeMap<String, u32>,
-    progress: &Progress,
-) -> Result<(), String> {
-    let state = rack.store.app_state(app).await.map_err(internal)?;
-    let Some(v) = state.current_release else {
-        rack.store
-            .set_formation(app, &formation)
+    /// Rolls the current release again with new counts (`ps:scale`) or as is
+    /// (`ps:restart`), under a new rollout id. No new release.
+    pub(super) async fn reroll(
+        &self,
+        app: &str,
+        formation: BTreeMap<String, u32>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let store = &self.provider.store;
+        let state = store.app_state(app).await.map_err(internal)?;
+        let Some(v) = state.current_release else {
+            store
+                .set_formation(app, &formation)
+                .await
+                .map_err(internal)?;
+            return Ok(());
+        };
+        let runtime = self
+            .provider
+            .runtime()
             .await
-            .map_err(internal)?;
-        return Ok(());
-    };
-    let runtime = rack
-        .runtime()
+            .map_err(DeployError::NoRuntime)?;
+        let record = store.release(app, v).await.map_err(internal)?;
+        let spec = self
+            .spec_for(&*runtime, &record, &formation, new_deploy_id())
+            .await
+            .map_err(DeployError::Failed)?;
+        roll(&*runtime, &spec, progress, async {
+            store
+                .commit_rollout(app, &spec.deploy_id, &formation)
+                .await
+                .map_err(internal)
+        })
         .await
-        .map_err(|e| format!("{ROLLOUT_FAILED}: {e}"))?;
-    let record = rack.store.release(app, v).await.map_err(internal)?;
-    let spec = spec_for(rack, &record, &formation, new_deploy_id()).await?;
-    roll(&*runtime, &spec, progress, async {
-        rack.store
-            .commit_rollout(app, &spec.deploy_id, &formation)
-            .await
-            .map_err(internal)
-    })
-    .await
+    }
 }
 
 /// start → commit → switch.
@@ -201,8 +181,8 @@ async fn roll(
     runtime: &dyn Runtime,
     spec: &ReleaseSpec,
     progress: &Progress,
-    commit: impl std::future::Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    commit: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
     let counts: Vec<String> = spec
         .processes
         .iter()
@@ -219,7 +199,7 @@ async fn roll(
                 "Rollout of v{} failed; the previous release keeps serving",
                 spec.version
             ));
-            return Err(ROLLOUT_FAILED.to_string());
+            return Err(DeployError::RolloutFailed);
         }
     };
     if let Err(e) = commit.await {
@@ -230,7 +210,7 @@ async fn roll(
         // Committed: recovery (or the next deploy) re-routes; say so.
         tracing::error!(app = %spec.app, error = %e, "switching traffic");
         progress.stage(format!("Switching traffic failed: {e}"));
-        return Err(ROLLOUT_FAILED.to_string());
+        return Err(DeployError::RolloutFailed);
     }
     Ok(())
 }
@@ -279,177 +259,148 @@ async fn release_phase(
 
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// The complete description of `release` for the runtime.
-pub async fn spec_for(
-    rack: &Rack,
-    release: &ReleaseRecord,
-    formation: &BTreeMap<String, u32>,
-    deploy_id: String,
-) -> Result<ReleaseSpec, String> {
-    let app = &release.app;
-    let settings = rack
-        .store
-        .app(app)
-        .await
-        .map_err(|e| e.to_string())?
-        .settings;
-    let procfile = rack
-        .store
-        .build_procfile(&release.build_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let env = rack
-        .configs
-        .secret_env(app, release.config_version)
-        .await
-        .map_err(|e| e.to_string())?;
-    let processes = formation
-        .iter()
-        .map(|(kind, count)| ProcessSpec {
-            kind: kind.clone(),
-            command: procfile.as_ref().and_then(|p| p.get(kind).cloned()),
-            count: *count,
-            memory_bytes: settings
-                .get(&format!("resources.{kind}.memory"))
-                .and_then(|m| crate::appsettings::parse_memory(m))
-                .map(|b| b as i64),
-            nano_cpus: settings
-                .get(&format!("resources.{kind}.cpu"))
-                .and_then(|c| c.parse::<f64>().ok())
-                .map(|c| (c * 1e9) as i64),
-        })
-        .collect();
-    let timeout = settings
-        .get("healthcheck.timeout")
-        .and_then(|t| t.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60));
-    let kind = match settings.get("healthcheck.type").map(String::as_str) {
-        Some("tcp") => HealthKind::Tcp,
-        Some("none") => HealthKind::None,
-        _ => HealthKind::Http {
-            path: settings
-                .get("healthcheck.path")
-                .cloned()
-                .unwrap_or_else(|| "/".into()),
-        },
-    };
-    let image = match rack.store.build(app, &release.build_id).await {
-        Ok(b) => image_of(&b),
-        Err(_) => crate::build::image_tag(app, &release.build_id),
-    };
-    let mut hosts = vec![format!("{app}.{}", rack.settings.domain)];
-    hosts.extend(rack.store.domains(app).await.map_err(|e| e.to_string())?);
-    Ok(ReleaseSpec {
-        app: app.clone(),
-        version: release.version,
-        deploy_id,
-        build_id: release.build_id.clone(),
-        image,
-        env,
-        port: settings.get("port").and_then(|p| p.parse().ok()),
-        processes,
-        health: HealthCheck { kind, timeout },
-        hosts,
-    })
-}
-
-/// The image a build's releases run: a pushed image (aws) by its registry
-/// digest, locally by tag.
-pub fn image_of(build: &BuildRecord) -> String {
-    match build.image_id.as_deref() {
-        Some(i) if i.contains('@') => i.to_string(),
-        _ => crate::build::image_tag(&build.app, &build.id),
-    }
-}
-
-/// After a deploy, in the background: removes the app's images but those of
-/// the newest `keep_releases` releases, the current one and the newest
-/// build. Runs under the app's deploy lock (taken once the deploy that
-/// called it lets go), so a build in progress cannot tag an image the list
-/// missed; a push arriving during the prune (tens of ms) waits for it. An
-/// image still used by an instance (one draining) stays until a later
-/// prune.
-pub fn prune_in_background(rack: &Arc<Rack>, app: &str) {
-    // The aws provider keeps images in ECR under its lifecycle policy.
-    if rack.settings.provider != crate::config::Provider::Local {
-        return;
-    }
-    let rack = rack.clone();
-    let app = app.to_string();
-    tokio::spawn(async move {
-        let _guard = match rack.locks.acquire(&app, &Progress::discard()).await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(app = %app, error = %e, "pruning release images");
-                return;
-            }
-        };
-        match prune_images(&rack, &app).await {
-            Ok(removed) if !removed.is_empty() => {
-                tracing::info!(app = %app, ?removed, "pruned release images")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(app = %app, error = %e, "pruning release images"),
-        }
-    });
-}
-
-async fn prune_images(rack: &Rack, app: &str) -> Result<Vec<String>, String> {
-    let runtime = rack.runtime().await?;
-    let mut builds: Vec<String> = rack
-        .store
-        .releases(app, rack.settings.keep_releases)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|r| r.build_id)
-        .collect();
-    if let Some(v) = rack
-        .store
-        .app_state(app)
-        .await
-        .map_err(|e| e.to_string())?
-        .current_release
-    {
-        builds.push(
-            rack.store
-                .release(app, v)
-                .await
-                .map_err(|e| e.to_string())?
-                .build_id,
-        );
-    }
-    builds.extend(
-        rack.store
-            .builds(app, 1)
+impl Deployer {
+    /// The complete description of `release` for the runtime.
+    pub async fn spec_for(
+        &self,
+        runtime: &dyn Runtime,
+        release: &ReleaseRecord,
+        formation: &BTreeMap<String, u32>,
+        deploy_id: String,
+    ) -> Result<ReleaseSpec, String> {
+        let app = &release.app;
+        let store = &self.provider.store;
+        let settings = store.app(app).await.map_err(|e| e.to_string())?.settings;
+        let procfile = store
+            .build_procfile(&release.build_id)
             .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|b| b.id),
-    );
-    let mut keep = std::collections::HashSet::new();
-    for id in builds {
-        match rack.store.build(app, &id).await {
-            Ok(b) => keep.insert(image_of(&b)),
-            Err(_) => keep.insert(crate::build::image_tag(app, &id)),
+            .map_err(|e| e.to_string())?;
+        let env = self
+            .provider
+            .configs
+            .secret_env(app, release.config_version)
+            .await
+            .map_err(|e| e.to_string())?;
+        let processes = formation
+            .iter()
+            .map(|(kind, count)| ProcessSpec {
+                kind: kind.clone(),
+                command: procfile.as_ref().and_then(|p| p.get(kind).cloned()),
+                count: *count,
+                memory_bytes: settings
+                    .get(&format!("resources.{kind}.memory"))
+                    .and_then(|m| crate::appsettings::parse_memory(m))
+                    .map(|b| b as i64),
+                nano_cpus: settings
+                    .get(&format!("resources.{kind}.cpu"))
+                    .and_then(|c| c.parse::<f64>().ok())
+                    .map(|c| (c * 1e9) as i64),
+            })
+            .collect();
+        let timeout = settings
+            .get("healthcheck.timeout")
+            .and_then(|t| t.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(60));
+        let kind = match settings.get("healthcheck.type").map(String::as_str) {
+            Some("tcp") => HealthKind::Tcp,
+            Some("none") => HealthKind::None,
+            _ => HealthKind::Http {
+                path: settings
+                    .get("healthcheck.path")
+                    .cloned()
+                    .unwrap_or_else(|| "/".into()),
+            },
         };
+        let recorded = store.build(app, &release.build_id).await.ok();
+        let image = runtime.release_image(
+            app,
+            &release.build_id,
+            recorded.as_ref().and_then(|b| b.image_id.as_deref()),
+        );
+        Ok(ReleaseSpec {
+            app: app.clone(),
+            version: release.version,
+            deploy_id,
+            build_id: release.build_id.clone(),
+            image,
+            env,
+            port: settings.get("port").and_then(|p| p.parse().ok()),
+            processes,
+            health: HealthCheck { kind, timeout },
+            hosts: self.hosts(app).await.map_err(|e| e.to_string())?,
+        })
     }
-    // Only this rack's builds: the engine may hold another rack's images of
-    // an app of the same name.
-    let remove: Vec<String> = rack
-        .store
-        .builds(app, usize::MAX)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(image_of)
-        .filter(|i| !keep.contains(i))
-        .collect();
-    runtime
-        .prune_images(app, &remove)
-        .await
-        .map_err(|e| e.to_string())
+
+    /// Host names routed to the app's web processes: `APP.DOMAIN` first,
+    /// then its domains.
+    pub async fn hosts(&self, app: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        let mut hosts = vec![format!("{app}.{}", self.settings.domain)];
+        hosts.extend(self.provider.store.domains(app).await?);
+        Ok(hosts)
+    }
+
+    /// The image a build's releases run (`ReleaseSpec::image`).
+    pub fn image_of(&self, runtime: &dyn Runtime, build: &BuildRecord) -> String {
+        runtime.release_image(&build.app, &build.id, build.image_id.as_deref())
+    }
+
+    /// After a release, as a housekeeping job, when the engine keeps the images
+    /// of the newest releases ([`Retention::Releases`]): removes the app's
+    /// images but those of the newest `keep_releases` releases, the current
+    /// one and the newest build. Runs under the app's deploy lock (taken
+    /// once the deploy that called it lets go), so a build in progress
+    /// cannot tag an image the list missed; a push arriving during the
+    /// prune (tens of ms) waits for it. An image still used by an instance
+    /// (one draining) stays until a later prune.
+    fn prune_in_background(&self, runtime: &dyn Runtime, app: &str) {
+        // Otherwise the registry keeps the releases' images under its own
+        // retention; the publish already pruned the engine.
+        if runtime.retention() != Retention::Releases {
+            return;
+        }
+        let this = self.clone();
+        let app = app.to_string();
+        let job = async move {
+            let _guard = match this.lock(&app, &Progress::discard()).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(app = %app, error = %e, "pruning release images");
+                    return;
+                }
+            };
+            let keep = match this.builds_to_keep(&app).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(app = %app, error = %e, "pruning release images");
+                    return;
+                }
+            };
+            match this.provider.runtime().await {
+                Ok(runtime) => this.prune_own_images(&*runtime, &app, &keep).await,
+                Err(e) => tracing::warn!(app = %app, error = %e, "pruning release images"),
+            }
+        };
+        // Owned by the server's housekeeper: stopped with it, never detached.
+        crate::housekeeping::spawn("image prune", Box::pin(job));
+    }
+
+    /// The builds of the newest `keep_releases` releases, the current
+    /// release and the newest build.
+    async fn builds_to_keep(&self, app: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        let store = &self.provider.store;
+        let mut builds: Vec<String> = store
+            .releases(app, self.settings.keep_releases)
+            .await?
+            .into_iter()
+            .map(|r| r.build_id)
+            .collect();
+        if let Some(v) = store.app_state(app).await?.current_release {
+            builds.push(store.release(app, v).await?.build_id);
+        }
+        builds.extend(store.builds(app, 1).await?.into_iter().map(|b| b.id));
+        Ok(builds)
+    }
 }
 
 /// Rollout ids: short, unique, sortable enough to read in `docker ps`.
@@ -458,7 +409,22 @@ pub fn new_deploy_id() -> String {
     format!("d{}", &b[2..])
 }
 
-fn internal(e: crate::store::StoreError) -> String {
-    tracing::error!(error = %e, "state database");
-    "internal error".to_string()
+/// Hands the release's timers to the runtime just before the commit point
+/// (a no-op where the rack's scheduler fires them; on aws the schedules).
+/// A failure fails the release, which is then not committed.
+async fn set_timers(
+    store: &dyn crate::store::Store,
+    runtime: &dyn Runtime,
+    spec: &ReleaseSpec,
+    build_id: &str,
+    progress: &Progress,
+) -> Result<()> {
+    let timers = store.build_timers(build_id).await.map_err(internal)?;
+    runtime.set_timers(spec, &timers).await.map_err(|e| {
+        progress.stage(format!(
+            "Release v{} failed: scheduling its timers: {e}",
+            spec.version
+        ));
+        DeployError::ReleaseFailed
+    })
 }

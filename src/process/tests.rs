@@ -22,14 +22,34 @@ fn git_protocol_values() {
 
 /// Regression: a `GIT_CONFIG_*` variable in the rack's own environment
 /// (the way a client's SSH env request would arrive if it were ever
-/// copied into the process env) never reaches a child.
+/// copied into the process env) never reaches a child. The variable is set
+/// on a second run of this test binary (running [`child_env_probe`]), never
+/// in this process: the tests of one binary share its environment.
+#[test]
+fn child_env_is_allow_listed() {
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .env(
+            "GIT_CONFIG_RACK_LEAK_TEST",
+            "core.sshCommand=touch /tmp/pwned",
+        )
+        .env("RACK_TEST_PROBE", "child_env_probe")
+        .args(["--exact", "process::tests::child_env_probe"])
+        .output()
+        .expect("the test binary runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// The body of [`child_env_is_allow_listed`], in a process whose
+/// environment has `GIT_CONFIG_RACK_LEAK_TEST`.
 #[tokio::test]
-async fn child_env_is_allow_listed() {
-    // The name is unique to this test and harmless to any other git run.
-    std::env::set_var(
-        "GIT_CONFIG_RACK_LEAK_TEST",
-        "core.sshCommand=touch /tmp/pwned",
-    );
+async fn child_env_probe() {
+    // Only as the parent's child process: in the suite's own run this
+    // process's environment is not the one under test.
+    if std::env::var("RACK_TEST_PROBE").as_deref() != Ok("child_env_probe") {
+        return;
+    }
     let mut cmd = command("env");
     set_git_protocol(&mut cmd, Some("version=2"));
     let out = cmd.output().await.expect("env runs");

@@ -1,14 +1,30 @@
 //! Where releases run. `Runtime` is the scheduler interface every provider
 //! implements (the shape of dokku's scheduler plugins): start a release's
 //! processes and wait until they are ready, switch traffic to them, abort,
-//! list processes, stream logs, run one-off processes, destroy an app, and
-//! recover after a restart.
+//! list processes, stream logs, run one-off processes, create and destroy
+//! an app's infrastructure, publish a build's image where releases run, say
+//! which images the rack's engine keeps, and recover after a restart.
 //!
 //! A rollout is split in two so the deploy pipeline can put its commit point
-//! between them: `start` (new instances up and ready, nothing switched) →
-//! the pipeline records the release as current → `switch` (traffic moves,
-//! old instances drain and stop in the background). `abort` undoes a
-//! `start` that will not be committed.
+//! between them: `start` (new instances up and ready) → the pipeline records
+//! the release as current → `switch` → old instances drain and stop in the
+//! background. `abort` undoes a `start` that will not be committed.
+//!
+//! What each provider guarantees before the commit point differs, and the
+//! pipeline relies only on what both give (the new instances are ready;
+//! `abort`, or `recover` after a crash, puts the previous release back):
+//! - local: `start` switches nothing. The router moves traffic only in
+//!   `switch`, after the commit point, to all new web instances at once.
+//! - aws (ECS): `start` is a rolling update of each service, and ECS puts
+//!   new tasks behind the app's target group as they pass its health check,
+//!   so before the commit point both releases may serve requests. `abort`
+//!   rolls the services back to their previous task definitions; `switch`
+//!   only retires the process types the release no longer has.
+//!
+//! So a request is served by the committed release alone only once `switch`
+//! returns. (Blue/green target groups switched in `switch` would make aws
+//! match local, at the price of a second target group and listener-rule
+//! swaps per app.)
 //!
 //! The runtime knows nothing of git, builds or the store; it is handed a
 //! complete `ReleaseSpec`.
@@ -24,6 +40,9 @@ use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::release::SecretEnv;
+
+/// What most `Runtime` methods return.
+pub type RuntimeFuture<'a, T> = BoxFuture<'a, Result<T, RuntimeError>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -103,13 +122,57 @@ pub struct ReleaseSpec {
     pub hosts: Vec<String>,
 }
 
-/// What `start` brought up, handed back to `switch` or `abort`.
-#[derive(Debug, Clone, Default)]
+/// Which images of its builds the rack's engine keeps. The deploy pipeline
+/// picks the images to prune by it; the runtime removes them
+/// (`prune_images`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Releases run from the engine's images: after each release, all but
+    /// the images of the newest `[local] keep_releases` releases, the
+    /// current one and the newest build go.
+    Releases,
+    /// Releases run from a registry with its own retention (aws: ECR's
+    /// lifecycle policy): after each publish the engine keeps only the
+    /// newest build's image, as the next build's cache.
+    NewestBuild,
+}
+
+/// What `start` brought up, handed back to `switch` or `abort` of the same
+/// runtime in the same process.
+#[derive(Debug)]
 pub struct Started {
     pub app: String,
     pub deploy_id: String,
-    /// Provider-specific instance ids (container ids locally).
-    pub instances: Vec<String>,
+    /// What only the runtime that made it reads (local: the container ids;
+    /// aws: each service's previous and new task definition).
+    pub handle: RolloutHandle,
+}
+
+/// A provider-private value carried from `start` to `switch` or `abort`.
+/// Never journalled: a rollout a crash interrupts is undone by `recover`
+/// from what runs, so the handle needs no serialised form.
+pub struct RolloutHandle(Box<dyn std::any::Any + Send + Sync>);
+
+impl RolloutHandle {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> RolloutHandle {
+        RolloutHandle(Box::new(value))
+    }
+
+    /// The value, when it is a `T` (it always is for the runtime that made
+    /// it).
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+
+    pub fn take<T: std::any::Any>(self) -> Option<T> {
+        self.0.downcast().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for RolloutHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RolloutHandle(..)")
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -169,15 +232,17 @@ pub struct OneOffIo {
 
 pub trait Runtime: Send + Sync {
     /// Brings up every instance of `spec` (each type at its count) and waits
-    /// until all are ready; nothing is switched. On failure nothing of this
-    /// rollout is left running.
+    /// until all are ready. Locally nothing is switched; on ECS the new
+    /// tasks may already serve (see the module doc). On failure nothing of
+    /// this rollout is left running.
     fn start<'a>(
         &'a self,
         spec: &'a ReleaseSpec,
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<Started, RuntimeError>>;
 
-    /// Moves traffic to the started instances at once, then lets in-flight
+    /// After the commit point: moves traffic to the started instances at
+    /// once (local; ECS's rolling update already did), then lets in-flight
     /// requests on the previous ones finish and stops them in the
     /// background.
     fn switch<'a>(
@@ -221,16 +286,55 @@ pub trait Runtime: Send + Sync {
         hosts: Vec<String>,
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes every instance and network of the app (its images go with
-    /// `prune_images`: only the caller knows which builds are its own).
+    /// Creates what an app needs before its first release (`apps:create`,
+    /// with its host names): nothing locally; the app's stack on aws.
+    fn create_app<'a>(
+        &'a self,
+        _app: &'a str,
+        _hosts: Vec<String>,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Removes every instance and network of the app, and on aws all of its
+    /// infrastructure (its images go with `prune_images`: only the caller
+    /// knows which builds are its own).
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Removes the app's images named in `remove` (image references as in
-    /// `ReleaseSpec::image`, of this rack's own builds: another rack on the
-    /// same engine may hold images of an app of the same name) that exist
-    /// and that no instance uses. Returns the references removed. Providers
-    /// whose images live elsewhere (a registry with its own retention)
-    /// remove nothing.
+    /// Makes a finished build's image (`images::image_tag(app, build_id)`
+    /// on the rack's engine, whose id is `image_id`) runnable where releases
+    /// run, and returns what the build record keeps as its image: locally
+    /// `image_id` as it is (nothing moves); on aws the push to the app's ECR
+    /// repository, and the reference by digest.
+    fn publish_image<'a>(
+        &'a self,
+        _app: &'a str,
+        _build_id: &'a str,
+        image_id: String,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(async { Ok(image_id) })
+    }
+
+    /// The reference releases of a build run (`ReleaseSpec::image`), given
+    /// what its record keeps (`publish_image`'s answer; `None` when the
+    /// record is gone): locally the build's tag, `rack/APP:BUILD`.
+    fn release_image(&self, app: &str, build_id: &str, _recorded: Option<&str>) -> String {
+        crate::images::image_tag(app, build_id)
+    }
+
+    /// Which images of its builds the rack's engine keeps (see
+    /// [`Retention`]).
+    fn retention(&self) -> Retention {
+        Retention::Releases
+    }
+
+    /// Removes the app's build images named in `remove` (tags
+    /// `rack/APP:BUILD` on the rack's engine, of this rack's own builds:
+    /// another rack on the same engine may hold images of an app of the same
+    /// name) that exist and that no instance uses. Returns the tags removed.
+    /// What [`Runtime::retention`] keeps is the caller's choice of `remove`.
     fn prune_images<'a>(
         &'a self,
         _app: &'a str,

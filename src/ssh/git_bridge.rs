@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::cmd::{Access, Identity};
-use crate::deploy::PushDeploy;
 use crate::git::{self, GitService, ReceiveLimits, ReceiveRequest};
 use crate::state::Rack;
 
@@ -35,7 +34,7 @@ where
     if !who.may(&access) {
         return refuse(stdout, "permission denied").await;
     }
-    let record = match rack.store.get_app(&app).await {
+    let record = match rack.provider.store.get_app(&app).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             let msg = format!(
@@ -74,19 +73,21 @@ where
                     ..ReceiveLimits::default()
                 },
             };
-            let hook = PushDeploy {
-                rack: rack.clone(),
-                actor: who.key_name.clone(),
-            };
+            let hook = rack.deployer.push_hook(&who.key_name);
             let result = git::receive_pack(req, stdin, stdout, &hook).await;
             match result {
                 Ok(outcome) => {
                     if let Some(branch) = &outcome.new_deploy_branch {
-                        if let Ok(mut rec) = rack.store.app(&app).await {
+                        if let Ok(mut rec) = rack.provider.store.app(&app).await {
                             rec.settings
                                 .entry("deploy_branch".into())
                                 .or_insert_with(|| branch.clone());
-                            if let Err(e) = rack.store.set_app_settings(&app, &rec.settings).await {
+                            if let Err(e) = rack
+                                .provider
+                                .store
+                                .set_app_settings(&app, &rec.settings)
+                                .await
+                            {
                                 tracing::error!(app, error = %e, "recording the deploy branch");
                             }
                         }
@@ -99,6 +100,7 @@ where
                 Err(e) => {
                     tracing::warn!(app, error = %e, "receive-pack");
                     let _ = rack
+                        .provider
                         .store
                         .add_event(
                             &who.key_name,
@@ -140,6 +142,7 @@ async fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::Recei
         format!("error: {}", failures.join("; "))
     };
     if let Err(e) = rack
+        .provider
         .store
         .add_event(&who.key_name, Some(app), &action, &result)
         .await

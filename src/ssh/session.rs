@@ -54,7 +54,7 @@ impl Connection {
 
     async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<crate::store::KeyRecord> {
         let fp = key.fingerprint(HashAlg::Sha256).to_string();
-        match self.rack.store.key_by_fingerprint(&fp).await {
+        match self.rack.provider.store.key_by_fingerprint(&fp).await {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "looking up a key");

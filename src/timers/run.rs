@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::deploy::rollout::{new_deploy_id, spec_for};
+use crate::deploy::rollout::new_deploy_id;
 use crate::runtime::{OneOff, OneOffIo, ReleaseSpec, Runtime, RuntimeError};
 use crate::state::Rack;
 use crate::store::now_rfc3339;
@@ -35,16 +35,23 @@ pub struct Current {
 }
 
 pub async fn current(rack: &Rack, app: &str) -> Result<Option<Current>, String> {
-    let state = rack.store.app_state(app).await.map_err(|e| e.to_string())?;
+    let state = rack
+        .provider
+        .store
+        .app_state(app)
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(v) = state.current_release else {
         return Ok(None);
     };
     let release = rack
+        .provider
         .store
         .release(app, v)
         .await
         .map_err(|e| e.to_string())?;
     let timers = rack
+        .provider
         .store
         .build_timers(&release.build_id)
         .await
@@ -65,17 +72,27 @@ pub async fn prepare(
     app: &str,
     timer: &Timer,
 ) -> Result<(ReleaseSpec, OneOff), String> {
-    let state = rack.store.app_state(app).await.map_err(|e| e.to_string())?;
+    let state = rack
+        .provider
+        .store
+        .app_state(app)
+        .await
+        .map_err(|e| e.to_string())?;
     let v = state
         .current_release
         .ok_or_else(|| format!("{app} has no release yet: git push first"))?;
     let release = rack
+        .provider
         .store
         .release(app, v)
         .await
         .map_err(|e| e.to_string())?;
     let formation = BTreeMap::from([("timer".to_string(), 0)]);
-    let mut spec = spec_for(rack, &release, &formation, new_deploy_id()).await?;
+    let runtime = rack.provider.runtime().await?;
+    let mut spec = rack
+        .deployer
+        .spec_for(&*runtime, &release, &formation, new_deploy_id())
+        .await?;
     spec.env.set("RACK_TIMER", &timer.name);
     let cmd = OneOff {
         argv: vec!["/bin/sh".into(), "-c".into(), timer.command.clone()],
@@ -103,6 +120,7 @@ pub fn status_of(timer: &Timer, result: &Result<i64, RuntimeError>) -> String {
 pub async fn record(rack: &Rack, app: &str, name: &str, actor: &str, status: &str, took: Duration) {
     let outcome = format!("{status} after {:.1}s", took.as_secs_f64());
     if let Err(e) = rack
+        .provider
         .store
         .add_event(actor, Some(app), &format!("timer.{name} run"), &outcome)
         .await
@@ -110,7 +128,7 @@ pub async fn record(rack: &Rack, app: &str, name: &str, actor: &str, status: &st
         tracing::error!(app, timer = name, error = %e, "writing a timer event");
     }
     let took_ms = took.as_millis() as i64;
-    let res = super::update_state(rack.store.as_ref(), app, name, |s| {
+    let res = super::update_state(rack.provider.store.as_ref(), app, name, |s| {
         s.last_run_at = Some(now_rfc3339());
         s.last_status = Some(status.to_string());
         s.last_duration_ms = Some(took_ms);

@@ -85,7 +85,7 @@ impl State {
                 _ = clock.tick() => {}
                 _ = stopped.changed() => return,
             }
-            let runtime = match self.rack.runtime().await {
+            let runtime = match self.rack.provider.runtime().await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, "scheduler: no runtime yet");
@@ -104,6 +104,7 @@ impl State {
     async fn tick(&mut self, runtime: &Arc<dyn Runtime>) -> Result<(), String> {
         let apps = self
             .rack
+            .provider
             .store
             .list_apps()
             .await
@@ -137,6 +138,7 @@ impl State {
         let newer = |last: Option<i64>| due > last.unwrap_or(i64::MIN).max(floor);
         let states = self
             .rack
+            .provider
             .store
             .timer_states(app)
             .await
@@ -145,7 +147,7 @@ impl State {
             return Ok(false);
         }
         let mut fire = false;
-        update_state(self.rack.store.as_ref(), app, name, |s| {
+        update_state(self.rack.provider.store.as_ref(), app, name, |s| {
             if newer(s.last_tick) {
                 fire = !s.suspended;
                 s.last_tick = Some(due);
@@ -166,6 +168,7 @@ impl State {
                 let why = "the previous run is still going (concurrency_policy forbid)";
                 let _ = self
                     .rack
+                    .provider
                     .store
                     .add_event(ACTOR, Some(app), &line, why)
                     .await;

@@ -41,6 +41,20 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
+/// The same endpoint, credentials and region as the server's environment
+/// (`aws_env`), given to the SDK directly: the test process's own
+/// environment is never changed.
+async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto())
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "rack-it",
+        ))
+        .load()
+        .await
+}
+
 async fn clients() -> (
     aws_sdk_ecs::Client,
     aws_sdk_ssm::Client,
@@ -48,14 +62,7 @@ async fn clients() -> (
     aws_sdk_cloudformation::Client,
     aws_sdk_cloudwatchlogs::Client,
 ) {
-    for (k, v) in aws_env() {
-        // SAFETY: set before any client reads the environment, in this
-        // test's own thread; other tests do not read these variables.
-        unsafe { std::env::set_var(k, v) };
-    }
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let conf = sdk_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&conf)
             .force_path_style(true)
@@ -202,12 +209,7 @@ fn aws_provider_push_config_rollback_scale_destroy() {
     let app = "web";
     rack.ssh(admin, &format!("apps:create {app}")).ok();
     // The app's stack: repository, log group, target group, listener rule.
-    let ecr = rt().block_on(async {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        aws_sdk_ecr::Client::new(&conf)
-    });
+    let ecr = rt().block_on(async { aws_sdk_ecr::Client::new(&sdk_config().await) });
     let repo = format!("rack-{name}/{app}");
     rt().block_on(async {
         let res = cfn

@@ -83,6 +83,9 @@ pub struct Rack {
     pub ns: String,
     /// Extra environment of the server process (the aws provider's).
     pub env: Vec<(String, String)>,
+    /// Extra arguments of `rack server` (kept across restarts until
+    /// changed), such as the hidden `--test-pause-at`.
+    pub server_args: Vec<String>,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -108,6 +111,15 @@ impl Rack {
     /// Same, with extra environment for the server process (kept across
     /// restarts until `env` is changed).
     pub fn start_with_env(toml: &str, env: Vec<(String, String)>) -> Rack {
+        Rack::start_with_env_args(toml, env, Vec::new())
+    }
+
+    /// Same, with extra arguments for `rack server`.
+    pub fn start_with_args(toml: &str, args: Vec<String>) -> Rack {
+        Rack::start_with_env_args(toml, Vec::new(), args)
+    }
+
+    fn start_with_env_args(toml: &str, env: Vec<(String, String)>, args: Vec<String>) -> Rack {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -141,6 +153,7 @@ impl Rack {
             admin,
             ns: ns_kept,
             env,
+            server_args: args,
         };
         rack.spawn();
         rack
@@ -176,6 +189,7 @@ impl Rack {
             ])
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(&self.server_args)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -388,8 +388,8 @@ fn push_until(rack: &Rack, w: &Work, app: &str, marker: &str) -> std::process::C
 /// branch where the commit point says, the repo intact, the app not locked.
 fn kill_during_rollout(point: &str, expect: i64) {
     require_docker();
-    let env = vec![("RACK_TEST_PAUSE_AT".to_string(), format!("{point}:v2"))];
-    let mut rack = Rack::start_with_env("", env);
+    let args = vec!["--test-pause-at".to_string(), format!("{point}:v2")];
+    let mut rack = Rack::start_with_args("", args);
     let app = unique(&format!("k{}", &point[..2]));
     let w = deploy_fixture(&rack, &app);
     let v1_commit = w.head();
@@ -410,7 +410,7 @@ fn kill_during_rollout(point: &str, expect: i64) {
         let st = p.wait().unwrap();
         assert!(!st.success(), "a push cut off by kill -9 does not succeed");
     }
-    rack.env.clear();
+    rack.server_args.clear();
     rack.start_again();
     let a = &rack.admin;
 

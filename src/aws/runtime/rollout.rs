@@ -14,7 +14,7 @@ use crate::aws::ecs::{self, rollout_state, service_name, Rollout, ServiceSpec, W
 use crate::aws::lifecycle::{self, AppOutputs};
 use crate::aws::{ssm, AwsError, Result};
 use crate::progress::Progress;
-use crate::runtime::{ProcessSpec, ReleaseSpec, RuntimeError, Started};
+use crate::runtime::{ProcessSpec, ReleaseSpec, RolloutHandle, RuntimeError, Started};
 
 const POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -24,30 +24,6 @@ pub(super) struct Change {
     pub(super) service: String,
     pub(super) previous: Option<String>,
     pub(super) new: String,
-}
-
-impl Change {
-    /// `Started.instances` carries strings: `SERVICE|PREVIOUS|NEW`.
-    pub(super) fn encode(&self) -> String {
-        format!(
-            "{}|{}|{}",
-            self.service,
-            self.previous.as_deref().unwrap_or(""),
-            self.new
-        )
-    }
-
-    pub(super) fn decode(s: &str) -> Option<Change> {
-        let mut it = s.splitn(3, '|');
-        let service = it.next()?.to_string();
-        let previous = it.next().filter(|p| !p.is_empty()).map(str::to_string);
-        let new = it.next()?.to_string();
-        Some(Change {
-            service,
-            previous,
-            new,
-        })
-    }
 }
 
 impl AwsRuntime {
@@ -212,7 +188,7 @@ impl AwsRuntime {
         Ok(Started {
             app: spec.app.clone(),
             deploy_id: spec.deploy_id.clone(),
-            instances: changes.iter().map(Change::encode).collect(),
+            handle: RolloutHandle::new(changes),
         })
     }
 
@@ -280,11 +256,7 @@ impl AwsRuntime {
     }
 
     pub(super) async fn abort_inner(&self, started: Started) {
-        let changes: Vec<Change> = started
-            .instances
-            .iter()
-            .filter_map(|s| Change::decode(s))
-            .collect();
+        let changes: Vec<Change> = started.handle.take().unwrap_or_default();
         self.undo(&changes).await;
     }
 }

@@ -436,7 +436,7 @@ impl LocalRuntime {
 
     /// `rack/APP:*` tags present in the engine.
     pub(super) async fn app_image_tags(&self, app: &str) -> Result<Vec<String>, RuntimeError> {
-        crate::build::app_image_tags(self.docker(), app)
+        crate::images::app_image_tags(self.docker(), app)
             .await
             .map_err(|e| engine("listing images", e))
     }

@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use crate::progress::Progress;
 use crate::router::Router;
 use crate::runtime::{
-    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Runtime,
-    RuntimeError, Started,
+    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, RolloutHandle,
+    Runtime, RuntimeError, Started,
 };
 
 use docker::{Instance, NewInstance};
@@ -61,6 +61,8 @@ pub struct LocalOptions {
     pub namespace: String,
     /// How long a non-web instance must run without a restart to be ready.
     pub settle: Duration,
+    /// Test-only pause point of a rollout (`testhook`); `None` in use.
+    pub pause_at: Option<String>,
 }
 
 impl Default for LocalOptions {
@@ -73,7 +75,23 @@ impl Default for LocalOptions {
             pids_limit: Some(4096),
             namespace: "rack".into(),
             settle: Duration::from_secs(5),
+            pause_at: None,
         }
+    }
+}
+
+/// The containers a `start` created: `Started::handle` of this runtime.
+#[derive(Debug, Default)]
+struct Containers(Vec<String>);
+
+impl LocalRuntime {
+    /// The ids of the containers `started` names.
+    pub fn started_containers(started: &Started) -> &[String] {
+        started
+            .handle
+            .get::<Containers>()
+            .map(|c| c.0.as_slice())
+            .unwrap_or_default()
     }
 }
 
@@ -181,7 +199,13 @@ impl LocalRuntime {
         for ((_, source, _), r) in created.iter().zip(starts) {
             r.map_err(|e| RuntimeError::Engine(format!("starting {source}: {e}")))?;
         }
-        crate::testhook::pause_at("before_ready", spec.version, Some(progress)).await;
+        crate::testhook::pause_at(
+            self.inner.opts.pause_at.as_deref(),
+            "before_ready",
+            spec.version,
+            Some(progress),
+        )
+        .await;
 
         // Readiness, all in parallel under one deadline.
         let deadline = Instant::now() + spec.health.timeout;
@@ -233,7 +257,7 @@ impl LocalRuntime {
         Ok(Started {
             app: spec.app.clone(),
             deploy_id: spec.deploy_id.clone(),
-            instances,
+            handle: RolloutHandle::new(Containers(instances)),
         })
     }
 
@@ -264,7 +288,13 @@ impl LocalRuntime {
         self.inner
             .router
             .set_app(&spec.app, spec.hosts.clone(), backends);
-        crate::testhook::pause_at("after_switch", spec.version, Some(progress)).await;
+        crate::testhook::pause_at(
+            self.inner.opts.pause_at.as_deref(),
+            "after_switch",
+            spec.version,
+            Some(progress),
+        )
+        .await;
         let old: Vec<Instance> = all
             .into_iter()
             .filter(|i| i.deploy != started.deploy_id && !i.oneoff)
@@ -291,7 +321,13 @@ impl LocalRuntime {
                     .drain(&addrs, self.inner.opts.drain_max)
                     .await;
             }
-            crate::testhook::pause_at("during_cleanup", version, None).await;
+            crate::testhook::pause_at(
+                self.inner.opts.pause_at.as_deref(),
+                "during_cleanup",
+                version,
+                None,
+            )
+            .await;
             join_all(web.iter().map(|i| self.stop_and_remove(&i.id))).await;
         };
         let others = join_all(other.iter().map(|i| self.stop_and_remove(&i.id)));
@@ -612,7 +648,11 @@ impl Runtime for LocalRuntime {
     }
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
-        async move { self.remove_all(&started.instances).await }.boxed()
+        async move {
+            let ids = started.handle.take::<Containers>().unwrap_or_default();
+            self.remove_all(&ids.0).await
+        }
+        .boxed()
     }
 
     fn processes<'a>(

@@ -187,7 +187,7 @@ async fn start_switch_then_a_second_rollout_replaces_the_first() {
     assert!(drain_lines(&mut prx)
         .iter()
         .any(|l| l == "-----> web: 1/1 healthy"));
-    assert_eq!(started.instances.len(), 1);
+    assert_eq!(LocalRuntime::started_containers(&started).len(), 1);
     assert!(router.backends(&app).is_empty(), "start switches nothing");
     rt.switch(&s1, started, &p).await.unwrap();
     let b1 = router.backends(&app);

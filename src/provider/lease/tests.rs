@@ -35,7 +35,7 @@ async fn one_holder_across_instances_and_a_dead_holder_expires() {
     });
     // The waiter says it waits: an event, not a sleep.
     let line = lines.recv().await.expect("a waiting line");
-    assert!(line.contains(super::super::WAITING), "{line}");
+    assert!(line.contains(crate::provider::lock::WAITING), "{line}");
     assert!(!waiter.is_finished());
     let first = held.counter();
     drop(held);

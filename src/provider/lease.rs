@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::lock::{Acquire, DeployGuard, DeployLock, Locks};
 use crate::aws::state::{Lease, LeaseOutcome, S3State};
 use crate::progress::Progress;
 
@@ -74,7 +75,7 @@ impl S3Lease {
                 }
                 LeaseOutcome::Held(other) => {
                     if !said {
-                        progress.stage(super::WAITING);
+                        progress.stage(super::lock::WAITING);
                         said = true;
                     }
                     tracing::debug!(app, holder = %other.owner, "deploy lease held elsewhere");
@@ -82,6 +83,32 @@ impl S3Lease {
                 }
             }
         }
+    }
+}
+
+/// The aws provider's deploy lock: the in-process lock, then the app's
+/// lease in the bucket.
+pub struct LeasedLocks {
+    local: Locks,
+    lease: S3Lease,
+}
+
+impl LeasedLocks {
+    pub fn new(state: S3State) -> LeasedLocks {
+        LeasedLocks {
+            local: Locks::default(),
+            lease: S3Lease::new(state),
+        }
+    }
+}
+
+impl DeployLock for LeasedLocks {
+    fn acquire<'a>(&'a self, app: &'a str, progress: &'a Progress) -> Acquire<'a> {
+        Box::pin(async move {
+            let (local, said) = self.local.acquire_local(app, progress).await;
+            let held = self.lease.acquire(app, progress, said).await?;
+            Ok(DeployGuard::new(vec![Box::new(local), Box::new(held)]))
+        })
     }
 }
 
