@@ -6,14 +6,10 @@ use tokio::io::AsyncRead;
 
 use super::{output::Output, CmdError, Ctx};
 use super::{with_space, Access, Args};
-use crate::timers::run::current_timers;
-use crate::timers::{next_after, rfc3339, update_state, Timer};
+use crate::timers::{next_after, rfc3339};
 
 pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
-    ctx.store().app(app).await?;
-    let timers = current_timers(ctx.rack, app)
-        .await
-        .map_err(CmdError::Failed)?;
+    let timers = ctx.rack.deployer.pick_timers(app, None).await?;
     let states = ctx.store().timer_states(app).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let items = timers
@@ -49,35 +45,17 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
     ))
 }
 
-/// The named timer of the current release, or all of them.
-async fn pick<R>(ctx: &Ctx<'_, R>, app: &str, name: Option<&str>) -> Result<Vec<Timer>, CmdError> {
-    ctx.store().app(app).await?;
-    let timers = current_timers(ctx.rack, app)
-        .await
-        .map_err(CmdError::Failed)?;
-    match name {
-        None => Ok(timers),
-        Some(n) => match timers.into_iter().find(|t| t.name == n) {
-            Some(t) => Ok(vec![t]),
-            None => Err(CmdError::Failed(format!(
-                "{app} has no timer '{}' in its current release (see: timers {app})",
-                crate::names::printable(n)
-            ))),
-        },
-    }
-}
-
 pub async fn suspend<R>(
     ctx: &Ctx<'_, R>,
     app: &str,
     name: Option<&str>,
     suspended: bool,
 ) -> Result<Output, CmdError> {
-    let timers = pick(ctx, app, name).await?;
-    for t in &timers {
-        update_state(ctx.store(), app, &t.name, |s| s.suspended = suspended).await?;
-    }
-    let names: Vec<&str> = timers.iter().map(|t| t.name.as_str()).collect();
+    let names = ctx
+        .rack
+        .deployer
+        .suspend_timers(app, name, suspended)
+        .await?;
     let verb = if suspended { "Suspended" } else { "Resumed" };
     let mut out = Output::message(format!("{verb} {app}'s timers: {}", names.join(", ")));
     out.json = json!({ "app": app, "timers": names, "suspended": suspended });
@@ -89,13 +67,12 @@ pub async fn run_now<R: AsyncRead + Unpin>(
     app: &str,
     name: &str,
 ) -> Result<Output, CmdError> {
-    let timer = pick(ctx, app, Some(name)).await?.remove(0);
+    let deployer = ctx.rack.deployer.clone();
+    let timer = deployer.pick_timers(app, Some(name)).await?.remove(0);
     let runtime = ctx.runtime().await?;
-    let rack = ctx.rack.clone();
     let actor = ctx.who.key_name.clone();
-    let app_s = app.to_string();
     super::run::stream(ctx, false, |io| async move {
-        crate::timers::run::run_once(&rack, runtime.as_ref(), &app_s, &timer, &actor, io).await
+        deployer.run_timer(&*runtime, app, &timer, &actor, io).await
     })
     .await
 }

@@ -5,9 +5,9 @@
 //! This module owns the timer types, the parsing of `app.json`, the cron
 //! arithmetic (UTC, via `croner`) and the scheduler task (`scheduler.rs`)
 //! that fires them on providers whose runtime does not schedule by itself.
-//! It knows nothing of Docker or AWS: a firing is a `Runtime::run` one-off.
+//! It knows nothing of Docker or AWS: a firing is the `Deployer`'s
+//! `run_timer` (`deploy/timers.rs`), a `Runtime::run` one-off.
 
-pub mod run;
 pub mod scheduler;
 
 use std::str::FromStr;
@@ -243,6 +243,27 @@ pub fn parse_app_json(text: &str, limits: &TimerLimits) -> Result<Vec<Timer>, St
         });
     }
     Ok(out)
+}
+
+/// The label that marks a timer's one-off (the runtime names its lines
+/// `timer.NAME` and keeps it for `logs`).
+pub const TIMER_LABEL: &str = "rack.timer";
+
+/// The timers of an app's current release, as the scheduler sees them.
+pub struct CurrentTimers {
+    pub timers: Vec<Timer>,
+    /// When the release was created (unix seconds): ticks before it are
+    /// not its timers' to fire.
+    pub since: i64,
+}
+
+/// Output of a scheduled run: it goes to the runtime's logs only.
+pub fn discard_io() -> crate::runtime::OneOffIo {
+    crate::runtime::OneOffIo {
+        stdin: None,
+        stdout: Box::new(tokio::io::sink()),
+        stderr: Box::new(tokio::io::sink()),
+    }
 }
 
 /// One process-wide lock for read-modify-write of timer states (the

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::run::{current, discard_io, record, run_once};
-use super::{last_due, update_state, Policy, Timer};
+use super::{discard_io, last_due, Policy, Timer};
 use crate::runtime::Runtime;
 use crate::state::Rack;
 
@@ -111,7 +110,7 @@ impl State {
             .map_err(|e| e.to_string())?;
         for app in apps {
             // An app destroyed meanwhile has no state left: skip it.
-            let current = match current(&self.rack, &app.name).await {
+            let current = match self.rack.deployer.current_timers(&app.name).await {
                 Ok(Some(c)) if !c.timers.is_empty() => c,
                 _ => continue,
             };
@@ -123,39 +122,16 @@ impl State {
                 };
                 // The newest tick before the release became current.
                 let floor = last_due(&cron, current.since).unwrap_or(i64::MIN);
-                if self.claim(&app.name, &t.name, due, floor).await? {
+                let claimed = self
+                    .rack
+                    .deployer
+                    .claim_timer_tick(&app.name, &t.name, due, floor);
+                if claimed.await.map_err(|e| e.to_string())? {
                     self.fire(runtime, &app.name, t).await;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Records `due` as the timer's last tick if it is newer than both the
-    /// recorded one and `floor` (ticks before the release became current
-    /// are not its to fire); whether to run it now (not when suspended).
-    async fn claim(&self, app: &str, name: &str, due: i64, floor: i64) -> Result<bool, String> {
-        let newer = |last: Option<i64>| due > last.unwrap_or(i64::MIN).max(floor);
-        let states = self
-            .rack
-            .provider
-            .store
-            .timer_states(app)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !newer(states.get(name).and_then(|s| s.last_tick)) {
-            return Ok(false);
-        }
-        let mut fire = false;
-        update_state(self.rack.provider.store.as_ref(), app, name, |s| {
-            if newer(s.last_tick) {
-                fire = !s.suspended;
-                s.last_tick = Some(due);
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(fire)
     }
 
     async fn fire(&mut self, runtime: &Arc<dyn Runtime>, app: &str, t: Timer) {
@@ -177,22 +153,21 @@ impl State {
             Policy::Replace => {
                 for old in list.drain(..) {
                     old.task.abort();
-                    record(
-                        &self.rack,
-                        app,
-                        &t.name,
-                        ACTOR,
-                        "replaced",
-                        old.started.elapsed(),
-                    )
-                    .await;
+                    let took = old.started.elapsed();
+                    let deployer = &self.rack.deployer;
+                    deployer
+                        .record_timer_run(app, &t.name, ACTOR, "replaced", took)
+                        .await;
                 }
             }
             _ => {}
         }
-        let (rack, runtime, app_s) = (self.rack.clone(), runtime.clone(), app.to_string());
+        let (deployer, runtime) = (self.rack.deployer.clone(), runtime.clone());
+        let app = app.to_string();
         let task = tokio::spawn(async move {
-            let _ = run_once(&rack, runtime.as_ref(), &app_s, &t, ACTOR, discard_io()).await;
+            let _ = deployer
+                .run_timer(&*runtime, &app, &t, ACTOR, discard_io())
+                .await;
         });
         list.push(Running {
             task,
