@@ -27,4 +27,6 @@ pub mod ssh;
 pub mod state;
 pub mod store;
 pub mod testhook;
+#[cfg(test)]
+mod testing;
 pub mod timers;

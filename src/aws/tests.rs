@@ -25,19 +25,13 @@ fn rack_names() {
 /// share its environment.
 #[test]
 fn from_env_honours_aws_endpoint_url() {
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .env("AWS_ENDPOINT_URL", testing::moto_url())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env("RACK_TEST_PROBE", "from_env_probe")
-        .args(["--exact", "aws::tests::from_env_probe"])
-        .output()
-        .expect("the test binary runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
+    crate::testing::run_probe("aws::tests::from_env_probe", |c| {
+        c.env("AWS_ENDPOINT_URL", testing::moto_url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+    });
 }
 
 /// The body of [`from_env_honours_aws_endpoint_url`], in a process whose
@@ -46,7 +40,7 @@ fn from_env_honours_aws_endpoint_url() {
 async fn from_env_probe() {
     // Only as the parent's child process: in the suite's own run this
     // process's environment is not the one under test.
-    if std::env::var("RACK_TEST_PROBE").as_deref() != Ok("from_env_probe") {
+    if !crate::testing::is_probe("from_env_probe") {
         return;
     }
     if testing::context("envurl").await.is_none() {

@@ -144,7 +144,7 @@ fn app_comes_from_the_remote_or_a_flag() {
     );
     assert_eq!(
         server_sees(&Target::default(), &["apps"]),
-        Command::Apps(AppsCmd::List)
+        Command::Apps(AppsCmd::List {})
     );
     assert_eq!(
         server_sees(&Target::default(), &["apps:create", "fresh"]),

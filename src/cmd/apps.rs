@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{split_pair, unexpected, with_space, Access, Args};
 use crate::appsettings;
@@ -125,153 +126,72 @@ pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Ou
 
 // ---------------------------------------------------------------- commands
 
-/// The `apps*` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppsCmd {
-    List,
-    Create {
-        app: String,
-    },
-    Info {
-        app: String,
-    },
-    Destroy {
-        app: String,
-        confirm: Option<String>,
-    },
-    Set {
-        app: String,
-        pairs: Vec<(String, String)>,
-    },
-    Unset {
-        app: String,
-        keys: Vec<String>,
-    },
-    Deploy {
-        app: String,
-        reference: Option<String>,
-        no_cache: bool,
-    },
-}
-
-impl AppsCmd {
-    /// `None` when `name` is not an `apps*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<AppsCmd>, CmdError> {
-        Ok(Some(match name {
-            "apps" | "apps:list" => {
-                a.done("apps")?;
-                AppsCmd::List
-            }
-            "apps:create" => AppsCmd::Create {
-                app: a.only_app(name)?,
-            },
-            "apps:info" => AppsCmd::Info {
-                app: a.only_app(name)?,
-            },
-            "apps:destroy" => {
-                let app = a.app(name)?;
-                let confirm = a.option_only("--confirm", "--confirm needs the app name")?;
-                AppsCmd::Destroy { app, confirm }
-            }
-            "apps:set" => {
-                let (app, words) = a.app_words(name)?;
-                let pairs = words
-                    .iter()
-                    .map(|w| split_pair(w))
-                    .collect::<Result<_, _>>()?;
-                AppsCmd::Set { app, pairs }
-            }
-            "apps:unset" => {
-                let (app, keys) = a.app_words(name)?;
-                AppsCmd::Unset { app, keys }
-            }
-            "apps:deploy" => {
-                let app = a.app(name)?;
-                let mut reference = None;
-                let mut no_cache = false;
-                for w in a.rest() {
-                    if w == "--no-cache" {
-                        no_cache = true;
-                    } else if reference.is_none() && !w.starts_with('-') {
-                        reference = Some(w);
-                    } else {
-                        return Err(unexpected(&w, name));
-                    }
-                }
-                AppsCmd::Deploy {
-                    app,
-                    reference,
-                    no_cache,
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            AppsCmd::List => Access::Anyone,
-            AppsCmd::Info { app } => Access::Read(app.clone()),
-            AppsCmd::Create { .. }
-            | AppsCmd::Destroy { .. }
-            | AppsCmd::Set { .. }
-            | AppsCmd::Unset { .. }
-            | AppsCmd::Deploy { .. } => Access::Admin,
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            AppsCmd::List => None,
-            AppsCmd::Create { app }
-            | AppsCmd::Info { app }
-            | AppsCmd::Destroy { app, .. }
-            | AppsCmd::Set { app, .. }
-            | AppsCmd::Unset { app, .. }
-            | AppsCmd::Deploy { app, .. } => Some(app),
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        Some(match self {
-            AppsCmd::List | AppsCmd::Info { .. } => return None,
-            AppsCmd::Create { app } => format!("apps:create {app}"),
-            AppsCmd::Destroy { app, .. } => format!("apps:destroy {app}"),
-            AppsCmd::Set { app, pairs } => format!(
-                "apps:set {app} {}",
-                pairs
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-            AppsCmd::Unset { app, keys } => format!("apps:unset {app} {}", keys.join(" ")),
-            AppsCmd::Deploy {
-                app,
-                reference,
-                no_cache,
-            } => format!(
+commands! {
+    /// The `apps*` commands.
+    AppsCmd(ctx) {
+        "apps" | "apps:list" => List {}
+            parse Args::nothing; access Access::Anyone;
+            run list(ctx);
+        "apps:create" => Create { app: String }
+            parse Args::just_app; access Access::Admin; app app;
+            audit format!("apps:create {app}");
+            run create(ctx, &app);
+        "apps:info" => Info { app: String }
+            parse Args::just_app; access read(app); app app;
+            run info(ctx, &app);
+        "apps:destroy" => Destroy { app: String, confirm: Option<String> }
+            parse parse_destroy; access Access::Admin; app app;
+            audit format!("apps:destroy {app}");
+            run destroy(ctx, &app, confirm.as_deref());
+        "apps:set" => Set { app: String, pairs: Vec<(String, String)> }
+            parse parse_set; access Access::Admin; app app;
+            audit format!("apps:set {app} {}", pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+            run set(ctx, &app, &pairs);
+        "apps:unset" => Unset { app: String, keys: Vec<String> }
+            parse Args::app_words; access Access::Admin; app app;
+            audit format!("apps:unset {app} {}", keys.join(" "));
+            run unset(ctx, &app, &keys);
+        "apps:deploy" => Deploy { app: String, reference: Option<String>, no_cache: bool }
+            parse parse_deploy; access Access::Admin; app app;
+            audit format!(
                 "apps:deploy {app}{}{}",
                 with_space(reference.as_deref()),
                 if *no_cache { " --no-cache" } else { "" }
-            ),
-        })
+            );
+            run super::builds::deploy(ctx, &app, reference.as_deref(), no_cache);
     }
+}
 
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        match self {
-            AppsCmd::List => list(ctx).await,
-            AppsCmd::Create { app } => create(ctx, &app).await,
-            AppsCmd::Info { app } => info(ctx, &app).await,
-            AppsCmd::Destroy { app, confirm } => destroy(ctx, &app, confirm.as_deref()).await,
-            AppsCmd::Set { app, pairs } => set(ctx, &app, &pairs).await,
-            AppsCmd::Unset { app, keys } => unset(ctx, &app, &keys).await,
-            AppsCmd::Deploy {
-                app,
-                reference,
-                no_cache,
-            } => super::builds::deploy(ctx, &app, reference.as_deref(), no_cache).await,
+/// `apps:destroy APP [--confirm APP]`.
+fn parse_destroy(a: &mut Args, cmd: &str) -> Result<(String, Option<String>), CmdError> {
+    let app = a.app(cmd)?;
+    let confirm = a.option_only("--confirm", "--confirm needs the app name")?;
+    Ok((app, confirm))
+}
+
+/// `apps:set APP KEY=VAL ...`.
+fn parse_set(a: &mut Args, cmd: &str) -> Result<(String, Vec<(String, String)>), CmdError> {
+    let (app, words) = a.app_words(cmd)?;
+    let pairs = words
+        .iter()
+        .map(|w| split_pair(w))
+        .collect::<Result<_, _>>()?;
+    Ok((app, pairs))
+}
+
+/// `apps:deploy APP [REF] [--no-cache]`.
+fn parse_deploy(a: &mut Args, cmd: &str) -> Result<(String, Option<String>, bool), CmdError> {
+    let app = a.app(cmd)?;
+    let mut reference = None;
+    let mut no_cache = false;
+    for w in a.rest() {
+        if w == "--no-cache" {
+            no_cache = true;
+        } else if reference.is_none() && !w.starts_with('-') {
+            reference = Some(w);
+        } else {
+            return Err(unexpected(&w, cmd));
         }
     }
+    Ok((app, reference, no_cache))
 }

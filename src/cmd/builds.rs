@@ -5,8 +5,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
-use super::{usage, Access, Args};
+use super::{usage, Args};
 use crate::store::BuildRecord;
 
 fn build_json(b: &BuildRecord) -> serde_json::Value {
@@ -90,9 +91,10 @@ pub async fn logs<R>(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut out = Output::message(String::new());
-    out.json = json!({ "app": app, "build": build });
-    Ok(out)
+    Ok(Output::done(
+        String::new(),
+        json!({ "app": app, "build": build }),
+    ))
 }
 
 /// `apps:deploy APP [REF]`: builds a commit already in the repo.
@@ -106,12 +108,13 @@ pub async fn deploy<R>(
     let d = ctx
         .deploying(|d, p| async move { d.deploy(app, reference, no_cache, actor, &p).await })
         .await?;
-    let mut out = Output::message(format!(
-        "Deployed {app} v{} (build {}) from {}",
-        d.release.version, d.build.id, d.reference
-    ));
-    out.json = json!({ "build": build_json(&d.build), "release": d.release.version });
-    Ok(out)
+    Ok(Output::done(
+        format!(
+            "Deployed {app} v{} (build {}) from {}",
+            d.release.version, d.build.id, d.reference
+        ),
+        json!({ "build": build_json(&d.build), "release": d.release.version }),
+    ))
 }
 
 fn io_err(e: std::io::Error) -> CmdError {
@@ -120,79 +123,38 @@ fn io_err(e: std::io::Error) -> CmdError {
 
 // ---------------------------------------------------------------- commands
 
-/// The `builds*` commands (read-only; `apps:deploy` is in the apps group).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildsCmd {
-    List {
-        app: String,
-    },
-    Info {
-        app: String,
-        build: String,
-    },
-    Logs {
-        app: String,
-        build: String,
-        follow: bool,
-    },
+commands! {
+    /// The `builds*` commands (read-only; `apps:deploy` is in the apps group).
+    BuildsCmd(ctx) {
+        "builds" => List { app: String }
+            parse Args::just_app; access read(app); app app;
+            run list(ctx, &app);
+        "builds:info" => Info { app: String, build: String }
+            parse Args::app_word; access read(app); app app;
+            run info(ctx, &app, &build);
+        "builds:logs" => Logs { app: String, build: String, follow: bool }
+            parse parse_logs; access read(app); app app;
+            run logs(ctx, &app, &build, follow);
+    }
 }
 
-impl BuildsCmd {
-    /// `None` when `name` is not a `builds*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<BuildsCmd>, CmdError> {
-        Ok(Some(match name {
-            "builds" => BuildsCmd::List {
-                app: a.only_app(name)?,
-            },
-            "builds:info" => {
-                let (app, build) = a.app_word(name)?;
-                BuildsCmd::Info { app, build }
-            }
-            "builds:logs" => {
-                let app = a.app(name)?;
-                let mut build = None;
-                let mut follow = false;
-                for w in a.rest() {
-                    match w.as_str() {
-                        "-f" | "--follow" => follow = true,
-                        _ if build.is_none() && !w.starts_with('-') => build = Some(w),
-                        _ => {
-                            return Err(usage(format!(
-                                "unexpected argument '{}'",
-                                crate::names::printable(&w)
-                            )))
-                        }
-                    }
-                }
-                let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
-                BuildsCmd::Logs { app, build, follow }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            BuildsCmd::List { app } | BuildsCmd::Info { app, .. } | BuildsCmd::Logs { app, .. } => {
-                Access::Read(app.clone())
+/// `builds:logs APP BUILD [-f]`.
+fn parse_logs(a: &mut Args, cmd: &str) -> Result<(String, String, bool), CmdError> {
+    let app = a.app(cmd)?;
+    let mut build = None;
+    let mut follow = false;
+    for w in a.rest() {
+        match w.as_str() {
+            "-f" | "--follow" => follow = true,
+            _ if build.is_none() && !w.starts_with('-') => build = Some(w),
+            _ => {
+                return Err(usage(format!(
+                    "unexpected argument '{}'",
+                    crate::names::printable(&w)
+                )))
             }
         }
     }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            BuildsCmd::List { app } | BuildsCmd::Info { app, .. } | BuildsCmd::Logs { app, .. } => {
-                Some(app)
-            }
-        }
-    }
-
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        match self {
-            BuildsCmd::List { app } => list(ctx, &app).await,
-            BuildsCmd::Info { app, build } => info(ctx, &app, &build).await,
-            BuildsCmd::Logs { app, build, follow } => logs(ctx, &app, &build, follow).await,
-        }
-    }
+    let build = build.ok_or_else(|| usage("usage: builds:logs APP BUILD [-f]"))?;
+    Ok((app, build, follow))
 }

@@ -114,143 +114,52 @@ fn applied(
         None if no_restart => "not rolled out (--no-restart); the next release takes it".into(),
         None => "no release was made because the app has no build yet".into(),
     };
-    let mut out = Output::message(format!(
-        "{verb} {} on {app}: config v{version}; {tail}",
-        keys.join(", ")
-    ));
-    out.json = serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": release });
-    out
+    Output::done(
+        format!(
+            "{verb} {} on {app}: config v{version}; {tail}",
+            keys.join(", ")
+        ),
+        serde_json::json!({ "app": app, "config_version": version, "keys": keys, "release": release }),
+    )
 }
 
 // ---------------------------------------------------------------- commands
 
-/// The `config*` commands. Values never reach the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigCmd {
-    Show {
-        app: String,
-    },
-    Get {
-        app: String,
-        key: String,
-    },
-    Set {
-        app: String,
-        pairs: Vec<(String, String)>,
-        stdin_key: Option<String>,
-        no_restart: bool,
-    },
-    Unset {
-        app: String,
-        keys: Vec<String>,
-        no_restart: bool,
-    },
-}
-
-impl ConfigCmd {
-    /// `None` when `name` is not a `config*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ConfigCmd>, CmdError> {
-        Ok(Some(match name {
-            "config" | "config:show" => ConfigCmd::Show {
-                app: a.only_app("config")?,
-            },
-            "config:get" => {
-                let (app, key) = a.app_word(name)?;
-                ConfigCmd::Get { app, key }
-            }
-            "config:set" => parse_set(a)?,
-            "config:unset" => {
-                let app = a.app(name)?;
-                let mut no_restart = false;
-                let mut keys = Vec::new();
-                for w in a.rest() {
-                    if w == "--no-restart" {
-                        no_restart = true;
-                    } else {
-                        keys.push(w);
-                    }
-                }
-                if keys.is_empty() {
-                    return Err(usage("usage: config:unset APP KEY ... [--no-restart]"));
-                }
-                ConfigCmd::Unset {
-                    app,
-                    keys,
-                    no_restart,
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it. Config holds
-    /// secrets: admins only, reads included.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            ConfigCmd::Show { .. }
-            | ConfigCmd::Get { .. }
-            | ConfigCmd::Set { .. }
-            | ConfigCmd::Unset { .. } => Access::Admin,
+commands! {
+    /// The `config*` commands. Config holds secrets: admins only, reads
+    /// included; values never reach the audit trail (key names only).
+    ConfigCmd(ctx) {
+        "config" | "config:show" => Show { app: String }
+            parse Args::just_app; access Access::Admin; app app;
+            run show(ctx, &app);
+        "config:get" => Get { app: String, key: String }
+            parse Args::app_word; access Access::Admin; app app;
+            run get(ctx, &app, &key);
+        "config:set" => Set {
+            app: String,
+            pairs: Vec<(String, String)>,
+            stdin_key: Option<String>,
+            no_restart: bool,
         }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            ConfigCmd::Show { app }
-            | ConfigCmd::Get { app, .. }
-            | ConfigCmd::Set { app, .. }
-            | ConfigCmd::Unset { app, .. } => Some(app),
-        }
-    }
-
-    /// Key names only, never a value.
-    pub(super) fn audit_line(&self) -> Option<String> {
-        Some(match self {
-            ConfigCmd::Show { .. } | ConfigCmd::Get { .. } => return None,
-            ConfigCmd::Set {
-                app,
-                pairs,
-                stdin_key,
-                ..
-            } => {
-                let keys: Vec<&str> = pairs
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .chain(stdin_key.as_deref())
-                    .collect();
+            parse parse_set; access Access::Admin; app app;
+            audit {
+                let keys: Vec<&str> =
+                    pairs.iter().map(|(k, _)| k.as_str()).chain(stdin_key.as_deref()).collect();
                 format!("config:set {app} {}", keys.join(" "))
-            }
-            ConfigCmd::Unset { app, keys, .. } => {
-                format!("config:unset {app} {}", keys.join(" "))
-            }
-        })
-    }
-
-    pub(super) async fn execute<R: AsyncRead + Unpin>(
-        self,
-        ctx: &mut Ctx<'_, R>,
-    ) -> Result<Output, CmdError> {
-        match self {
-            ConfigCmd::Show { app } => show(ctx, &app).await,
-            ConfigCmd::Get { app, key } => get(ctx, &app, &key).await,
-            ConfigCmd::Set {
-                app,
-                pairs,
-                stdin_key,
-                no_restart,
-            } => set(ctx, &app, pairs, stdin_key, no_restart).await,
-            ConfigCmd::Unset {
-                app,
-                keys,
-                no_restart,
-            } => unset(ctx, &app, &keys, no_restart).await,
-        }
+            };
+            run set(ctx, &app, pairs, stdin_key, no_restart);
+        "config:unset" => Unset { app: String, keys: Vec<String>, no_restart: bool }
+            parse parse_unset; access Access::Admin; app app;
+            audit format!("config:unset {app} {}", keys.join(" "));
+            run unset(ctx, &app, &keys, no_restart);
     }
 }
+
+type SetFields = (String, Vec<(String, String)>, Option<String>, bool);
 
 /// `config:set APP KEY=VAL ... [--no-restart]` or `config:set APP KEY --stdin`.
-fn parse_set(a: &mut Args) -> Result<ConfigCmd, CmdError> {
-    let app = a.app("config:set")?;
+fn parse_set(a: &mut Args, cmd: &str) -> Result<SetFields, CmdError> {
+    let app = a.app(cmd)?;
     let mut no_restart = false;
     let mut stdin = false;
     let mut pairs = Vec::new();
@@ -282,10 +191,23 @@ fn parse_set(a: &mut Args) -> Result<ConfigCmd, CmdError> {
         }
         None
     };
-    Ok(ConfigCmd::Set {
-        app,
-        pairs,
-        stdin_key,
-        no_restart,
-    })
+    Ok((app, pairs, stdin_key, no_restart))
+}
+
+/// `config:unset APP KEY ... [--no-restart]`.
+fn parse_unset(a: &mut Args, cmd: &str) -> Result<(String, Vec<String>, bool), CmdError> {
+    let app = a.app(cmd)?;
+    let mut no_restart = false;
+    let mut keys = Vec::new();
+    for w in a.rest() {
+        if w == "--no-restart" {
+            no_restart = true;
+        } else {
+            keys.push(w);
+        }
+    }
+    if keys.is_empty() {
+        return Err(usage("usage: config:unset APP KEY ... [--no-restart]"));
+    }
+    Ok((app, keys, no_restart))
 }

@@ -63,63 +63,19 @@ pub async fn remove<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output
 
 // ---------------------------------------------------------------- commands
 
-/// The `domains*` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainsCmd {
-    List { app: String },
-    Add { app: String, host: String },
-    Remove { app: String, host: String },
-}
-
-impl DomainsCmd {
-    /// `None` when `name` is not a `domains*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<DomainsCmd>, CmdError> {
-        Ok(Some(match name {
-            "domains" => DomainsCmd::List {
-                app: a.only_app(name)?,
-            },
-            "domains:add" | "domains:remove" => {
-                let (app, host) = a.app_word(name)?;
-                if name == "domains:add" {
-                    DomainsCmd::Add { app, host }
-                } else {
-                    DomainsCmd::Remove { app, host }
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            DomainsCmd::List { .. } | DomainsCmd::Add { .. } | DomainsCmd::Remove { .. } => {
-                Access::Admin
-            }
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            DomainsCmd::List { app }
-            | DomainsCmd::Add { app, .. }
-            | DomainsCmd::Remove { app, .. } => Some(app),
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            DomainsCmd::List { .. } => None,
-            DomainsCmd::Add { app, host } => Some(format!("domains:add {app} {host}")),
-            DomainsCmd::Remove { app, host } => Some(format!("domains:remove {app} {host}")),
-        }
-    }
-
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        match self {
-            DomainsCmd::List { app } => list(ctx, &app).await,
-            DomainsCmd::Add { app, host } => add(ctx, &app, &host).await,
-            DomainsCmd::Remove { app, host } => remove(ctx, &app, &host).await,
-        }
+commands! {
+    /// The `domains*` commands (admin only).
+    DomainsCmd(ctx) {
+        "domains" => List { app: String }
+            parse Args::just_app; access Access::Admin; app app;
+            run list(ctx, &app);
+        "domains:add" => Add { app: String, host: String }
+            parse Args::app_word; access Access::Admin; app app;
+            audit format!("domains:add {app} {host}");
+            run add(ctx, &app, &host);
+        "domains:remove" => Remove { app: String, host: String }
+            parse Args::app_word; access Access::Admin; app app;
+            audit format!("domains:remove {app} {host}");
+            run remove(ctx, &app, &host);
     }
 }

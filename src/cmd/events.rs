@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{parse_count, usage, Access, Args};
 use crate::names::{printable, validate_app};
@@ -42,48 +43,38 @@ pub async fn list<R>(
 
 // ---------------------------------------------------------------- commands
 
-/// `events [APP] [-n N]`: anyone may list, filtered to what they may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventsCmd {
-    pub app: Option<String>,
-    pub limit: usize,
+commands! {
+    /// `events [APP] [-n N]`: anyone may list, filtered to what they may see.
+    EventsCmd(ctx) {
+        "events" => List { app: Option<String>, limit: usize }
+            parse parse_events;
+            access match app {
+                None => Access::Anyone,
+                Some(app) => read(app),
+            };
+            app app;
+            run list(ctx, app.as_deref(), limit);
+    }
 }
 
-impl EventsCmd {
-    /// `None` when `name` is not `events`.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<EventsCmd>, CmdError> {
-        if name != "events" {
-            return Ok(None);
-        }
-        let mut app = None;
-        let mut limit = 50;
-        let rest = a.rest();
-        let mut it = rest.into_iter();
-        while let Some(w) = it.next() {
-            if w == "-n" {
-                let n = it.next().ok_or_else(|| usage("-n needs a number"))?;
-                limit = parse_count(&n)?;
-            } else if let Some(n) = w.strip_prefix("-n") {
-                limit = parse_count(n)?;
-            } else if app.is_none() {
-                validate_app(&w).map_err(CmdError::Usage)?;
-                app = Some(w);
-            } else {
-                return Err(usage(format!("unexpected argument '{}'", printable(&w))));
-            }
-        }
-        Ok(Some(EventsCmd { app, limit }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match &self.app {
-            None => Access::Anyone,
-            Some(app) => Access::Read(app.clone()),
+/// `events [APP] [-n N]`.
+fn parse_events(a: &mut Args, _cmd: &str) -> Result<(Option<String>, usize), CmdError> {
+    let mut app = None;
+    let mut limit = 50;
+    let rest = a.rest();
+    let mut it = rest.into_iter();
+    while let Some(w) = it.next() {
+        if w == "-n" {
+            let n = it.next().ok_or_else(|| usage("-n needs a number"))?;
+            limit = parse_count(&n)?;
+        } else if let Some(n) = w.strip_prefix("-n") {
+            limit = parse_count(n)?;
+        } else if app.is_none() {
+            validate_app(&w).map_err(CmdError::Usage)?;
+            app = Some(w);
+        } else {
+            return Err(usage(format!("unexpected argument '{}'", printable(&w))));
         }
     }
-
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        list(ctx, self.app.as_deref(), self.limit).await
-    }
+    Ok((app, limit))
 }

@@ -120,9 +120,10 @@ pub async fn add<R: AsyncRead + Unpin>(
     let input = ctx.read_stdin().await?;
     let text = String::from_utf8_lossy(&input);
     let rec = register(ctx.store(), name, admin, apps, &text).await?;
-    let mut out = Output::message(format!("Added key {} ({})", rec.name, rec.fingerprint));
-    out.json = key_json(&rec);
-    Ok(out)
+    Ok(Output::done(
+        format!("Added key {} ({})", rec.name, rec.fingerprint),
+        key_json(&rec),
+    ))
 }
 
 pub async fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
@@ -132,69 +133,31 @@ pub async fn remove<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError>
 
 // ---------------------------------------------------------------- commands
 
-/// The `keys*` commands (admin only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeysCmd {
-    List,
-    Add {
-        name: String,
-        admin: bool,
-        apps: Vec<String>,
-    },
-    Remove {
-        name: String,
-    },
-}
-
-impl KeysCmd {
-    /// `None` when `name` is not a `keys*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<KeysCmd>, CmdError> {
-        Ok(Some(match name {
-            "keys" | "keys:list" => {
-                a.done("keys")?;
-                KeysCmd::List
-            }
-            "keys:add" => {
-                let name = a.word("keys:add")?;
-                let (admin, apps) = parse_scope(a.rest())?;
-                KeysCmd::Add { name, admin, apps }
-            }
-            "keys:remove" => {
-                let name = a.word("keys:remove")?;
-                a.done("keys:remove")?;
-                KeysCmd::Remove { name }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            KeysCmd::List | KeysCmd::Add { .. } | KeysCmd::Remove { .. } => Access::Admin,
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            KeysCmd::List => None,
-            KeysCmd::Add { name, admin, apps } => Some(if *admin {
+commands! {
+    /// The `keys*` commands (admin only).
+    KeysCmd(ctx) {
+        "keys" | "keys:list" => List {}
+            parse Args::nothing; access Access::Admin;
+            run list(ctx);
+        "keys:add" => Add { name: String, admin: bool, apps: Vec<String> }
+            parse |a: &mut Args, cmd: &str| {
+                let name = a.word(cmd)?;
+                parse_scope(a.rest()).map(|(admin, apps)| (name, admin, apps))
+            };
+            access Access::Admin;
+            audit if *admin {
                 format!("keys:add {name} --admin")
             } else {
                 format!("keys:add {name} --app {}", apps.join(","))
-            }),
-            KeysCmd::Remove { name } => Some(format!("keys:remove {name}")),
-        }
-    }
-
-    pub(super) async fn execute<R: AsyncRead + Unpin>(
-        self,
-        ctx: &mut Ctx<'_, R>,
-    ) -> Result<Output, CmdError> {
-        match self {
-            KeysCmd::List => list(ctx).await,
-            KeysCmd::Add { name, admin, apps } => add(ctx, &name, admin, &apps).await,
-            KeysCmd::Remove { name } => remove(ctx, &name).await,
-        }
+            };
+            run add(ctx, &name, admin, &apps);
+        "keys:remove" => Remove { name: String }
+            parse |a: &mut Args, cmd: &str| {
+                let name = a.word(cmd)?;
+                a.done(cmd).map(|()| (name,))
+            };
+            access Access::Admin;
+            audit format!("keys:remove {name}");
+            run remove(ctx, &name);
     }
 }

@@ -6,6 +6,9 @@
 //! streams, so the same code serves any transport. Command groups live in
 //! submodules (`apps`, `config`, `keys`, `events`, `timers`, ...).
 
+#[macro_use]
+mod group;
+
 pub mod apps;
 pub mod builds;
 pub mod config;
@@ -107,13 +110,71 @@ fn usage(text: impl Into<String>) -> CmdError {
     CmdError::Usage(text.into())
 }
 
-/// One SSH command line, parsed. Each group module owns its commands:
-/// their parsing, `HELP` lines, access, audit line and execution; this enum
-/// only names the groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Help,
-    Version,
+/// Declares `Command` from the groups and delegates to each group's own
+/// `parse`, `access`, `app`, `audit_line` and `execute` (see `group.rs`).
+macro_rules! groups {
+    ($($variant:ident($module:ident::$group:ident)),* $(,)?) => {
+        /// One SSH command line, parsed. Each group module declares its
+        /// commands (`commands!`); this enum only names the groups.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Command {
+            Help,
+            Version,
+            $($variant($module::$group),)*
+        }
+
+        impl Command {
+            fn parse_group(name: &str, a: &mut Args) -> Result<Option<Command>, CmdError> {
+                $(if let Some(c) = $module::$group::parse(name, a)? {
+                    return Ok(Some(Command::$variant(c)));
+                })*
+                Ok(None)
+            }
+
+            /// What the caller must be allowed. Exhaustive here and in every
+            /// group, so nothing is ungated by default.
+            pub fn access(&self) -> Access {
+                match self {
+                    Command::Help | Command::Version => Access::Anyone,
+                    $(Command::$variant(c) => c.access(),)*
+                }
+            }
+
+            /// The app a command concerns, for the audit trail.
+            pub fn app(&self) -> Option<&str> {
+                match self {
+                    Command::Help | Command::Version => None,
+                    $(Command::$variant(c) => c.app(),)*
+                }
+            }
+
+            /// How the command appears in the audit trail: never a config
+            /// value. `None` for read-only commands (they are not audited).
+            pub fn audit_line(&self) -> Option<String> {
+                match self {
+                    Command::Help | Command::Version => None,
+                    $(Command::$variant(c) => c.audit_line(),)*
+                }
+            }
+        }
+
+        async fn execute<R: AsyncRead + Unpin>(
+            ctx: &mut Ctx<'_, R>,
+            cmd: Command,
+        ) -> Result<Output, CmdError> {
+            match cmd {
+                Command::Help => Ok(help()),
+                Command::Version => Ok(Output::raw(
+                    "version",
+                    format!("rack {}", env!("CARGO_PKG_VERSION")),
+                )),
+                $(Command::$variant(c) => c.execute(ctx).await,)*
+            }
+        }
+    };
+}
+
+groups! {
     Apps(apps::AppsCmd),
     Config(config::ConfigCmd),
     Builds(builds::BuildsCmd),
@@ -130,100 +191,41 @@ pub enum Command {
 pub type HelpLine = (&'static str, &'static str, &'static str);
 
 /// Every command's help line, in display order.
+#[rustfmt::skip]
 pub const HELP: &[HelpLine] = &[
     ("help", "help", "this list"),
     ("version", "version", "the rack's version"),
     ("apps", "apps", "list apps"),
     ("apps:create", "apps:create APP", "create an app"),
     ("apps:info", "apps:info APP", "show an app"),
-    (
-        "apps:destroy",
-        "apps:destroy APP --confirm APP",
-        "delete an app and everything it has",
-    ),
-    (
-        "apps:set",
-        "apps:set APP KEY=VAL ...",
-        "change app settings",
-    ),
+    ("apps:destroy", "apps:destroy APP --confirm APP", "delete an app and everything it has"),
+    ("apps:set", "apps:set APP KEY=VAL ...", "change app settings"),
     ("apps:unset", "apps:unset APP KEY ...", "reset app settings"),
-    (
-        "apps:deploy",
-        "apps:deploy APP [REF] [--no-cache]",
-        "build and deploy a commit already pushed",
-    ),
+    ("apps:deploy", "apps:deploy APP [REF] [--no-cache]", "build and deploy a commit already pushed"),
     ("config", "config APP", "show config vars"),
     ("config:get", "config:get APP KEY", "print one config value"),
-    (
-        "config:set",
-        "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin",
-        "set config vars",
-    ),
-    (
-        "config:unset",
-        "config:unset APP KEY ... [--no-restart]",
-        "remove config vars",
-    ),
+    ("config:set", "config:set APP KEY=VAL ... [--no-restart] | KEY --stdin", "set config vars"),
+    ("config:unset", "config:unset APP KEY ... [--no-restart]", "remove config vars"),
     ("builds", "builds APP", "list builds"),
     ("builds:info", "builds:info APP BUILD", "show a build"),
-    (
-        "builds:logs",
-        "builds:logs APP BUILD [-f]",
-        "print (and follow) a build's output",
-    ),
+    ("builds:logs", "builds:logs APP BUILD [-f]", "print (and follow) a build's output"),
     ("releases", "releases APP", "list releases"),
     ("releases:info", "releases:info APP vN", "show a release"),
-    (
-        "releases:rollback",
-        "releases:rollback APP [vN]",
-        "new release with vN's build and config",
-    ),
+    ("releases:rollback", "releases:rollback APP [vN]", "new release with vN's build and config"),
     ("ps", "ps APP", "list processes"),
-    (
-        "ps:scale",
-        "ps:scale APP TYPE=N ...",
-        "change process counts",
-    ),
-    (
-        "ps:restart",
-        "ps:restart APP [TYPE]",
-        "roll the processes without a new release",
-    ),
+    ("ps:scale", "ps:scale APP TYPE=N ...", "change process counts"),
+    ("ps:restart", "ps:restart APP [TYPE]", "roll the processes without a new release"),
     ("domains", "domains APP", "host names routed to the app"),
-    (
-        "domains:add",
-        "domains:add APP HOST",
-        "route another host name to the app",
-    ),
-    (
-        "domains:remove",
-        "domains:remove APP HOST",
-        "stop routing a host name",
-    ),
-    (
-        "logs",
-        "logs APP [-f] [-n N] [--type TYPE]",
-        "processes' output, TYPE.N | line",
-    ),
-    (
-        "run",
-        "run APP [--exec] -- COMMAND",
-        "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal",
-    ),
+    ("domains:add", "domains:add APP HOST", "route another host name to the app"),
+    ("domains:remove", "domains:remove APP HOST", "stop routing a host name"),
+    ("logs", "logs APP [-f] [-n N] [--type TYPE]", "processes' output, TYPE.N | line"),
+    ("run", "run APP [--exec] -- COMMAND", "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal"),
     ("timers", "timers APP", "scheduled jobs of app.json"),
     ("timers:run", "timers:run APP NAME", "run a timer now"),
-    (
-        "timers:suspend",
-        "timers:suspend APP [NAME]",
-        "stop firing (kept across deploys)",
-    ),
+    ("timers:suspend", "timers:suspend APP [NAME]", "stop firing (kept across deploys)"),
     ("timers:resume", "timers:resume APP [NAME]", "fire again"),
     ("keys", "keys", "list SSH keys (admin)"),
-    (
-        "keys:add",
-        "keys:add NAME (--admin | --app APP ...)",
-        "add a key read from stdin (admin)",
-    ),
+    ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),
     ("events", "events [APP] [-n N]", "audit trail"),
 ];
@@ -357,82 +359,6 @@ impl Command {
             })?,
         };
         Ok((cmd, json))
-    }
-
-    fn parse_group(name: &str, a: &mut Args) -> Result<Option<Command>, CmdError> {
-        Ok(Some(if let Some(c) = apps::AppsCmd::parse(name, a)? {
-            Command::Apps(c)
-        } else if let Some(c) = config::ConfigCmd::parse(name, a)? {
-            Command::Config(c)
-        } else if let Some(c) = builds::BuildsCmd::parse(name, a)? {
-            Command::Builds(c)
-        } else if let Some(c) = releases::ReleasesCmd::parse(name, a)? {
-            Command::Releases(c)
-        } else if let Some(c) = ps::PsCmd::parse(name, a)? {
-            Command::Ps(c)
-        } else if let Some(c) = domains::DomainsCmd::parse(name, a)? {
-            Command::Domains(c)
-        } else if let Some(c) = run::RunCmd::parse(name, a)? {
-            Command::Run(c)
-        } else if let Some(c) = timers::TimersCmd::parse(name, a)? {
-            Command::Timers(c)
-        } else if let Some(c) = keys::KeysCmd::parse(name, a)? {
-            Command::Keys(c)
-        } else if let Some(c) = events::EventsCmd::parse(name, a)? {
-            Command::Events(c)
-        } else {
-            return Ok(None);
-        }))
-    }
-
-    /// What the caller must be allowed. Exhaustive here and in every
-    /// group's `access`, so nothing is ungated by default.
-    pub fn access(&self) -> Access {
-        match self {
-            Command::Help | Command::Version => Access::Anyone,
-            Command::Apps(c) => c.access(),
-            Command::Config(c) => c.access(),
-            Command::Builds(c) => c.access(),
-            Command::Releases(c) => c.access(),
-            Command::Ps(c) => c.access(),
-            Command::Domains(c) => c.access(),
-            Command::Run(c) => c.access(),
-            Command::Timers(c) => c.access(),
-            Command::Keys(c) => c.access(),
-            Command::Events(c) => c.access(),
-        }
-    }
-
-    /// The app a command concerns, for the audit trail.
-    pub fn app(&self) -> Option<&str> {
-        match self {
-            Command::Help | Command::Version | Command::Keys(_) => None,
-            Command::Apps(c) => c.app(),
-            Command::Config(c) => c.app(),
-            Command::Builds(c) => c.app(),
-            Command::Releases(c) => c.app(),
-            Command::Ps(c) => c.app(),
-            Command::Domains(c) => c.app(),
-            Command::Run(c) => c.app(),
-            Command::Timers(c) => c.app(),
-            Command::Events(c) => c.app.as_deref(),
-        }
-    }
-
-    /// How the command appears in the audit trail: never a config value.
-    /// `None` for read-only commands (they are not audited).
-    pub fn audit_line(&self) -> Option<String> {
-        match self {
-            Command::Help | Command::Version | Command::Builds(_) | Command::Events(_) => None,
-            Command::Apps(c) => c.audit_line(),
-            Command::Config(c) => c.audit_line(),
-            Command::Releases(c) => c.audit_line(),
-            Command::Ps(c) => c.audit_line(),
-            Command::Domains(c) => c.audit_line(),
-            Command::Run(c) => c.audit_line(),
-            Command::Timers(c) => c.audit_line(),
-            Command::Keys(c) => c.audit_line(),
-        }
     }
 }
 
@@ -610,29 +536,6 @@ where
                 _ => 1,
             }
         }
-    }
-}
-
-async fn execute<R: AsyncRead + Unpin>(
-    ctx: &mut Ctx<'_, R>,
-    cmd: Command,
-) -> Result<Output, CmdError> {
-    match cmd {
-        Command::Help => Ok(help()),
-        Command::Version => Ok(Output::raw(
-            "version",
-            format!("rack {}", env!("CARGO_PKG_VERSION")),
-        )),
-        Command::Apps(c) => c.execute(ctx).await,
-        Command::Config(c) => c.execute(ctx).await,
-        Command::Builds(c) => c.execute(ctx).await,
-        Command::Releases(c) => c.execute(ctx).await,
-        Command::Ps(c) => c.execute(ctx).await,
-        Command::Domains(c) => c.execute(ctx).await,
-        Command::Run(c) => c.execute(ctx).await,
-        Command::Timers(c) => c.execute(ctx).await,
-        Command::Keys(c) => c.execute(ctx).await,
-        Command::Events(c) => c.execute(ctx).await,
     }
 }
 

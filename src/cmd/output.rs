@@ -30,6 +30,15 @@ impl Output {
         }
     }
 
+    /// A confirmation `text` whose `--json` is `json` (what changed).
+    pub fn done(text: impl Into<String>, json: Value) -> Output {
+        Output {
+            json,
+            text: text.into(),
+            exit: 0,
+        }
+    }
+
     /// A raw value printed as is (`config:get`); `--json` gets `{"value": ...}`.
     pub fn raw(field: &str, value: String) -> Output {
         let mut m = Map::new();

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{with_space, Access, Args};
 use crate::names::{printable, validate_process_type};
@@ -85,9 +86,10 @@ pub async fn scale<R>(
         .deploying(|d, p| async move { d.scale(app, &counts, &p).await })
         .await?;
     let text: Vec<String> = formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut out = Output::message(format!("Scaled {app} to {}", text.join(" ")));
-    out.json = json!({ "app": app, "formation": formation });
-    Ok(out)
+    Ok(Output::done(
+        format!("Scaled {app} to {}", text.join(" ")),
+        json!({ "app": app, "formation": formation }),
+    ))
 }
 
 pub async fn restart<R>(
@@ -105,64 +107,19 @@ pub async fn restart<R>(
 
 // ---------------------------------------------------------------- commands
 
-/// The `ps*` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PsCmd {
-    List { app: String },
-    Scale { app: String, pairs: Vec<String> },
-    Restart { app: String, kind: Option<String> },
-}
-
-impl PsCmd {
-    /// `None` when `name` is not a `ps*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<PsCmd>, CmdError> {
-        Ok(Some(match name {
-            "ps" => PsCmd::List {
-                app: a.only_app(name)?,
-            },
-            "ps:scale" => {
-                let (app, pairs) = a.app_words(name)?;
-                PsCmd::Scale { app, pairs }
-            }
-            "ps:restart" => {
-                let (app, kind) = a.app_maybe_word(name)?;
-                PsCmd::Restart { app, kind }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            PsCmd::List { app } => Access::Read(app.clone()),
-            PsCmd::Scale { .. } | PsCmd::Restart { .. } => Access::Admin,
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            PsCmd::List { app } | PsCmd::Scale { app, .. } | PsCmd::Restart { app, .. } => {
-                Some(app)
-            }
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            PsCmd::List { .. } => None,
-            PsCmd::Scale { app, pairs } => Some(format!("ps:scale {app} {}", pairs.join(" "))),
-            PsCmd::Restart { app, kind } => {
-                Some(format!("ps:restart {app}{}", with_space(kind.as_deref())))
-            }
-        }
-    }
-
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        match self {
-            PsCmd::List { app } => list(ctx, &app).await,
-            PsCmd::Scale { app, pairs } => scale(ctx, &app, &pairs).await,
-            PsCmd::Restart { app, kind } => restart(ctx, &app, kind.as_deref()).await,
-        }
+commands! {
+    /// The `ps*` commands.
+    PsCmd(ctx) {
+        "ps" => List { app: String }
+            parse Args::just_app; access read(app); app app;
+            run list(ctx, &app);
+        "ps:scale" => Scale { app: String, pairs: Vec<String> }
+            parse Args::app_words; access Access::Admin; app app;
+            audit format!("ps:scale {app} {}", pairs.join(" "));
+            run scale(ctx, &app, &pairs);
+        "ps:restart" => Restart { app: String, kind: Option<String> }
+            parse Args::app_maybe_word; access Access::Admin; app app;
+            audit format!("ps:restart {app}{}", with_space(kind.as_deref()));
+            run restart(ctx, &app, kind.as_deref());
     }
 }

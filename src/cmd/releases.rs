@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{with_space, Access, Args};
 use crate::store::ReleaseRecord;
@@ -89,82 +90,29 @@ pub async fn rollback<R>(
     } else {
         r.changed_keys.join(", ")
     };
-    let mut out = Output::message(format!(
-        "Rolled back {app} to v{} as v{}; config keys changed: {keys}",
-        r.target, r.version
-    ));
-    out.json = json!({ "app": app, "release": r.version, "rolled_back_to": r.target, "changed_keys": r.changed_keys });
-    Ok(out)
+    Ok(Output::done(
+        format!(
+            "Rolled back {app} to v{} as v{}; config keys changed: {keys}",
+            r.target, r.version
+        ),
+        json!({ "app": app, "release": r.version, "rolled_back_to": r.target, "changed_keys": r.changed_keys }),
+    ))
 }
 
 // ---------------------------------------------------------------- commands
 
-/// The `releases*` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReleasesCmd {
-    List {
-        app: String,
-    },
-    Info {
-        app: String,
-        version: String,
-    },
-    Rollback {
-        app: String,
-        version: Option<String>,
-    },
-}
-
-impl ReleasesCmd {
-    /// `None` when `name` is not a `releases*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<ReleasesCmd>, CmdError> {
-        Ok(Some(match name {
-            "releases" => ReleasesCmd::List {
-                app: a.only_app(name)?,
-            },
-            "releases:info" => {
-                let (app, version) = a.app_word(name)?;
-                ReleasesCmd::Info { app, version }
-            }
-            "releases:rollback" => {
-                let (app, version) = a.app_maybe_word(name)?;
-                ReleasesCmd::Rollback { app, version }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            ReleasesCmd::List { app } | ReleasesCmd::Info { app, .. } => Access::Read(app.clone()),
-            ReleasesCmd::Rollback { .. } => Access::Admin,
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            ReleasesCmd::List { app }
-            | ReleasesCmd::Info { app, .. }
-            | ReleasesCmd::Rollback { app, .. } => Some(app),
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            ReleasesCmd::List { .. } | ReleasesCmd::Info { .. } => None,
-            ReleasesCmd::Rollback { app, version } => Some(format!(
-                "releases:rollback {app}{}",
-                with_space(version.as_deref())
-            )),
-        }
-    }
-
-    pub(super) async fn execute<R>(self, ctx: &mut Ctx<'_, R>) -> Result<Output, CmdError> {
-        match self {
-            ReleasesCmd::List { app } => list(ctx, &app).await,
-            ReleasesCmd::Info { app, version } => info(ctx, &app, &version).await,
-            ReleasesCmd::Rollback { app, version } => rollback(ctx, &app, version.as_deref()).await,
-        }
+commands! {
+    /// The `releases*` commands.
+    ReleasesCmd(ctx) {
+        "releases" => List { app: String }
+            parse Args::just_app; access read(app); app app;
+            run list(ctx, &app);
+        "releases:info" => Info { app: String, version: String }
+            parse Args::app_word; access read(app); app app;
+            run info(ctx, &app, &version);
+        "releases:rollback" => Rollback { app: String, version: Option<String> }
+            parse Args::app_maybe_word; access Access::Admin; app app;
+            audit format!("releases:rollback {app}{}", with_space(version.as_deref()));
+            run rollback(ctx, &app, version.as_deref());
     }
 }

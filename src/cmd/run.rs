@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{parse_count, unexpected, usage, Access, Args};
 use crate::deploy::rollout::new_deploy_id;
@@ -139,76 +140,26 @@ where
 
 // ---------------------------------------------------------------- commands
 
-/// `logs` and `run`: the app's processes, streamed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunCmd {
-    Logs {
-        app: String,
-        follow: bool,
-        lines: Option<usize>,
-        kind: Option<String>,
-    },
-    Run {
-        app: String,
-        argv: Vec<String>,
-    },
-}
-
-impl RunCmd {
-    /// `None` when `name` is neither `logs` nor `run`.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<RunCmd>, CmdError> {
-        Ok(Some(match name {
-            "logs" => parse_logs(a)?,
-            "run" => {
-                let app = a.app(name)?;
-                let argv = parse_argv(a.rest())?;
-                RunCmd::Run { app, argv }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            RunCmd::Logs { app, .. } => Access::Read(app.clone()),
-            RunCmd::Run { .. } => Access::Admin,
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            RunCmd::Logs { app, .. } | RunCmd::Run { app, .. } => Some(app),
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            RunCmd::Logs { .. } => None,
+commands! {
+    /// `logs` and `run`: the app's processes, streamed.
+    RunCmd(ctx) {
+        "logs" => Logs { app: String, follow: bool, lines: Option<usize>, kind: Option<String> }
+            parse parse_logs; access read(app); app app;
+            run logs(ctx, &app, follow, lines, kind);
+        "run" => Run { app: String, argv: Vec<String> }
+            parse |a: &mut Args, cmd: &str| Ok::<_, CmdError>((a.app(cmd)?, parse_argv(a.rest())?));
+            access Access::Admin; app app;
             // Only the program name: arguments may carry secrets.
-            RunCmd::Run { app, argv } => Some(format!("run {app} {}", audit_name(argv))),
-        }
-    }
-
-    pub(super) async fn execute<R: AsyncRead + Unpin>(
-        self,
-        ctx: &mut Ctx<'_, R>,
-    ) -> Result<Output, CmdError> {
-        match self {
-            RunCmd::Logs {
-                app,
-                follow,
-                lines,
-                kind,
-            } => logs(ctx, &app, follow, lines, kind).await,
-            RunCmd::Run { app, argv } => run(ctx, &app, argv).await,
-        }
+            audit format!("run {app} {}", audit_name(argv));
+            run run(ctx, &app, argv);
     }
 }
+
+type LogsFields = (String, bool, Option<usize>, Option<String>);
 
 /// `logs APP [-f] [-n N] [--type TYPE]`.
-fn parse_logs(a: &mut Args) -> Result<RunCmd, CmdError> {
-    let app = a.app("logs")?;
+fn parse_logs(a: &mut Args, cmd: &str) -> Result<LogsFields, CmdError> {
+    let app = a.app(cmd)?;
     let (mut follow, mut lines, mut kind) = (false, None, None);
     let rest = a.rest();
     let mut it = rest.into_iter();
@@ -227,15 +178,10 @@ fn parse_logs(a: &mut Args) -> Result<RunCmd, CmdError> {
                 crate::names::validate_process_type(&t).map_err(CmdError::Usage)?;
                 kind = Some(t);
             }
-            other => return Err(unexpected(other, "logs")),
+            other => return Err(unexpected(other, cmd)),
         }
     }
-    Ok(RunCmd::Logs {
-        app,
-        follow,
-        lines,
-        kind,
-    })
+    Ok((app, follow, lines, kind))
 }
 
 // ------------------------------------------------------- the run exec line

@@ -4,6 +4,7 @@
 use serde_json::json;
 use tokio::io::AsyncRead;
 
+use super::group::read;
 use super::{output::Output, CmdError, Ctx};
 use super::{with_space, Access, Args};
 use crate::timers::{next_after, rfc3339};
@@ -79,81 +80,23 @@ pub async fn run_now<R: AsyncRead + Unpin>(
 
 // ---------------------------------------------------------------- commands
 
-/// The `timers*` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimersCmd {
-    List { app: String },
-    Run { app: String, name: String },
-    Suspend { app: String, name: Option<String> },
-    Resume { app: String, name: Option<String> },
-}
-
-impl TimersCmd {
-    /// `None` when `name` is not a `timers*` command.
-    pub(super) fn parse(name: &str, a: &mut Args) -> Result<Option<TimersCmd>, CmdError> {
-        Ok(Some(match name {
-            "timers" => TimersCmd::List {
-                app: a.only_app(name)?,
-            },
-            "timers:run" => {
-                let (app, name) = a.app_word(name)?;
-                TimersCmd::Run { app, name }
-            }
-            "timers:suspend" => {
-                let (app, name) = a.app_maybe_word(name)?;
-                TimersCmd::Suspend { app, name }
-            }
-            "timers:resume" => {
-                let (app, name) = a.app_maybe_word(name)?;
-                TimersCmd::Resume { app, name }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Exhaustive: a new command must say who may run it.
-    pub(super) fn access(&self) -> Access {
-        match self {
-            TimersCmd::List { app } => Access::Read(app.clone()),
-            TimersCmd::Run { .. } | TimersCmd::Suspend { .. } | TimersCmd::Resume { .. } => {
-                Access::Admin
-            }
-        }
-    }
-
-    pub(super) fn app(&self) -> Option<&str> {
-        match self {
-            TimersCmd::List { app }
-            | TimersCmd::Run { app, .. }
-            | TimersCmd::Suspend { app, .. }
-            | TimersCmd::Resume { app, .. } => Some(app),
-        }
-    }
-
-    pub(super) fn audit_line(&self) -> Option<String> {
-        match self {
-            TimersCmd::List { .. } => None,
-            TimersCmd::Run { app, name } => Some(format!("timers:run {app} {name}")),
-            TimersCmd::Suspend { app, name } => Some(format!(
-                "timers:suspend {app}{}",
-                with_space(name.as_deref())
-            )),
-            TimersCmd::Resume { app, name } => Some(format!(
-                "timers:resume {app}{}",
-                with_space(name.as_deref())
-            )),
-        }
-    }
-
-    pub(super) async fn execute<R: AsyncRead + Unpin>(
-        self,
-        ctx: &mut Ctx<'_, R>,
-    ) -> Result<Output, CmdError> {
-        match self {
-            TimersCmd::List { app } => list(ctx, &app).await,
-            TimersCmd::Run { app, name } => run_now(ctx, &app, &name).await,
-            TimersCmd::Suspend { app, name } => suspend(ctx, &app, name.as_deref(), true).await,
-            TimersCmd::Resume { app, name } => suspend(ctx, &app, name.as_deref(), false).await,
-        }
+commands! {
+    /// The `timers*` commands.
+    TimersCmd(ctx) {
+        "timers" => List { app: String }
+            parse Args::just_app; access read(app); app app;
+            run list(ctx, &app);
+        "timers:run" => Run { app: String, name: String }
+            parse Args::app_word; access Access::Admin; app app;
+            audit format!("timers:run {app} {name}");
+            run run_now(ctx, &app, &name);
+        "timers:suspend" => Suspend { app: String, name: Option<String> }
+            parse Args::app_maybe_word; access Access::Admin; app app;
+            audit format!("timers:suspend {app}{}", with_space(name.as_deref()));
+            run suspend(ctx, &app, name.as_deref(), true);
+        "timers:resume" => Resume { app: String, name: Option<String> }
+            parse Args::app_maybe_word; access Access::Admin; app app;
+            audit format!("timers:resume {app}{}", with_space(name.as_deref()));
+            run suspend(ctx, &app, name.as_deref(), false);
     }
 }

@@ -2,12 +2,9 @@ use super::*;
 
 #[test]
 fn flag_beats_file_beats_default() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rack.toml"),
+    let dir = crate::testing::data_dir_with(
         "listen = \"127.0.0.1:1\"\ndomain = \"example.org\"\n[limits]\nmax_connections = 3\n",
-    )
-    .unwrap();
+    );
     let s = Settings::resolve(Overrides {
         data_dir: Some(dir.path().into()),
         listen: Some("127.0.0.1:2".into()),

@@ -27,18 +27,12 @@ fn git_protocol_values() {
 /// in this process: the tests of one binary share its environment.
 #[test]
 fn child_env_is_allow_listed() {
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .env(
+    crate::testing::run_probe("process::tests::child_env_probe", |c| {
+        c.env(
             "GIT_CONFIG_RACK_LEAK_TEST",
             "core.sshCommand=touch /tmp/pwned",
-        )
-        .env("RACK_TEST_PROBE", "child_env_probe")
-        .args(["--exact", "process::tests::child_env_probe"])
-        .output()
-        .expect("the test binary runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
+        );
+    });
 }
 
 /// The body of [`child_env_is_allow_listed`], in a process whose
@@ -47,7 +41,7 @@ fn child_env_is_allow_listed() {
 async fn child_env_probe() {
     // Only as the parent's child process: in the suite's own run this
     // process's environment is not the one under test.
-    if std::env::var("RACK_TEST_PROBE").as_deref() != Ok("child_env_probe") {
+    if !crate::testing::is_probe("child_env_probe") {
         return;
     }
     let mut cmd = command("env");

@@ -2,12 +2,9 @@ use super::*;
 
 #[test]
 fn rack_toml_keeps_other_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rack.toml"),
+    let dir = crate::testing::data_dir_with(
         "domain = \"example.com\"\n[aws]\nwait_for_rollout = false\n",
-    )
-    .unwrap();
+    );
     let section = AwsSection {
         region: "us-east-1".into(),
         stack: "rack-x".into(),
