@@ -10,21 +10,11 @@ use crate::timers::{Timer, TimerState};
 #[async_trait::async_trait]
 impl TimerStore for SqliteStore {
     async fn set_build_timers(&self, id: &str, timers: &[Timer]) -> Result<()> {
-        let sql = "UPDATE builds SET timers = ?2 WHERE id = ?1";
-        self.execute(sql, (id.to_owned(), to_json(&timers)))
-            .await
-            .map(drop)
+        self.set_build_json(id, "timers", to_json(&timers)).await
     }
 
     async fn build_timers(&self, id: &str) -> Result<Vec<Timer>> {
-        let sql = "SELECT timers FROM builds WHERE id = ?1";
-        let text: Vec<Option<String>> = self.query(sql, (id.to_owned(),), |r| r.get(0)).await?;
-        Ok(text
-            .into_iter()
-            .next()
-            .flatten()
-            .map(|t| from_json(&t))
-            .unwrap_or_default())
+        Ok(self.build_json(id, "timers").await?.unwrap_or_default())
     }
 
     async fn timer_states(&self, app: &str) -> Result<BTreeMap<String, TimerState>> {
