@@ -101,13 +101,15 @@ fn input(container: &str, t: &Timer) -> String {
     .to_string()
 }
 
-/// Makes the app's schedules exactly `timers`, targeting `target`: every
-/// expression is checked before anything is written.
+/// Makes the app's schedules exactly `timers`, targeting `target`, those
+/// named in `suspended` disabled: every expression is checked before
+/// anything is written.
 pub async fn put_app_schedules(
     ctx: &AwsContext,
     app: &str,
     target: &EcsTarget<'_>,
     timers: &[Timer],
+    suspended: &[String],
 ) -> Result<()> {
     let exprs = timers
         .iter()
@@ -134,7 +136,13 @@ pub async fn put_app_schedules(
     }
     let existing = schedule_names(ctx, &group).await?;
     for (t, expr) in timers.iter().zip(exprs) {
-        put_schedule(ctx, &group, target, t, &expr, existing.contains(&t.name)).await?;
+        let state = if suspended.contains(&t.name) {
+            ScheduleState::Disabled
+        } else {
+            ScheduleState::Enabled
+        };
+        let exists = existing.contains(&t.name);
+        put_schedule(ctx, &group, target, t, &expr, exists, state).await?;
     }
     for name in existing
         .iter()
@@ -158,6 +166,7 @@ async fn put_schedule(
     t: &Timer,
     expr: &str,
     exists: bool,
+    state: ScheduleState,
 ) -> Result<()> {
     let invalid = |e: aws_sdk_scheduler::error::BuildError| AwsError::Invalid(e.to_string());
     let ecs = EcsParameters::builder()
@@ -196,7 +205,7 @@ async fn put_schedule(
                 .name(&t.name)
                 .schedule_expression(expr)
                 .schedule_expression_timezone("UTC")
-                .state(ScheduleState::Enabled)
+                .state(state)
                 .flexible_time_window(window)
                 .target(tgt)
                 .send()

@@ -420,11 +420,28 @@ async fn set_timers(
     progress: &Progress,
 ) -> Result<()> {
     let timers = store.build_timers(build_id).await.map_err(internal)?;
-    runtime.set_timers(spec, &timers).await.map_err(|e| {
-        progress.stage(format!(
-            "Release v{} failed: scheduling its timers: {e}",
-            spec.version
-        ));
-        DeployError::ReleaseFailed
-    })
+    let suspended = suspended_timers(store, &spec.app).await?;
+    runtime
+        .set_timers(spec, &timers, &suspended)
+        .await
+        .map_err(|e| {
+            progress.stage(format!(
+                "Release v{} failed: scheduling its timers: {e}",
+                spec.version
+            ));
+            DeployError::ReleaseFailed
+        })
+}
+
+/// Names of the app's suspended timers (kept across releases).
+pub(super) async fn suspended_timers(
+    store: &dyn crate::store::Store,
+    app: &str,
+) -> Result<Vec<String>> {
+    let states = store.timer_states(app).await.map_err(internal)?;
+    Ok(states
+        .into_iter()
+        .filter(|(_, s)| s.suspended)
+        .map(|(name, _)| name)
+        .collect())
 }

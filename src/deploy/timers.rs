@@ -68,7 +68,32 @@ impl Deployer {
             })
             .await?;
         }
+        self.reschedule_timers(app).await?;
         Ok(timers.into_iter().map(|t| t.name).collect())
+    }
+
+    /// Hands the current release's timers to the runtime again after a
+    /// suspend or resume (aws: the schedules' state); a no-op locally.
+    async fn reschedule_timers(&self, app: &str) -> Result<()> {
+        let runtime = self.provider.runtime().await.map_err(DeployError::Failed)?;
+        if runtime.fires_timers() {
+            return Ok(());
+        }
+        let store = &*self.provider.store;
+        let Some(v) = store.app_state(app).await?.current_release else {
+            return Ok(());
+        };
+        let release = store.release(app, v).await?;
+        let spec = self
+            .spec_for(&*runtime, &release, &release.formation, new_deploy_id())
+            .await
+            .map_err(DeployError::Failed)?;
+        let timers = store.build_timers(&release.build_id).await?;
+        let suspended = super::rollout::suspended_timers(store, app).await?;
+        runtime
+            .set_timers(&spec, &timers, &suspended)
+            .await
+            .map_err(|e| DeployError::Failed(format!("scheduling {app}'s timers: {e}")))
     }
 
     /// Records `due` as the timer's last tick if it is newer than both the

@@ -275,7 +275,8 @@ impl Runtime for EcsRuntime {
         &'a self,
         spec: &'a ReleaseSpec,
         timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
     ) -> Fut<'a, ()> {
-        self.inner.set_timers(spec, timers)
+        self.inner.set_timers(spec, timers, suspended)
     }
 }

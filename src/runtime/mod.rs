@@ -355,13 +355,15 @@ pub trait Runtime: Send + Sync {
     fn fires_timers(&self) -> bool;
 
     /// `spec` is about to become the app's current release with these
-    /// timers (none: remove the app's schedules). Providers that schedule
-    /// by themselves write their schedules here; a no-op where the rack
-    /// fires them. A failure fails the release.
+    /// timers (none: remove the app's schedules), of which `suspended`
+    /// (names) must not fire; called again when that set changes.
+    /// Providers that schedule by themselves write their schedules here; a
+    /// no-op where the rack fires them. A failure fails the release.
     fn set_timers<'a>(
         &'a self,
         spec: &'a ReleaseSpec,
         timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// After a restart: `current` is every app's current release. Keep its

@@ -658,6 +658,26 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     };
     let v2 = target_image();
     assert_eq!(v2, web_image());
+    // Suspended: the schedule is disabled (across a deploy); resumed:
+    // enabled.
+    let state = || {
+        rt().block_on(async {
+            let s = scheduler
+                .get_schedule()
+                .group_name(&group)
+                .name("nightly")
+                .send()
+                .await
+                .unwrap();
+            s.state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default()
+        })
+    };
+    assert_eq!(state(), "ENABLED");
+    rack.ssh(admin, &format!("timers:suspend {app} nightly"))
+        .ok();
+    assert_eq!(state(), "DISABLED");
     let list = rack.ssh(admin, &format!("timers {app} --json")).ok().json();
     assert_eq!(list[0]["name"], "nightly", "{list}");
 
@@ -667,6 +687,9 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     let v3 = target_image();
     assert_ne!(v3, v2);
     assert_eq!(v3, web_image());
+    assert_eq!(state(), "DISABLED", "suspended across a deploy");
+    rack.ssh(admin, &format!("timers:resume {app}")).ok();
+    assert_eq!(state(), "ENABLED");
 
     // A rollback to v1 (no app.json) removes the schedule.
     rack.ssh(admin, &format!("releases:rollback {app} v1")).ok();

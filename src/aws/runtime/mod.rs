@@ -206,8 +206,9 @@ impl Runtime for AwsRuntime {
         &'a self,
         spec: &'a ReleaseSpec,
         timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async move { Ok(self.set_timers_inner(spec, timers).await?) })
+        Box::pin(async move { Ok(self.set_timers_inner(spec, timers, suspended).await?) })
     }
 
     fn recover<'a>(

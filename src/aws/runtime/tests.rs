@@ -468,7 +468,7 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
     };
 
     let v1 = fx.spec(1, "one", &[("A", "1")], 1);
-    rt.set_timers(&v1, &timers).await.unwrap();
+    rt.set_timers(&v1, &timers, &[]).await.unwrap();
     let s = get("nightly").await;
     assert_eq!(s.schedule_expression(), Some("cron(0 3 * * ? *)"));
     assert_eq!(s.schedule_expression_timezone(), Some("UTC"));
@@ -495,7 +495,7 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
     // The next release moves the schedules to its task definition; a
     // timer it no longer has goes.
     let v2 = fx.spec(2, "two", &[("A", "2")], 1);
-    rt.set_timers(&v2, &timers[..1]).await.unwrap();
+    rt.set_timers(&v2, &timers[..1], &[]).await.unwrap();
     let target = get("nightly").await.target().unwrap().clone();
     let td = fx
         .task_definition(target.ecs_parameters().unwrap().task_definition_arn())
@@ -509,9 +509,19 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
         vec!["nightly".to_string()]
     );
 
+    // A suspended timer's schedule is disabled, and enabled again.
+    let nightly = ["nightly".to_string()];
+    rt.set_timers(&v2, &timers[..1], &nightly).await.unwrap();
+    let state = |s: aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput| {
+        s.state().map(|s| s.as_str().to_string())
+    };
+    assert_eq!(state(get("nightly").await).as_deref(), Some("DISABLED"));
+    rt.set_timers(&v2, &timers[..1], &[]).await.unwrap();
+    assert_eq!(state(get("nightly").await).as_deref(), Some("ENABLED"));
+
     // A schedule EventBridge cannot express fails before anything changes.
     let bad = [timer("fast", "x", "*/2 * * * * *")];
-    let err = rt.set_timers(&v2, &bad).await.unwrap_err();
+    let err = rt.set_timers(&v2, &bad, &[]).await.unwrap_err();
     assert!(err.to_string().contains("seconds must be 0"), "{err}");
     assert_eq!(
         scheduler::schedule_names(&fx.ctx, &group)

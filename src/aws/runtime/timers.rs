@@ -17,6 +17,7 @@ impl AwsRuntime {
         &self,
         spec: &ReleaseSpec,
         timers: &[Timer],
+        suspended: &[String],
     ) -> Result<()> {
         if timers.is_empty() {
             return scheduler::delete_app_schedules(&self.ctx, &spec.app).await;
@@ -45,6 +46,6 @@ impl AwsRuntime {
             subnets: &self.rack.subnets,
             security_group: &self.rack.service_security_group,
         };
-        scheduler::put_app_schedules(&self.ctx, &spec.app, &target, timers).await
+        scheduler::put_app_schedules(&self.ctx, &spec.app, &target, timers, suspended).await
     }
 }

@@ -724,6 +724,7 @@ impl Runtime for LocalRuntime {
         &'a self,
         _spec: &'a ReleaseSpec,
         _timers: &'a [crate::timers::Timer],
+        _suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async { Ok(()) })
     }
