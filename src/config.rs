@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub local: LocalFile,
     #[serde(default)]
     pub router: RouterFile,
+    #[serde(default)]
+    pub timers: TimersFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -87,6 +89,16 @@ pub struct RouterFile {
     /// Threads serving HTTP, each with its own single-threaded runtime;
     /// 0 (the default) is one per CPU.
     pub threads: Option<usize>,
+}
+
+/// `[timers]` in `rack.toml`: bounds on the scheduled jobs of `app.json`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimersFile {
+    /// Timers one app may declare (default 20).
+    pub max_per_app: Option<usize>,
+    /// Largest `app.json` a build accepts (default 65536 bytes).
+    pub max_app_json_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -162,6 +174,8 @@ pub struct Settings {
     pub keep_releases: usize,
     /// Router threads (`[router] threads`); 0 is one per CPU.
     pub router_threads: usize,
+    /// `[timers]`: bounds on `app.json`'s scheduled jobs.
+    pub timers: crate::timers::TimerLimits,
     /// Test-only pause point of rollouts (`testhook`); never from
     /// `rack.toml`.
     pub test_pause_at: Option<String>,
@@ -240,6 +254,7 @@ impl Settings {
             limits,
             data_dir,
             router_threads,
+            timers: crate::timers::TimerLimits::from_file(&file.timers)?,
             test_pause_at: o.test_pause_at,
         })
     }

@@ -29,3 +29,4 @@ pub mod store;
 pub mod testhook;
 #[cfg(test)]
 mod testing;
+pub mod timers;

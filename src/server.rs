@@ -1,5 +1,6 @@
 //! The accept loop: connection limit, pre-auth timeout, graceful shutdown,
-//! and the housekeeper (repacks, memory trims) that lives as long as it.
+//! and the housekeeper (repacks, memory trims) and the timers' scheduler
+//! that live as long as it.
 //!
 //! `run` takes an already bound listener so tests can bind port 0.
 
@@ -34,6 +35,7 @@ pub async fn run(
     };
     let mut tasks = JoinSet::new();
     let housekeeper = crate::housekeeping::Housekeeper::start();
+    let scheduler = crate::timers::Scheduler::start(rack.clone());
     loop {
         tokio::select! {
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
@@ -81,6 +83,7 @@ pub async fn run(
         tracing::warn!("grace period over; closing remaining sessions");
         tasks.shutdown().await;
     }
+    scheduler.stop().await;
     housekeeper.stop(limits.shutdown_grace).await;
     Ok(())
 }

@@ -16,8 +16,8 @@
 //!   is kept across updates and, for a new app, derived from the app's name
 //!   and moved past the priorities other apps' stacks already hold.
 //! - `apps:destroy` ([`destroy_app`]): the stack and what lives outside it
-//!   (ECS services and task definitions, SSM parameters, the app's state
-//!   objects).
+//!   (timer schedules, ECS services and task definitions, SSM parameters,
+//!   the app's state objects).
 //! - `rack uninstall aws` ([`uninstall`]): every app, the rack's config
 //!   parameters, the bucket's objects, the stack, the rack in `rack.toml`.
 //!
@@ -31,7 +31,7 @@ use aws_sdk_cloudformation::types::Stack;
 
 use super::cfn::{self, Outcome};
 use super::section::{self, AwsSection};
-use super::{ecr, ecs, ssm, state};
+use super::{ecr, ecs, scheduler, ssm, state};
 use super::{AwsContext, AwsError, Result};
 use crate::progress::Progress;
 
@@ -355,6 +355,7 @@ pub async fn create_app(
 /// the app's SSM parameters and its state objects in the bucket.
 pub async fn destroy_app(ctx: &AwsContext, app: &str, progress: &Progress) -> Result<()> {
     check_app(app)?;
+    scheduler::delete_app_schedules(ctx, app).await?;
     ecs::delete_app_services(ctx, &ctx.stack_name(), app, progress).await?;
     ecs::task_definition::deregister_app(ctx, app).await?;
     let name = ctx.app_stack_name(app);

@@ -72,6 +72,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod rack;
 pub mod runtime;
+pub mod scheduler;
 pub mod secrets;
 pub mod section;
 pub mod ssm;
@@ -254,6 +255,7 @@ pub struct AwsContext {
     pub kms: aws_sdk_kms::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
 }
 
 impl AwsContext {
@@ -307,6 +309,7 @@ impl AwsContext {
             kms: aws_sdk_kms::Client::new(shared),
             ssm: aws_sdk_ssm::Client::new(shared),
             logs: aws_sdk_cloudwatchlogs::Client::new(shared),
+            scheduler: aws_sdk_scheduler::Client::new(shared),
         }
     }
 

@@ -9,6 +9,8 @@
 //! domains/HOST.json              claim of a host name by one app
 //!                                (If-None-Match: hosts are unique)
 //! procfiles/BUILD_ID.json        the Procfile recorded with a build
+//! timers/BUILD_ID.json           the timers (app.json) recorded with a build
+//! apps/APP/timer-states.json     the scheduler's state of the app's timers
 //! ```
 //!
 //! Release records are created with `If-None-Match` (allocating vN) and
@@ -29,6 +31,7 @@ mod config;
 mod events;
 mod keys;
 mod releases;
+mod timers;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -4,7 +4,7 @@
 //!
 //! This module knows nothing about SSH: it reads and writes plain async
 //! streams, so the same code serves any transport. Command groups live in
-//! submodules (`apps`, `config`, `keys`, `events`).
+//! submodules (`apps`, `config`, `keys`, `events`, `timers`, ...).
 
 #[macro_use]
 mod group;
@@ -19,6 +19,7 @@ pub mod output;
 pub mod ps;
 pub mod releases;
 pub mod run;
+pub mod timers;
 
 use std::sync::Arc;
 
@@ -181,6 +182,7 @@ groups! {
     Ps(ps::PsCmd),
     Domains(domains::DomainsCmd),
     Run(run::RunCmd),
+    Timers(timers::TimersCmd),
     Keys(keys::KeysCmd),
     Events(events::EventsCmd),
 }
@@ -218,6 +220,10 @@ pub const HELP: &[HelpLine] = &[
     ("domains:remove", "domains:remove APP HOST", "stop routing a host name"),
     ("logs", "logs APP [-f] [-n N] [--type TYPE]", "processes' output, TYPE.N | line"),
     ("run", "run APP [--exec] -- COMMAND", "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal"),
+    ("timers", "timers APP", "scheduled jobs of app.json"),
+    ("timers:run", "timers:run APP NAME", "run a timer now"),
+    ("timers:suspend", "timers:suspend APP [NAME]", "stop firing (kept across deploys)"),
+    ("timers:resume", "timers:resume APP [NAME]", "fire again"),
     ("keys", "keys", "list SSH keys (admin)"),
     ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),

@@ -16,7 +16,9 @@ pub async fn list<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<Output, CmdError> {
         .map_err(|e| CmdError::Failed(e.to_string()))?;
     // Instances of an earlier rollout are draining: not part of the app.
     if let Some(current) = ctx.store().app_state(app).await?.deploy_id {
-        procs.retain(|p| p.deploy_id.is_empty() || p.deploy_id == current || p.kind == "run");
+        procs.retain(|p| {
+            p.deploy_id.is_empty() || p.deploy_id == current || p.kind == "run" || p.kind == "timer"
+        });
     }
     procs.sort_by(|a, b| (a.kind.as_str(), a.number).cmp(&(b.kind.as_str(), b.number)));
     let now = time::OffsetDateTime::now_utc();

@@ -61,17 +61,11 @@ pub async fn run<R: AsyncRead + Unpin>(
         .deployer
         .spec_for(&*runtime, &release, &BTreeMap::new(), new_deploy_id())
         .await?;
-
     let tty = ctx.tty.take();
     let (tty_size, resize) = match tty {
         Some(t) => (Some((t.cols, t.rows)), Some(t.resize)),
         None => (None, None),
     };
-    // Pipes between the client's streams and the container's: the copies
-    // run in this task alongside the process.
-    let (stdin_w, stdin_r) = tokio::io::duplex(64 * 1024);
-    let (stdout_w, mut stdout_r) = tokio::io::duplex(64 * 1024);
-    let (stderr_w, mut stderr_r) = tokio::io::duplex(64 * 1024);
     let cmd = OneOff {
         argv,
         tty: tty_size,
@@ -79,13 +73,34 @@ pub async fn run<R: AsyncRead + Unpin>(
         timeout: None,
         labels: BTreeMap::new(),
     };
+    stream(ctx, true, |io| runtime.run(&spec, cmd, io)).await
+}
+
+/// Runs a process started by `start` with pipes to the client's streams
+/// (stdin only when `with_stdin`) and passes its exit status through.
+pub(super) async fn stream<R, F>(
+    ctx: &mut Ctx<'_, R>,
+    with_stdin: bool,
+    start: impl FnOnce(OneOffIo) -> F,
+) -> Result<Output, CmdError>
+where
+    R: AsyncRead + Unpin,
+    F: std::future::Future<Output = Result<i64, crate::runtime::RuntimeError>>,
+{
+    // Pipes between the client's streams and the container's: the copies
+    // run in this task alongside the process.
+    let (stdin_w, stdin_r) = tokio::io::duplex(64 * 1024);
+    let (stdout_w, mut stdout_r) = tokio::io::duplex(64 * 1024);
+    let (stderr_w, mut stderr_r) = tokio::io::duplex(64 * 1024);
     let io = OneOffIo {
-        stdin: Some(Box::new(stdin_r)),
+        stdin: with_stdin
+            .then(|| Box::new(stdin_r) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
         stdout: Box::new(stdout_w),
         stderr: Box::new(stderr_w),
     };
-    let mut process = runtime.run(&spec, cmd, io);
-    let mut stdin_w = Some(stdin_w);
+    // Boxed so that dropping it below closes its ends of the pipes.
+    let mut process = Box::pin(start(io));
+    let mut stdin_w = with_stdin.then_some(stdin_w);
     let (mut inbuf, mut outbuf, mut errbuf) =
         (vec![0u8; 16384], vec![0u8; 16384], vec![0u8; 16384]);
     let (mut out_open, mut err_open) = (true, true);

@@ -365,6 +365,7 @@ impl Deployer {
             Ok(()) | Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        store.delete_timer_states(app).await?;
         // The record is gone first: a crash here leaves only a stray
         // directory, which apps:create replaces.
         let logs = self.settings.logs_dir().join("builds").join(app);

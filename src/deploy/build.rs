@@ -138,7 +138,10 @@ impl Deployer {
         };
         let mut res = builder.build(req, progress.clone()).await?;
         res.image_id = self.publish(&job.app, id, res.image_id, progress).await?;
+        // The Procfile decides the process types of releases of this
+        // build, app.json's cron list their timers.
         self.record_procfile(job, id, progress).await?;
+        self.record_timers(job, id, progress).await?;
         Ok(res)
     }
 
@@ -166,33 +169,66 @@ impl Deployer {
         Ok(image)
     }
 
-    /// The Procfile decides the process types of releases of this build.
+    /// Reads a file at the root of the pushed tree (`None`: there is none).
+    async fn root_file(
+        &self,
+        job: &BuildJob,
+        name: &'static str,
+    ) -> Result<Option<String>, BuildError> {
+        let repo = self.settings.repo_path(&job.app);
+        let commit = job.commit;
+        tokio::task::spawn_blocking(move || {
+            crate::build::context::read_root_file(&repo, commit, name)
+        })
+        .await
+        .map_err(|e| BuildError::Invalid(e.to_string()))?
+        .map_err(BuildError::Context)
+    }
+
+    /// Parses the Procfile, if any, and keeps it with the build.
     async fn record_procfile(
         &self,
         job: &BuildJob,
         id: &str,
         progress: &Progress,
     ) -> Result<(), BuildError> {
-        let repo = self.settings.repo_path(&job.app);
-        let commit = job.commit;
-        let procfile = tokio::task::spawn_blocking(move || {
-            crate::build::context::read_root_file(&repo, commit, "Procfile")
-        })
-        .await
-        .map_err(|e| BuildError::Invalid(e.to_string()))?
-        .map_err(BuildError::Context)?;
-        if let Some(text) = procfile {
-            let parsed = crate::release::procfile::parse(&text).map_err(|e| {
-                progress.stage(format!("Build {id} failed: {e}"));
-                BuildError::Invalid(e)
-            })?;
-            self.provider
-                .store
-                .set_build_procfile(id, &parsed)
-                .await
-                .map_err(|e| BuildError::Invalid(e.to_string()))?;
-        }
-        Ok(())
+        let Some(text) = self.root_file(job, "Procfile").await? else {
+            return Ok(());
+        };
+        let parsed = crate::release::procfile::parse(&text).map_err(|e| {
+            progress.stage(format!("Build {id} failed: {e}"));
+            BuildError::Invalid(e)
+        })?;
+        self.provider
+            .store
+            .set_build_procfile(id, &parsed)
+            .await
+            .map_err(|e| BuildError::Invalid(e.to_string()))
+    }
+
+    /// Reads `app.json`'s `cron` list and keeps it with the build: releases
+    /// of this build run these timers. A bad entry fails the build, naming
+    /// it.
+    async fn record_timers(
+        &self,
+        job: &BuildJob,
+        id: &str,
+        progress: &Progress,
+    ) -> Result<(), BuildError> {
+        let timers = match self.root_file(job, "app.json").await? {
+            None => Vec::new(),
+            Some(text) => {
+                crate::timers::parse_app_json(&text, &self.settings.timers).map_err(|e| {
+                    progress.stage(format!("Build {id} failed: {e}"));
+                    BuildError::Invalid(e)
+                })?
+            }
+        };
+        self.provider
+            .store
+            .set_build_timers(id, &timers)
+            .await
+            .map_err(|e| BuildError::Invalid(e.to_string()))
     }
 
     /// Removes the engine's images of this rack's builds of `app` but

@@ -16,6 +16,7 @@ mod apps;
 mod build;
 pub mod recovery;
 pub mod rollout;
+mod timers;
 
 use std::sync::Arc;
 

@@ -105,6 +105,7 @@ impl Deployer {
         }
 
         let result = roll(&*runtime, &spec, progress, async {
+        set_timers(&**store, &*runtime, &spec, &req.build.id, progress).await?;
         store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
         if let Some(push) = req.push {
             // Under the app's lock nothing else moves the deploy branch, so
@@ -418,4 +419,41 @@ impl Deployer {
 pub fn new_deploy_id() -> String {
     let b = crate::build::new_build_id();
     format!("d{}", &b[2..])
+}
+
+/// Hands the release's timers to the runtime just before the commit point
+/// (a no-op where the rack's scheduler fires them; on aws the schedules).
+/// A failure fails the release, which is then not committed.
+async fn set_timers(
+    store: &dyn crate::store::Store,
+    runtime: &dyn Runtime,
+    spec: &ReleaseSpec,
+    build_id: &str,
+    progress: &Progress,
+) -> Result<()> {
+    let timers = store.build_timers(build_id).await.map_err(internal)?;
+    let suspended = suspended_timers(store, &spec.app).await?;
+    runtime
+        .set_timers(spec, &timers, &suspended)
+        .await
+        .map_err(|e| {
+            progress.stage(format!(
+                "Release v{} failed: scheduling its timers: {e}",
+                spec.version
+            ));
+            DeployError::ReleaseFailed
+        })
+}
+
+/// Names of the app's suspended timers (kept across releases).
+pub(super) async fn suspended_timers(
+    store: &dyn crate::store::Store,
+    app: &str,
+) -> Result<Vec<String>> {
+    let states = store.timer_states(app).await.map_err(internal)?;
+    Ok(states
+        .into_iter()
+        .filter(|(_, s)| s.suspended)
+        .map(|(name, _)| name)
+        .collect())
 }

@@ -266,4 +266,17 @@ impl Runtime for EcsRuntime {
     fn recover<'a>(&'a self, current: &'a [ReleaseSpec], p: &'a Progress) -> Fut<'a, ()> {
         self.inner.recover(current, p)
     }
+
+    fn fires_timers(&self) -> bool {
+        self.inner.fires_timers()
+    }
+
+    fn set_timers<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
+    ) -> Fut<'a, ()> {
+        self.inner.set_timers(spec, timers, suspended)
+    }
 }

@@ -32,6 +32,13 @@ impl SecretEnv {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// Sets one variable the rack adds itself (`RACK_TIMER`), replacing
+    /// a config value of the same name.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != key);
+        self.vars.push((key.to_string(), value.to_string()));
+    }
+
     /// A copy for a second consumer (the release phase and the rollout).
     pub fn duplicate(&self) -> SecretEnv {
         SecretEnv {

@@ -349,6 +349,23 @@ pub trait Runtime: Send + Sync {
         Box::pin(async { Ok(true) })
     }
 
+    /// Whether the rack's own scheduler fires the apps' timers (`true`), or
+    /// the provider does from what `set_timers` wrote (aws). No default: a
+    /// runtime that wraps another must pass both timer methods on.
+    fn fires_timers(&self) -> bool;
+
+    /// `spec` is about to become the app's current release with these
+    /// timers (none: remove the app's schedules), of which `suspended`
+    /// (names) must not fire; called again when that set changes.
+    /// Providers that schedule by themselves write their schedules here; a
+    /// no-op where the rack fires them. A failure fails the release.
+    fn set_timers<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other
     /// instance of rack's (stray rollouts, one-off processes).

@@ -28,6 +28,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     }),
     ("events", |s| Box::pin(events(s))),
     ("delete_app", |s| Box::pin(delete_app(s))),
+    ("timers", |s| Box::pin(timers(s))),
 ];
 
 /// Runs every check, each on a store from `fresh` (given the check's name).
@@ -340,4 +341,49 @@ async fn delete_app(s: &dyn Store) {
         s.delete_app("other").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// A build's timers round-trip; timer states are per app and name, replaced
+/// whole, and forgotten with `delete_timer_states`.
+async fn timers(s: &dyn Store) {
+    use crate::timers::{Policy, Timer, TimerState};
+    s.create_app("app").await.unwrap();
+    s.insert_build(&BuildRecord::running(
+        "b1",
+        "app",
+        "c0ffee",
+        vec![],
+        "alice",
+    ))
+    .await
+    .unwrap();
+    assert!(s.build_timers("b1").await.unwrap().is_empty());
+    let timers = vec![Timer {
+        name: "nightly".into(),
+        command: "bin/cleanup".into(),
+        schedule: "0 3 * * *".into(),
+        policy: Policy::Replace,
+        max_runtime_secs: Some(60),
+    }];
+    s.set_build_timers("b1", &timers).await.unwrap();
+    assert_eq!(s.build_timers("b1").await.unwrap(), timers);
+
+    assert!(s.timer_states("app").await.unwrap().is_empty());
+    let mut st = TimerState {
+        last_tick: Some(100),
+        ..Default::default()
+    };
+    s.put_timer_state("app", "nightly", &st).await.unwrap();
+    s.put_timer_state("app", "other", &TimerState::default())
+        .await
+        .unwrap();
+    st.suspended = true;
+    st.last_status = Some("exit 0".into());
+    s.put_timer_state("app", "nightly", &st).await.unwrap();
+    let all = s.timer_states("app").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all["nightly"], st);
+    assert!(s.timer_states("else").await.unwrap().is_empty());
+    s.delete_timer_states("app").await.unwrap();
+    assert!(s.timer_states("app").await.unwrap().is_empty());
 }

@@ -22,14 +22,16 @@ pub use records::{
     ReleaseRecord, ReleaseStatus, SealedValue,
 };
 pub use sqlite::SqliteStore;
-pub use traits::{AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store};
+pub use traits::{
+    AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
+};
 
 /// One import for code that calls store methods on a concrete store
 /// (`SqliteStore`, `S3Store`) rather than on `dyn Store`:
 /// `use crate::store::prelude::*;`.
 pub mod prelude {
     pub use super::traits::{
-        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store,
+        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
     };
 }
 

@@ -3,10 +3,13 @@
 //! kind can name just that trait. Every method is one short, atomic
 //! operation on the backend (SQLite locally, S3 on aws).
 
+use std::collections::BTreeMap;
+
 use super::{
     now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
     EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
 };
+use crate::timers::{Timer, TimerState};
 
 /// SSH keys: admins and per-app deploy keys.
 #[async_trait::async_trait]
@@ -164,15 +167,32 @@ pub trait EventStore: Send + Sync {
     async fn select_events(&self, app: Option<&str>, filter: EventFilter) -> Result<Vec<Event>>;
 }
 
+/// The timers recorded with a build (from its `app.json`) and the
+/// scheduler's state of each timer (last tick fired, suspended, last run).
+#[async_trait::async_trait]
+pub trait TimerStore: Send + Sync {
+    /// Records the timers of a build (an empty list: none).
+    async fn set_build_timers(&self, id: &str, timers: &[Timer]) -> Result<()>;
+    /// The timers recorded with a build (none when it had no `app.json`).
+    async fn build_timers(&self, id: &str) -> Result<Vec<Timer>>;
+    /// Every timer state of the app, by timer name.
+    async fn timer_states(&self, app: &str) -> Result<BTreeMap<String, TimerState>>;
+    /// Replaces one timer's state (callers serialise their
+    /// read-modify-write with `timers::update_state`).
+    async fn put_timer_state(&self, app: &str, name: &str, state: &TimerState) -> Result<()>;
+    /// Forgets the app's timer states (`apps:destroy`).
+    async fn delete_timer_states(&self, app: &str) -> Result<()>;
+}
+
 /// Durable state behind one interface: every part above. Implemented for
 /// any type that implements them all; used as `Arc<dyn Store>` (a method
 /// of a part is callable on `dyn Store` without importing the part).
 pub trait Store:
-    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore
+    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore
+    T: KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
 {
 }

@@ -583,6 +583,134 @@ fn aws_errors_fail_with_the_aws_message_and_change_nothing() {
     rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
 }
 
+/// Timers on aws: each release writes an EventBridge schedule per timer
+/// running that release's task definition; the next release moves it, a
+/// rollback to a release without timers removes them, destroy removes all.
+#[test]
+fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
+    require_docker();
+    let name = format!("tm{}", std::process::id() % 100_000);
+    let mut rack = Rack::unstarted("", aws_env());
+    install(&rack, &name);
+    no_rollout_wait(&mut rack);
+    let (ecs, ..) = rt().block_on(clients());
+    // Its own SDK config: nothing read from the environment.
+    let scheduler = rt().block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(moto())
+            .credentials_provider(aws_sdk_scheduler::config::Credentials::new(
+                "testing", "testing", None, None, "rack-it",
+            ))
+            .load()
+            .await;
+        aws_sdk_scheduler::Client::new(&conf)
+    });
+    let admin = &rack.admin;
+    let app = "cron";
+    let group = format!("rack-{name}-{app}");
+    rack.ssh(admin, &format!("apps:create {app}")).ok();
+    let w = work(&rack, admin, "w");
+    add_fixture(&w, "dockerfile-httpd");
+    w.git(&["push", &rack.git_url(app), "main"]).ok(); // v1: no timers
+    w.commit(
+        "app.json",
+        r#"{"cron": [{"name": "nightly", "command": "echo cleanup", "schedule": "0 3 * * *"}]}"#,
+    );
+    w.git(&["push", &rack.git_url(app), "main"]).ok(); // v2
+                                                       // The schedule's target: the release's task definition, by image.
+    let target_image = || {
+        rt().block_on(async {
+            let s = scheduler
+                .get_schedule()
+                .group_name(&group)
+                .name("nightly")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(s.schedule_expression(), Some("cron(0 3 * * ? *)"));
+            let td = s
+                .target()
+                .unwrap()
+                .ecs_parameters()
+                .unwrap()
+                .task_definition_arn();
+            let td = ecs
+                .describe_task_definition()
+                .task_definition(td)
+                .send()
+                .await
+                .unwrap();
+            td.task_definition().unwrap().container_definitions()[0]
+                .image()
+                .unwrap()
+                .to_string()
+        })
+    };
+    let web_image = || {
+        let family = format!("rack-{name}_{app}_web");
+        rt().block_on(async {
+            latest_td(&ecs, &family).await.container_definitions()[0]
+                .image()
+                .unwrap()
+                .to_string()
+        })
+    };
+    let v2 = target_image();
+    assert_eq!(v2, web_image());
+    // Suspended: the schedule is disabled (across a deploy); resumed:
+    // enabled.
+    let state = || {
+        rt().block_on(async {
+            let s = scheduler
+                .get_schedule()
+                .group_name(&group)
+                .name("nightly")
+                .send()
+                .await
+                .unwrap();
+            s.state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default()
+        })
+    };
+    assert_eq!(state(), "ENABLED");
+    rack.ssh(admin, &format!("timers:suspend {app} nightly"))
+        .ok();
+    assert_eq!(state(), "DISABLED");
+    let list = rack.ssh(admin, &format!("timers {app} --json")).ok().json();
+    assert_eq!(list[0]["name"], "nightly", "{list}");
+
+    // v3, a new build: the schedule now runs v3's image.
+    w.commit("public/extra.html", "x");
+    w.git(&["push", &rack.git_url(app), "main"]).ok();
+    let v3 = target_image();
+    assert_ne!(v3, v2);
+    assert_eq!(v3, web_image());
+    assert_eq!(state(), "DISABLED", "suspended across a deploy");
+    rack.ssh(admin, &format!("timers:resume {app}")).ok();
+    assert_eq!(state(), "ENABLED");
+
+    // A rollback to v1 (no app.json) removes the schedule.
+    rack.ssh(admin, &format!("releases:rollback {app} v1")).ok();
+    let names = |scheduler: &aws_sdk_scheduler::Client| {
+        rt().block_on(async {
+            match scheduler.list_schedules().group_name(&group).send().await {
+                Ok(o) => o.schedules().len(),
+                Err(_) => 0,
+            }
+        })
+    };
+    assert_eq!(names(&scheduler), 0);
+    rack.ssh(admin, &format!("releases:rollback {app} v3")).ok();
+    assert_eq!(names(&scheduler), 1);
+    rack.ssh(admin, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    assert_eq!(names(&scheduler), 0);
+    rack.stop();
+    rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
+}
+
 /// README.md's aws block (see `readme.rs`), against moto: `rack install
 /// aws` as written (a new VPC), then `rack server --provider aws` in the
 /// background on ports 0 until it listens (state in moto's S3), then

@@ -14,4 +14,5 @@ mod oneoff;
 mod readme;
 mod releases;
 mod secrets;
+mod timers;
 mod up;

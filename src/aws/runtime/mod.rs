@@ -25,6 +25,10 @@
 //! task definition is reused when nothing in it changed (a scale rolls no
 //! new tasks).
 //!
+//! Timers ([`timers`]) are EventBridge Scheduler schedules, rewritten with
+//! every release to run its task definition of type `timer`; the rack's
+//! own scheduler stays idle (`fires_timers` is false).
+//!
 //! `ps` ([`ps`]) numbers an app's tasks; `logs` and `run` ([`oneoff`]) read
 //! CloudWatch Logs.
 //!
@@ -36,6 +40,7 @@
 mod oneoff;
 mod ps;
 mod rollout;
+mod timers;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -191,6 +196,19 @@ impl Runtime for AwsRuntime {
             lifecycle::destroy_app(&self.ctx, app, &Progress::discard()).await?;
             Ok(())
         })
+    }
+
+    fn fires_timers(&self) -> bool {
+        false
+    }
+
+    fn set_timers<'a>(
+        &'a self,
+        spec: &'a ReleaseSpec,
+        timers: &'a [crate::timers::Timer],
+        suspended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move { Ok(self.set_timers_inner(spec, timers, suspended).await?) })
     }
 
     fn recover<'a>(

@@ -414,3 +414,127 @@ fn started_changes_round_trip() {
     };
     assert_eq!(round_trip(&c), Some(c));
 }
+
+#[test]
+fn cron_expressions_become_eventbridge_expressions() {
+    use crate::aws::scheduler::aws_expression;
+    let ok = [
+        ("0 3 * * *", "cron(0 3 * * ? *)"),
+        ("0 0 12 * * 1", "cron(0 12 ? * 2 *)"),
+        ("*/5 * * * 0,6", "cron(*/5 * ? * 1,7 *)"),
+        ("0 9 * * 1-5", "cron(0 9 ? * 2-6 *)"),
+        ("@hourly", "cron(0 * * * ? *)"),
+        ("@weekly", "cron(0 0 ? * 1 *)"),
+    ];
+    for (cron, want) in ok {
+        assert_eq!(aws_expression(cron).unwrap(), want, "{cron}");
+    }
+    for bad in ["*/2 * * * * *", "0 3 1 * 1", "0 3 * * */2"] {
+        assert!(aws_expression(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_removes_them() {
+    use crate::aws::scheduler;
+    use crate::timers::{Policy, Timer};
+    let Some(fx) = Fixture::new("tmr").await else {
+        return;
+    };
+    let rt = fx.runtime();
+    let timer = |name: &str, command: &str, schedule: &str| Timer {
+        name: name.into(),
+        command: command.into(),
+        schedule: schedule.into(),
+        policy: Policy::Forbid,
+        max_runtime_secs: None,
+    };
+    let timers = vec![
+        timer("nightly", "bin/cleanup", "0 3 * * *"),
+        timer("weekly", "bin/digest", "0 0 12 * * 1"),
+    ];
+    let group = scheduler::group_name(&fx.ctx, &fx.app);
+    let get = |name: &'static str| {
+        let (ctx, group) = (fx.ctx.clone(), group.clone());
+        async move {
+            ctx.scheduler
+                .get_schedule()
+                .group_name(group)
+                .name(name)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let v1 = fx.spec(1, "one", &[("A", "1")], 1);
+    rt.set_timers(&v1, &timers, &[]).await.unwrap();
+    let s = get("nightly").await;
+    assert_eq!(s.schedule_expression(), Some("cron(0 3 * * ? *)"));
+    assert_eq!(s.schedule_expression_timezone(), Some("UTC"));
+    let target = s.target().unwrap();
+    assert_eq!(target.arn(), fx.rack.cluster_arn);
+    let input = target.input().unwrap();
+    assert!(
+        input.contains("bin/cleanup") && input.contains("RACK_TIMER"),
+        "{input}"
+    );
+    let td = fx
+        .task_definition(target.ecs_parameters().unwrap().task_definition_arn())
+        .await;
+    assert_eq!(
+        td.container_definitions()[0].image(),
+        Some(v1.image.as_str())
+    );
+    assert_eq!(td.container_definitions()[0].name(), Some("timer"));
+    assert_eq!(
+        get("weekly").await.schedule_expression(),
+        Some("cron(0 12 ? * 2 *)")
+    );
+
+    // The next release moves the schedules to its task definition; a
+    // timer it no longer has goes.
+    let v2 = fx.spec(2, "two", &[("A", "2")], 1);
+    rt.set_timers(&v2, &timers[..1], &[]).await.unwrap();
+    let target = get("nightly").await.target().unwrap().clone();
+    let td = fx
+        .task_definition(target.ecs_parameters().unwrap().task_definition_arn())
+        .await;
+    assert_eq!(
+        td.container_definitions()[0].image(),
+        Some(v2.image.as_str())
+    );
+    assert_eq!(
+        scheduler::schedule_names(&fx.ctx, &group).await.unwrap(),
+        vec!["nightly".to_string()]
+    );
+
+    // A suspended timer's schedule is disabled, and enabled again.
+    let nightly = ["nightly".to_string()];
+    rt.set_timers(&v2, &timers[..1], &nightly).await.unwrap();
+    let state = |s: aws_sdk_scheduler::operation::get_schedule::GetScheduleOutput| {
+        s.state().map(|s| s.as_str().to_string())
+    };
+    assert_eq!(state(get("nightly").await).as_deref(), Some("DISABLED"));
+    rt.set_timers(&v2, &timers[..1], &[]).await.unwrap();
+    assert_eq!(state(get("nightly").await).as_deref(), Some("ENABLED"));
+
+    // A schedule EventBridge cannot express fails before anything changes.
+    let bad = [timer("fast", "x", "*/2 * * * * *")];
+    let err = rt.set_timers(&v2, &bad, &[]).await.unwrap_err();
+    assert!(err.to_string().contains("seconds must be 0"), "{err}");
+    assert_eq!(
+        scheduler::schedule_names(&fx.ctx, &group)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Destroying the app removes its schedules.
+    rt.destroy(&fx.app).await.unwrap();
+    assert!(scheduler::schedule_names(&fx.ctx, &group)
+        .await
+        .unwrap()
+        .is_empty());
+}

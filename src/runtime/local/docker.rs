@@ -28,6 +28,8 @@ pub(super) const L_NUMBER: &str = "rack.number";
 pub(super) const L_PORT: &str = "rack.port";
 pub(super) const L_ONEOFF: &str = "rack.oneoff";
 pub(super) const L_NETWORK: &str = "rack.network";
+/// A timer's one-off (`rack.timer=NAME`): kept after it exits, for `logs`.
+pub(super) const L_TIMER: &str = "rack.timer";
 
 /// Env names the runtime sets itself; the app's config cannot override them.
 const RESERVED_ENV: &[&str] = &["PORT", "RACK_APP", "RACK_RELEASE"];
@@ -43,6 +45,8 @@ pub(super) struct Instance {
     pub release: i64,
     pub port: Option<u16>,
     pub oneoff: bool,
+    /// The timer a one-off ran for: its lines are `timer.NAME`.
+    pub timer: Option<String>,
     /// running, exited, restarting, created, ...
     pub state: String,
     pub ip: Option<IpAddr>,
@@ -62,6 +66,7 @@ impl Instance {
             release: get(L_RELEASE).parse().unwrap_or(0),
             port: get(L_PORT).parse().ok(),
             oneoff: labels.get(L_ONEOFF).is_some_and(|v| v == "1"),
+            timer: labels.get(L_TIMER).cloned(),
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             ip,
         })
@@ -69,6 +74,9 @@ impl Instance {
 
     /// `web.1`
     pub fn source(&self) -> String {
+        if let Some(t) = &self.timer {
+            return format!("timer.{t}");
+        }
         format!("{}.{}", self.kind, self.number)
     }
 

@@ -70,7 +70,10 @@ impl LocalRuntime {
         opts: LogOptions,
         tx: mpsc::Sender<LogLine>,
     ) -> Result<(), RuntimeError> {
-        let wanted = |i: &Instance| !i.oneoff && opts.kind.as_deref().is_none_or(|k| k == i.kind);
+        // Timer runs are one-offs kept after they exit, for their lines.
+        let wanted = |i: &Instance| {
+            (!i.oneoff || i.timer.is_some()) && opts.kind.as_deref().is_none_or(|k| k == i.kind)
+        };
         let initial: Vec<Instance> = self
             .list(Some(app))
             .await?

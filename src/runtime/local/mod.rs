@@ -337,7 +337,9 @@ impl LocalRuntime {
     // ---- processes ----------------------------------------------------------
 
     async fn processes_impl(&self, app: &str) -> Result<Vec<ProcessInfo>, RuntimeError> {
-        let list = self.list(Some(app)).await?;
+        let mut list = self.list(Some(app)).await?;
+        // A timer run that exited is kept only for `logs`.
+        list.retain(|i| i.timer.is_none() || i.state == "running");
         let infos = join_all(list.into_iter().map(|i| async move {
             let started_at = if i.state == "running" || i.state == "restarting" {
                 self.started_at(&i.id).await
@@ -711,6 +713,20 @@ impl Runtime for LocalRuntime {
             }
         }
         .boxed()
+    }
+
+    /// The rack's scheduler fires the timers (`timers::Scheduler`).
+    fn fires_timers(&self) -> bool {
+        true
+    }
+
+    fn set_timers<'a>(
+        &'a self,
+        _spec: &'a ReleaseSpec,
+        _timers: &'a [crate::timers::Timer],
+        _suspended: &'a [String],
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn recover<'a>(

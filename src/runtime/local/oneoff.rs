@@ -15,9 +15,12 @@ use rand::Rng;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::docker::{L_DEPLOY, L_NUMBER, L_ONEOFF, L_PORT, L_RELEASE, L_TYPE};
+use super::docker::{L_DEPLOY, L_NUMBER, L_ONEOFF, L_PORT, L_RELEASE, L_TIMER, L_TYPE};
 use super::{LocalRuntime, RemoveOnDrop};
 use crate::runtime::{OneOff, OneOffIo, ReleaseSpec, RuntimeError};
+
+/// Exited runs kept per timer for `logs`.
+const KEPT_TIMER_RUNS: usize = 5;
 
 /// After the process exited, how long its last output may take to arrive.
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
@@ -40,11 +43,15 @@ impl LocalRuntime {
             self.inner.opts.namespace, spec.app
         );
 
+        let timer = cmd.labels.get(L_TIMER).cloned();
+        let kind = if timer.is_some() { "timer" } else { "run" };
         // Caller labels first: they cannot override rack's own.
         let mut labels: std::collections::HashMap<String, String> = cmd
             .labels
             .iter()
-            .filter(|(k, _)| !k.starts_with("rack.") || k.starts_with("rack.release-"))
+            .filter(|(k, _)| {
+                !k.starts_with("rack.") || k.starts_with("rack.release-") || k.as_str() == L_TIMER
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         labels.extend(self.base_labels(&spec.app));
@@ -52,14 +59,22 @@ impl LocalRuntime {
             (L_ONEOFF.to_string(), "1".to_string()),
             (L_RELEASE.to_string(), spec.version.to_string()),
             (L_DEPLOY.to_string(), spec.deploy_id.clone()),
-            (L_TYPE.to_string(), "run".to_string()),
+            (L_TYPE.to_string(), kind.to_string()),
             (L_NUMBER.to_string(), number.to_string()),
             (L_PORT.to_string(), port.to_string()),
         ]);
 
         let tty = cmd.tty;
         let has_stdin = io.stdin.is_some();
-        let mut host = self.host_config(&net, None, None, false);
+        // Under the limits of the spec's process type of this kind, if any
+        // (`resources.timer.*` for timers).
+        let limits = spec.processes.iter().find(|p| p.kind == kind);
+        let mut host = self.host_config(
+            &net,
+            limits.and_then(|p| p.memory_bytes),
+            limits.and_then(|p| p.nano_cpus),
+            false,
+        );
         if let Some((cols, rows)) = tty {
             host.console_size = Some(vec![rows as usize, cols as usize]);
         }
@@ -90,9 +105,16 @@ impl LocalRuntime {
         let mut guard = RemoveOnDrop::new(self.clone());
         guard.ids.push(id.clone());
 
+        if let Some(t) = &timer {
+            self.prune_timer_runs(&spec.app, t).await;
+        }
         let result = self.attach_and_wait(&id, tty, cmd, io).await;
         let ids = std::mem::take(&mut guard.ids);
-        self.remove_all(&ids).await;
+        // A timer's finished run stays (stopped) so `logs` shows its lines
+        // as `timer.NAME`, until newer runs push it out.
+        if timer.is_none() {
+            self.remove_all(&ids).await;
+        }
         result
     }
 
@@ -206,6 +228,23 @@ impl LocalRuntime {
                     )))
                 }
             },
+        }
+    }
+
+    /// Removes the exited runs of a timer but the newest few (see
+    /// `KEPT_TIMER_RUNS`).
+    async fn prune_timer_runs(&self, app: &str, timer: &str) {
+        let Ok(list) = self.list(Some(app)).await else {
+            return;
+        };
+        let mut done: Vec<_> = list
+            .into_iter()
+            .filter(|i| i.timer.as_deref() == Some(timer) && i.state != "running")
+            .collect();
+        // Docker lists containers newest first.
+        if done.len() >= KEPT_TIMER_RUNS {
+            let ids: Vec<String> = done.drain(KEPT_TIMER_RUNS - 1..).map(|i| i.id).collect();
+            self.remove_all(&ids).await;
         }
     }
 

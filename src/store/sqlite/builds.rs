@@ -59,14 +59,27 @@ impl BuildStore for SqliteStore {
     }
 
     async fn set_build_procfile(&self, id: &str, procfile: &Procfile) -> Result<()> {
-        let sql = "UPDATE builds SET procfile = ?2 WHERE id = ?1";
-        self.execute(sql, (id.to_owned(), to_json(procfile)))
-            .await
-            .map(drop)
+        self.set_build_json(id, "procfile", to_json(procfile)).await
     }
 
     async fn build_procfile(&self, id: &str) -> Result<Option<Procfile>> {
-        let sql = "SELECT procfile FROM builds WHERE id = ?1";
+        self.build_json(id, "procfile").await
+    }
+}
+
+/// The JSON columns recorded with a build (`procfile`, `timers`).
+impl SqliteStore {
+    pub(super) async fn set_build_json(&self, id: &str, column: &str, json: String) -> Result<()> {
+        let sql = format!("UPDATE builds SET {column} = ?2 WHERE id = ?1");
+        self.execute(sql, (id.to_owned(), json)).await.map(drop)
+    }
+
+    /// `None`: no such build, nothing recorded, or unreadable text.
+    pub(super) async fn build_json<T>(&self, id: &str, column: &str) -> Result<Option<T>>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let sql = format!("SELECT {column} FROM builds WHERE id = ?1");
         let text: Vec<Option<String>> = self.query(sql, (id.to_owned(),), |r| r.get(0)).await?;
         Ok(text
             .into_iter()

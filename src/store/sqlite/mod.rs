@@ -15,6 +15,7 @@ mod events;
 mod keys;
 mod releases;
 mod schema;
+mod timers;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

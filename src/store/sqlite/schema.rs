@@ -92,6 +92,14 @@ const MIGRATIONS: &[&str] = &[
         ref_update TEXT,
         PRIMARY KEY (app, version)
      );",
+    // v4: timers (app.json's cron list) and the scheduler's state
+    "ALTER TABLE builds ADD COLUMN timers TEXT;
+     CREATE TABLE timer_states (
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (app, name)
+     );",
 ];
 
 /// Applies the migrations this database has not seen, in one transaction.
