@@ -100,6 +100,8 @@ fn rack_section(ctx: &AwsContext, o: &BTreeMap<String, String>) -> Result<AwsSec
         key_arn: get("KeyArn")?,
         log_group: get("LogGroup")?,
         execution_role_arn: get("ExecutionRoleArn")?,
+        // Optional: a stack installed before timers has no scheduler role.
+        scheduler_role_arn: o.get("SchedulerRoleArn").cloned(),
         vpc_id: get("VpcId")?,
         subnets: get("Subnets")?
             .split(',')

@@ -15,7 +15,9 @@ use crate::timers::Timer;
 /// Where an app's schedules run their tasks.
 pub struct EcsTarget<'a> {
     pub cluster_arn: &'a str,
-    /// The role EventBridge Scheduler assumes to call ecs:RunTask.
+    /// The role EventBridge Scheduler assumes to call ecs:RunTask: the
+    /// rack's scheduler role (never the task execution role, which trusts
+    /// ECS tasks only).
     pub role_arn: &'a str,
     pub task_definition: &'a str,
     /// The container the command override names.

@@ -14,6 +14,7 @@
 //! key_arn = "arn:aws:kms:..."
 //! log_group = "/rack/NAME"
 //! execution_role_arn = "arn:aws:iam::...:role/..."
+//! scheduler_role_arn = "arn:aws:iam::...:role/..."
 //! vpc_id = "vpc-..."
 //! subnets = ["subnet-...", "subnet-..."]
 //! service_security_group = "sg-..."
@@ -46,6 +47,11 @@ pub struct AwsSection {
     pub key_arn: String,
     pub log_group: String,
     pub execution_role_arn: String,
+    /// The role EventBridge Scheduler assumes to start the apps' timers.
+    /// `None` in a `rack.toml` written before the rack stack had it (the
+    /// timers then refuse to schedule until `rack install aws` runs again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_role_arn: Option<String>,
     pub vpc_id: String,
     pub subnets: Vec<String>,
     pub service_security_group: String,

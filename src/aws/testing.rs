@@ -91,23 +91,11 @@ pub async fn kms_key(ctx: &AwsContext) -> String {
 /// checks no signature). A stack that creates its own VPC cannot be deleted
 /// in moto (it never deletes route tables), so tests install into this one.
 pub async fn default_vpc() -> super::lifecycle::InstallOptions {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let url = moto_url();
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let body = "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=default-for-az&Filter.1.Value.1=true";
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = tokio::net::TcpStream::connect(&host).await.expect("moto");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
+    let resp = moto_query(
+        "ec2",
+        "Action=DescribeSubnets&Version=2016-11-15&Filter.1.Name=default-for-az&Filter.1.Value.1=true",
+    )
+    .await;
     let grab = |tag: &str| -> Vec<String> {
         let open = format!("<{tag}>");
         resp.split(&open)
@@ -125,6 +113,46 @@ pub async fn default_vpc() -> super::lifecycle::InstallOptions {
         vpc_id: Some(vpcs[0].clone()),
         subnet_ids: Some(subnets[..2].to_vec()),
     }
+}
+
+/// The raw answer (headers and XML) of a query-protocol call to moto's
+/// `service` (rack has no EC2 or IAM client; moto routes on the credential
+/// scope and checks no signature).
+pub async fn moto_query(service: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = moto_url();
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(&host).await.expect("moto");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    resp
+}
+
+/// An IAM role's trust policy and inline policy `policy`, as moto answers
+/// GetRole and GetRolePolicy (URL-encoded JSON inside XML), by role ARN.
+pub async fn iam_role_documents(role_arn: &str, policy: &str) -> (String, String) {
+    let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+    let trust = moto_query(
+        "iam",
+        &format!("Action=GetRole&Version=2010-05-08&RoleName={name}"),
+    )
+    .await;
+    let inline = moto_query(
+        "iam",
+        &format!("Action=GetRolePolicy&Version=2010-05-08&RoleName={name}&PolicyName={policy}"),
+    )
+    .await;
+    (trust, inline)
 }
 
 /// A freshly installed rack (in moto's default VPC) and its data dir.

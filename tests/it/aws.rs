@@ -593,7 +593,7 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     let mut rack = Rack::unstarted("", aws_env());
     install(&rack, &name);
     no_rollout_wait(&mut rack);
-    let (ecs, ..) = rt().block_on(clients());
+    let (ecs, _, _, cfn, _) = rt().block_on(clients());
     // Its own SDK config: nothing read from the environment.
     let scheduler = rt().block_on(async {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -658,6 +658,39 @@ fn aws_timers_are_eventbridge_schedules_of_the_current_release() {
     };
     let v2 = target_image();
     assert_eq!(v2, web_image());
+    // It runs as the rack's scheduler role (the stack's SchedulerRoleArn),
+    // not as the task execution role EventBridge cannot assume.
+    let (role, scheduler_role, execution_role) = rt().block_on(async {
+        let s = scheduler
+            .get_schedule()
+            .group_name(&group)
+            .name("nightly")
+            .send()
+            .await
+            .unwrap();
+        let stack = cfn
+            .describe_stacks()
+            .stack_name(format!("rack-{name}"))
+            .send()
+            .await
+            .unwrap();
+        let output = |key: &str| {
+            stack.stacks()[0]
+                .outputs()
+                .iter()
+                .find(|o| o.output_key() == Some(key))
+                .and_then(|o| o.output_value())
+                .unwrap_or_else(|| panic!("stack output {key}"))
+                .to_string()
+        };
+        (
+            s.target().unwrap().role_arn().to_string(),
+            output("SchedulerRoleArn"),
+            output("ExecutionRoleArn"),
+        )
+    });
+    assert_eq!(role, scheduler_role);
+    assert_ne!(role, execution_role);
     // Suspended: the schedule is disabled (across a deploy); resumed:
     // enabled.
     let state = || {

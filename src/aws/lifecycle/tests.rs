@@ -112,6 +112,23 @@ async fn install_is_idempotent_and_uninstall_removes_everything() {
     assert_eq!(file.cluster, format!("rack-{}", ctx.rack));
     assert_eq!(file.subnets.len(), 2);
 
+    // The role the timers' schedules run as: EventBridge Scheduler of this
+    // account may assume it, and it may only run the rack's task
+    // definitions on its cluster and hand its roles to ECS.
+    let role = file.scheduler_role_arn.clone().expect("SchedulerRoleArn");
+    assert_ne!(role, file.execution_role_arn);
+    let (trust, inline) = testing::iam_role_documents(&role, "rack-timers").await;
+    assert!(trust.contains("scheduler.amazonaws.com"), "{trust}");
+    assert!(trust.contains("SourceAccount"), "{trust}");
+    assert!(!trust.contains("ecs-tasks.amazonaws.com"), "{trust}");
+    for want in ["RunTask", "PassRole", "PassedToService"] {
+        assert!(inline.contains(want), "{want}: {inline}");
+    }
+    assert!(
+        inline.contains(&format!("task-definition/rack-{}_", ctx.rack)),
+        "{inline}"
+    );
+
     // An object in the bucket does not stop uninstall.
     ctx.s3
         .put_object()

@@ -474,6 +474,12 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
     assert_eq!(s.schedule_expression_timezone(), Some("UTC"));
     let target = s.target().unwrap();
     assert_eq!(target.arn(), fx.rack.cluster_arn);
+    // Run as the rack's scheduler role (the stack's SchedulerRoleArn), not
+    // the task execution role, which EventBridge Scheduler cannot assume.
+    let outputs = lifecycle::installed_section(&fx.ctx).await.unwrap();
+    let scheduler_role = outputs.scheduler_role_arn.expect("SchedulerRoleArn");
+    assert_eq!(target.role_arn(), scheduler_role);
+    assert_ne!(target.role_arn(), fx.rack.execution_role_arn);
     let input = target.input().unwrap();
     assert!(
         input.contains("bin/cleanup") && input.contains("RACK_TIMER"),
@@ -529,6 +535,20 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
             .unwrap()
             .len(),
         1
+    );
+
+    // A rack.toml written before the rack stack had a scheduler role:
+    // timers refuse to schedule and say how to add it.
+    let mut old = fx.rack.clone();
+    old.scheduler_role_arn = None;
+    let err = AwsRuntime::new(fx.ctx.clone(), old)
+        .set_timers(&v2, &timers[..1], &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("run `rack install aws --rack")
+            && err.to_string().contains("scheduler role"),
+        "{err}"
     );
 
     // Destroying the app removes its schedules.

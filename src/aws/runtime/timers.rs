@@ -5,7 +5,7 @@
 use super::AwsRuntime;
 use crate::aws::ecs::task_definition;
 use crate::aws::scheduler::{self, EcsTarget};
-use crate::aws::{lifecycle, Result};
+use crate::aws::{lifecycle, AwsError, Result};
 use crate::runtime::{ProcessSpec, ReleaseSpec};
 use crate::timers::Timer;
 
@@ -22,6 +22,12 @@ impl AwsRuntime {
         if timers.is_empty() {
             return scheduler::delete_app_schedules(&self.ctx, &spec.app).await;
         }
+        let role_arn = self.rack.scheduler_role_arn.as_deref().ok_or_else(|| {
+            AwsError::NotFound(format!(
+                "rack {} has no scheduler role for its timers: run `rack install aws --rack {}` again to add the scheduler role",
+                self.ctx.rack, self.ctx.rack
+            ))
+        })?;
         let app_out = lifecycle::app_outputs(&self.ctx, &spec.app).await?;
         let secrets = self.put_parameters(spec).await?;
         let size = spec
@@ -40,7 +46,7 @@ impl AwsRuntime {
         let td = task_definition::register_or_reuse(&self.ctx, &td_spec, None).await?;
         let target = EcsTarget {
             cluster_arn: &self.rack.cluster_arn,
-            role_arn: &self.rack.execution_role_arn,
+            role_arn,
             task_definition: &td,
             container: TIMER,
             subnets: &self.rack.subnets,

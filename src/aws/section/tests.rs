@@ -18,4 +18,8 @@ fn rack_toml_keeps_other_keys() {
     let back = AwsSection::from_file(dir.path()).unwrap().unwrap();
     assert_eq!(back.subnets, section.subnets);
     assert_eq!(back.wait_for_rollout, Some(false));
+    // No scheduler role (a rack stack from before timers): none written,
+    // and the file still reads.
+    assert!(!text.contains("scheduler_role_arn"), "{text}");
+    assert_eq!(back.scheduler_role_arn, None);
 }
