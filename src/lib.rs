@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod secret_file;
 pub mod server;
 pub mod ssh;
+pub mod resources;
 pub mod state;
 pub mod store;
 pub mod testhook;

@@ -36,6 +36,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
+    let keeper = crate::resources::schedule::Keeper::start(rack.clone());
     loop {
         tokio::select! {
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
@@ -84,6 +85,7 @@ pub async fn run(
         tasks.shutdown().await;
     }
     scheduler.stop().await;
+    keeper.stop().await;
     housekeeper.stop(limits.shutdown_grace).await;
     Ok(())
 }

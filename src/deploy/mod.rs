@@ -14,6 +14,7 @@
 
 mod apps;
 mod build;
+mod resources;
 pub mod recovery;
 pub mod rollout;
 mod timers;
@@ -24,6 +25,7 @@ use futures::future::BoxFuture;
 
 pub use apps::{ConfigChange, Rollback};
 pub use build::BuildJob;
+pub use resources::ResourceInfo;
 pub use rollout::{ConfigChoice, NewRelease};
 
 use crate::config::Settings;

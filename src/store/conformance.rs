@@ -29,6 +29,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("events", |s| Box::pin(events(s))),
     ("delete_app", |s| Box::pin(delete_app(s))),
     ("timers", |s| Box::pin(timers(s))),
+    ("resources", |s| Box::pin(resources(s))),
 ];
 
 /// Runs every check, each on a store from `fresh` (given the check's name).
@@ -386,4 +387,49 @@ async fn timers(s: &dyn Store) {
     assert!(s.timer_states("else").await.unwrap().is_empty());
     s.delete_timer_states("app").await.unwrap();
     assert!(s.timer_states("app").await.unwrap().is_empty());
+}
+
+fn resource_record(name: &str) -> super::ResourceRecord {
+    super::ResourceRecord {
+        name: name.into(),
+        kind: "postgres".into(),
+        version: "16".into(),
+        image: "postgres:16".into(),
+        created_at: now_rfc3339(),
+        created_by: "admin".into(),
+        password_nonce: "00".into(),
+        password_ciphertext: "ff".into(),
+        links: BTreeMap::new(),
+    }
+}
+
+async fn resources(s: &dyn Store) {
+    assert!(s.resources().await.unwrap().is_empty());
+    assert!(matches!(s.resource("db").await, Err(StoreError::NotFound(_))));
+    s.create_resource(&resource_record("db")).await.unwrap();
+    s.create_resource(&resource_record("cache")).await.unwrap();
+    assert!(matches!(
+        s.create_resource(&resource_record("db")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = s.resources().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["cache", "db"]);
+    let got = s.resource("db").await.unwrap();
+    assert_eq!(
+        (got.kind.as_str(), got.password_ciphertext.as_str()),
+        ("postgres", "ff")
+    );
+    let r = s.set_resource_link("db", "web", Some("DATABASE")).await.unwrap();
+    assert_eq!(r.links.get("web").map(String::as_str), Some("DATABASE"));
+    assert!(matches!(s.delete_resource("db").await, Err(StoreError::Refused(_))));
+    assert!(s.resource("db").await.is_ok(), "a refused delete keeps the record");
+    let r = s.set_resource_link("db", "web", None).await.unwrap();
+    assert!(r.links.is_empty());
+    assert!(matches!(
+        s.set_resource_link("nope", "web", Some("X")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.delete_resource("db").await.unwrap();
+    assert!(matches!(s.resource("db").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_resource("db").await, Err(StoreError::NotFound(_))));
 }

@@ -100,6 +100,11 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         PRIMARY KEY (app, name)
      );",
+    // resources: one JSON record per resource (password sealed), links inside
+    "CREATE TABLE IF NOT EXISTS resources (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+     );",
 ];
 
 /// Applies the migrations this database has not seen, in one transaction.
