@@ -117,7 +117,7 @@ impl Deployer {
         let (record, r) = self.open_resource(name).await?;
         let res = self.resources().await?;
         let at = res.endpoint(&r);
-        let status = res.status(name).await?;
+        let status = res.status(&r).await?;
         Ok(ResourceInfo {
             record,
             status,
@@ -222,18 +222,14 @@ impl Deployer {
         Ok(())
     }
 
-    /// `resources:destroy`: refused while linked; removes the container,
-    /// its data and its backups, then the record.
+    /// `resources:destroy`: refused while linked (checked with the delete,
+    /// atomically); the record goes first, so nothing re-creates the
+    /// container being removed, then the container, its data and its
+    /// backups.
     pub async fn destroy_resource(&self, name: &str) -> Result<()> {
-        let store = &self.provider.store;
-        let rec = store.resource(name).await?;
-        if let Some(app) = rec.links.keys().next() {
-            return Err(DeployError::Refused(format!(
-                "{name} is linked to {app}: resources:unlink {name} {app} first"
-            )));
-        }
-        self.resources().await?.remove(name).await?;
-        store.delete_resource(name).await?;
+        let res = self.resources().await?;
+        self.provider.store.delete_resource(name).await?;
+        res.remove(name).await?;
         Ok(())
     }
 

@@ -140,7 +140,9 @@ impl Resource {
         let (host, port, pw) = (&at.host, at.port, self.password.expose());
         match self.kind {
             Kind::Postgres => format!("postgres://{PG_USER}:{pw}@{host}:{port}/{}", self.database()),
-            Kind::Redis => format!("redis://:{pw}@{host}:{port}"),
+            // `default`: Redis 6+'s user for `requirepass` (redis-cli 7
+            // sends an empty user name as one and fails).
+            Kind::Redis => format!("redis://default:{pw}@{host}:{port}"),
         }
     }
 }
@@ -202,8 +204,9 @@ pub trait Resources: Send + Sync {
     /// linked apps), and returns once it accepts connections.
     fn ensure<'a>(&'a self, r: &'a Resource, progress: &'a Progress) -> BoxFuture<'a, Result<()>>;
 
-    /// `running`, `starting`, `missing`, ... for `resources:info`.
-    fn status<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// `running` (accepting connections), `starting`, `missing`, ... for
+    /// `resources:info`.
+    fn status<'a>(&'a self, r: &'a Resource) -> BoxFuture<'a, Result<String>>;
 
     /// Removes the resource, its data and its backups.
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;

@@ -101,6 +101,6 @@ fn urls_carry_the_password_and_the_database() {
         ..r
     };
     let at = Endpoint { host: "c.resource".into(), port: 6379 };
-    assert_eq!(r.url(&at), "redis://:pw@c.resource:6379");
+    assert_eq!(r.url(&at), "redis://default:pw@c.resource:6379");
     assert_eq!(Password::generate().expose().len(), 32);
 }

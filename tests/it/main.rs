@@ -13,6 +13,7 @@ mod http;
 mod oneoff;
 mod readme;
 mod releases;
+mod resources;
 mod secrets;
 mod timers;
 mod up;

@@ -405,13 +405,19 @@ impl LocalResources {
         }
     }
 
-    async fn status_impl(&self, name: &str) -> Result<String> {
-        match self.docker().inspect_container(&self.object(name), None).await {
-            Ok(c) => Ok(c
-                .state
-                .and_then(|s| s.status)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "unknown".into())),
+    async fn status_impl(&self, r: &Resource) -> Result<String> {
+        match self.docker().inspect_container(&self.object(&r.name), None).await {
+            Ok(c) => {
+                let status = c
+                    .state
+                    .and_then(|s| s.status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                if status == "running" && !self.is_ready(r, c.id.as_deref().unwrap_or_default()).await {
+                    return Ok("starting".into());
+                }
+                Ok(status)
+            }
             Err(e) if is_not_found(&e) => Ok("missing".into()),
             Err(e) => Err(engine("inspecting the resource container", e)),
         }
@@ -522,8 +528,8 @@ impl Resources for LocalResources {
         Box::pin(self.ensure_impl(r, progress))
     }
 
-    fn status<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<String>> {
-        Box::pin(self.status_impl(name))
+    fn status<'a>(&'a self, r: &'a Resource) -> BoxFuture<'a, Result<String>> {
+        Box::pin(self.status_impl(r))
     }
 
     fn remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
