@@ -87,7 +87,12 @@ async fn list<R>(ctx: &Ctx<'_, R>) -> Result<Output, CmdError> {
         }));
     }
     Ok(Output::list(
-        &[("NAME", "name"), ("TYPE", "type"), ("VERSION", "version"), ("LINKED", "linked")],
+        &[
+            ("NAME", "name"),
+            ("TYPE", "type"),
+            ("VERSION", "version"),
+            ("LINKED", "linked"),
+        ],
         items,
     ))
 }
@@ -131,7 +136,10 @@ async fn info<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
 }
 
 async fn url<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
-    Ok(Output::raw("url", ctx.rack.deployer.resource_url(name).await?))
+    Ok(Output::raw(
+        "url",
+        ctx.rack.deployer.resource_url(name).await?,
+    ))
 }
 
 async fn link<R>(
@@ -158,7 +166,9 @@ async fn unlink<R>(ctx: &mut Ctx<'_, R>, name: &str, app: &str) -> Result<Output
 fn linked(name: &str, app: &str, verb: &str, c: crate::deploy::ConfigChange) -> Output {
     let tail = match (c.version, c.release) {
         (Some(v), Some(r)) => format!("config v{v}; released as v{r}"),
-        (Some(v), None) => format!("config v{v}; no release was made because the app has no build yet"),
+        (Some(v), None) => {
+            format!("config v{v}; no release was made because the app has no build yet")
+        }
         (None, _) => "no config change".to_string(),
     };
     Output::done(
@@ -167,7 +177,10 @@ fn linked(name: &str, app: &str, verb: &str, c: crate::deploy::ConfigChange) -> 
     )
 }
 
-async fn console<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
+async fn console<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    name: &str,
+) -> Result<Output, CmdError> {
     ctx.store().resource(name).await?;
     let tty = ctx.tty.take().map(|t| Terminal {
         cols: t.cols,
@@ -211,7 +224,10 @@ async fn export<R>(ctx: &mut Ctx<'_, R>, name: &str) -> Result<Output, CmdError>
 }
 
 /// Feeds stdin to the import as it comes.
-async fn import<R: AsyncRead + Unpin>(ctx: &mut Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
+async fn import<R: AsyncRead + Unpin>(
+    ctx: &mut Ctx<'_, R>,
+    name: &str,
+) -> Result<Output, CmdError> {
     ctx.store().resource(name).await?;
     let (mut w, r) = tokio::io::duplex(256 * 1024);
     let d = &ctx.rack.deployer;
@@ -246,10 +262,17 @@ async fn backups<R>(ctx: &Ctx<'_, R>, name: &str) -> Result<Output, CmdError> {
     let items = list
         .into_iter()
         .rev()
-        .map(|b| json!({ "id": b.id, "created": b.created, "bytes": b.bytes, "trigger": b.trigger }))
+        .map(
+            |b| json!({ "id": b.id, "created": b.created, "bytes": b.bytes, "trigger": b.trigger }),
+        )
         .collect();
     Ok(Output::list(
-        &[("ID", "id"), ("CREATED", "created"), ("BYTES", "bytes"), ("TRIGGER", "trigger")],
+        &[
+            ("ID", "id"),
+            ("CREATED", "created"),
+            ("BYTES", "bytes"),
+            ("TRIGGER", "trigger"),
+        ],
         items,
     ))
 }
@@ -259,7 +282,11 @@ async fn restore<R>(ctx: &Ctx<'_, R>, name: &str, id: &str) -> Result<Output, Cm
     Ok(Output::message(format!("Restored {name} from {id}")))
 }
 
-async fn destroy<R>(ctx: &Ctx<'_, R>, name: &str, confirm: Option<&str>) -> Result<Output, CmdError> {
+async fn destroy<R>(
+    ctx: &Ctx<'_, R>,
+    name: &str,
+    confirm: Option<&str>,
+) -> Result<Output, CmdError> {
     if confirm != Some(name) {
         return Err(CmdError::Usage(format!(
             "this removes {name}, its data and its backups: repeat with --confirm {name}"
@@ -276,7 +303,7 @@ commands! {
     /// is every linked app's data).
     ResourcesCmd(ctx) {
         "resources" => List {}
-            parse |a: &mut Args, cmd: &str| a.nothing(cmd).map(|()| ());
+            parse Args::nothing;
             access Access::Admin;
             run list(ctx);
         "resources:create" => Create { name: String, kind: Kind, version: Option<String> }

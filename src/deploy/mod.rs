@@ -14,8 +14,8 @@
 
 mod apps;
 mod build;
-mod resources;
 pub mod recovery;
+mod resources;
 pub mod rollout;
 mod timers;
 

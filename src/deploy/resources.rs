@@ -41,10 +41,7 @@ pub struct ResourceInfo {
 
 impl Deployer {
     async fn resources(&self) -> Result<Arc<dyn Resources>> {
-        self.provider
-            .resources()
-            .await
-            .map_err(DeployError::Failed)
+        self.provider.resources().await.map_err(DeployError::Failed)
     }
 
     /// The record and the resource it describes, password opened.
@@ -56,7 +53,10 @@ impl Deployer {
 
     fn resource_of(&self, rec: &ResourceRecord) -> Result<Resource> {
         let kind = Kind::parse(&rec.kind).ok_or_else(|| {
-            DeployError::Failed(format!("resource {} has an unknown type {}", rec.name, rec.kind))
+            DeployError::Failed(format!(
+                "resource {} has an unknown type {}",
+                rec.name, rec.kind
+            ))
         })?;
         let pw = self.provider.configs.open_resource_password(
             &rec.name,
@@ -193,7 +193,9 @@ impl Deployer {
         let store = &self.provider.store;
         let rec = store.resource(name).await?;
         let Some(prefix) = rec.links.get(app) else {
-            return Err(DeployError::Refused(format!("{name} is not linked to {app}")));
+            return Err(DeployError::Refused(format!(
+                "{name} is not linked to {app}"
+            )));
         };
         let key = format!("{prefix}_URL");
         let change = self

@@ -35,7 +35,8 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
     // apps' networks through it (one lock around network creation).
     let shared: Arc<tokio::sync::OnceCell<LocalRuntime>> = Arc::default();
     let connect_local = {
-        let (docker, opts, router, shared) = (docker.clone(), opts.clone(), r.clone(), shared.clone());
+        let (docker, opts, router, shared) =
+            (docker.clone(), opts.clone(), r.clone(), shared.clone());
         move || {
             let (docker, opts, router, shared) =
                 (docker.clone(), opts.clone(), router.clone(), shared.clone());
@@ -72,7 +73,8 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
         connect_resources: Box::new(move || {
             let (connect, backups) = (connect_resources.clone(), backups.clone());
             Box::pin(async move {
-                let res: Arc<dyn Resources> = Arc::new(LocalResources::new(connect().await?, backups));
+                let res: Arc<dyn Resources> =
+                    Arc::new(LocalResources::new(connect().await?, backups));
                 Ok(res)
             })
         }),

@@ -233,9 +233,7 @@ impl Configs {
     /// resource's name; `resource/` cannot start an app's name): hex of
     /// the nonce and the ciphertext, for the resource's record.
     pub fn seal_resource_password(&self, name: &str, password: &str) -> (String, String) {
-        let (nonce, ct) = self
-            .key
-            .seal(&resource_aad(name), "PASSWORD", 0, password);
+        let (nonce, ct) = self.key.seal(&resource_aad(name), "PASSWORD", 0, password);
         (to_hex(&nonce), to_hex(&ct))
     }
 
@@ -251,8 +249,13 @@ impl Configs {
             key: "PASSWORD".into(),
             version: 0,
         };
-        let (nonce, ct) = (from_hex(nonce).ok_or_else(err)?, from_hex(ciphertext).ok_or_else(err)?);
-        Ok(self.key.open(&resource_aad(name), "PASSWORD", 0, &nonce, &ct)?)
+        let (nonce, ct) = (
+            from_hex(nonce).ok_or_else(err)?,
+            from_hex(ciphertext).ok_or_else(err)?,
+        );
+        Ok(self
+            .key
+            .open(&resource_aad(name), "PASSWORD", 0, &nonce, &ct)?)
     }
 }
 

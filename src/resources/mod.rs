@@ -139,7 +139,10 @@ impl Resource {
     pub fn url(&self, at: &Endpoint) -> String {
         let (host, port, pw) = (&at.host, at.port, self.password.expose());
         match self.kind {
-            Kind::Postgres => format!("postgres://{PG_USER}:{pw}@{host}:{port}/{}", self.database()),
+            Kind::Postgres => format!(
+                "postgres://{PG_USER}:{pw}@{host}:{port}/{}",
+                self.database()
+            ),
             // `default`: Redis 6+'s user for `requirepass` (redis-cli 7
             // sends an empty user name as one and fails).
             Kind::Redis => format!("redis://default:{pw}@{host}:{port}"),
@@ -238,8 +241,11 @@ pub trait Resources: Send + Sync {
     fn restore<'a>(&'a self, r: &'a Resource, id: &'a str) -> BoxFuture<'a, Result<()>>;
 
     /// Removes all but the newest `keep` backups; returns the ids removed.
-    fn prune_backups<'a>(&'a self, name: &'a str, keep: usize)
-        -> BoxFuture<'a, Result<Vec<String>>>;
+    fn prune_backups<'a>(
+        &'a self,
+        name: &'a str,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
 
     /// Calls `gone(name)` whenever a resource's container disappears
     /// (`docker rm -f`), until the rack stops; a no-op where the provider

@@ -22,8 +22,10 @@ use crate::state::Rack;
 
 /// How often the schedule is checked; a backup is at most this late.
 const TICK: Duration = Duration::from_secs(20);
-/// The trigger (and audit actor) of automatic backups.
+/// The trigger of automatic backups (`resources:backups` shows it).
 pub const SCHEDULED: &str = "scheduled";
+/// Their actor in the audit trail, as for timers.
+const ACTOR: &str = "scheduler";
 
 pub struct Keeper {
     stop: watch::Sender<bool>,
@@ -68,8 +70,8 @@ impl Keeper {
 
 /// The newest daily time `(h, m)` UTC at or before `now`.
 pub fn last_due(now: OffsetDateTime, (h, m): (u32, u32)) -> OffsetDateTime {
-    let today = now
-        .replace_time(time::Time::from_hms(h as u8, m as u8, 0).expect("checked when read"));
+    let today =
+        now.replace_time(time::Time::from_hms(h as u8, m as u8, 0).expect("checked when read"));
     if today <= now {
         today
     } else {
@@ -112,7 +114,7 @@ async fn backups_due(rack: &Rack) {
         if let Err(e) = rack
             .provider
             .store
-            .add_event(SCHEDULED, None, &action, &outcome)
+            .add_event(ACTOR, None, &action, &outcome)
             .await
         {
             tracing::error!(error = %e, "writing audit event");

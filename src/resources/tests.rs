@@ -43,7 +43,10 @@ fn settings_are_checked() {
         let file: crate::config::ResourcesFile = toml::from_str(t)?;
         ResourceSettings::from_file(&file)
     };
-    assert_eq!(f("backup_schedule = \"03:30\"").unwrap().backup_schedule, Some((3, 30)));
+    assert_eq!(
+        f("backup_schedule = \"03:30\"").unwrap().backup_schedule,
+        Some((3, 30))
+    );
     for bad in [
         "backup_schedule = \"3:30\"",
         "backup_schedule = \"24:00\"",
@@ -57,9 +60,7 @@ fn settings_are_checked() {
 
 #[test]
 fn the_schedule_fires_the_newest_time_at_or_before_now() {
-    let t = |s: &str| {
-        OffsetDateTimeExt::parse(s)
-    };
+    let t = |s: &str| OffsetDateTimeExt::parse(s);
     assert_eq!(
         last_due(t("2026-12-06T17:00:00Z"), (3, 0)),
         t("2026-12-06T03:00:00Z")
@@ -100,7 +101,10 @@ fn urls_carry_the_password_and_the_database() {
         kind: Kind::Redis,
         ..r
     };
-    let at = Endpoint { host: "c.resource".into(), port: 6379 };
+    let at = Endpoint {
+        host: "c.resource".into(),
+        port: 6379,
+    };
     assert_eq!(r.url(&at), "redis://default:pw@c.resource:6379");
     assert_eq!(Password::generate().expose().len(), 32);
 }

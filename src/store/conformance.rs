@@ -405,24 +405,42 @@ fn resource_record(name: &str) -> super::ResourceRecord {
 
 async fn resources(s: &dyn Store) {
     assert!(s.resources().await.unwrap().is_empty());
-    assert!(matches!(s.resource("db").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
     s.create_resource(&resource_record("db")).await.unwrap();
     s.create_resource(&resource_record("cache")).await.unwrap();
     assert!(matches!(
         s.create_resource(&resource_record("db")).await,
         Err(StoreError::Conflict(_))
     ));
-    let names: Vec<String> = s.resources().await.unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = s
+        .resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["cache", "db"]);
     let got = s.resource("db").await.unwrap();
     assert_eq!(
         (got.kind.as_str(), got.password_ciphertext.as_str()),
         ("postgres", "ff")
     );
-    let r = s.set_resource_link("db", "web", Some("DATABASE")).await.unwrap();
+    let r = s
+        .set_resource_link("db", "web", Some("DATABASE"))
+        .await
+        .unwrap();
     assert_eq!(r.links.get("web").map(String::as_str), Some("DATABASE"));
-    assert!(matches!(s.delete_resource("db").await, Err(StoreError::Refused(_))));
-    assert!(s.resource("db").await.is_ok(), "a refused delete keeps the record");
+    assert!(matches!(
+        s.delete_resource("db").await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        s.resource("db").await.is_ok(),
+        "a refused delete keeps the record"
+    );
     let r = s.set_resource_link("db", "web", None).await.unwrap();
     assert!(r.links.is_empty());
     assert!(matches!(
@@ -430,6 +448,12 @@ async fn resources(s: &dyn Store) {
         Err(StoreError::NotFound(_))
     ));
     s.delete_resource("db").await.unwrap();
-    assert!(matches!(s.resource("db").await, Err(StoreError::NotFound(_))));
-    assert!(matches!(s.delete_resource("db").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -32,8 +32,8 @@ pub use traits::{
 /// `use crate::store::prelude::*;`.
 pub mod prelude {
     pub use super::traits::{
-        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, ResourceStore, Store,
-        TimerStore,
+        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, ResourceStore,
+        Store, TimerStore,
     };
 }
 

@@ -449,8 +449,14 @@ fn remove_resources(ns: &str) {
     let label = format!("label=rack.resource-ns={ns}");
     for (list, rm) in [
         (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
-        (vec!["network", "ls", "-q", "--filter", &label], vec!["network", "rm"]),
-        (vec!["volume", "ls", "-q", "--filter", &label], vec!["volume", "rm", "-f"]),
+        (
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["network", "rm"],
+        ),
+        (
+            vec!["volume", "ls", "-q", "--filter", &label],
+            vec!["volume", "rm", "-f"],
+        ),
     ] {
         let Ok(o) = Command::new("docker").args(&list).output() else {
             continue;

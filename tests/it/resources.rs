@@ -66,11 +66,20 @@ fn run(rack: &Rack, app: &str, line: &str) -> String {
 }
 
 fn psql(rack: &Rack, app: &str, sql: &str) -> String {
-    run(rack, app, &format!("psql -qtA \"$DATABASE_URL\" -c \"{sql}\""))
+    run(
+        rack,
+        app,
+        &format!("psql -qtA \"$DATABASE_URL\" -c \"{sql}\""),
+    )
 }
 
 /// `ssh ... CMD` with stdout as raw bytes (dumps are binary).
-fn ssh_bytes(rack: &Rack, key: &Key, cmd: &str, stdin: Option<&std::path::Path>) -> (i32, Vec<u8>, String) {
+fn ssh_bytes(
+    rack: &Rack,
+    key: &Key,
+    cmd: &str,
+    stdin: Option<&std::path::Path>,
+) -> (i32, Vec<u8>, String) {
     let mut c = Command::new("ssh");
     c.args(rack.ssh_args(key)).arg("git@127.0.0.1").arg(cmd);
     c.stdin(match stdin {
@@ -134,10 +143,16 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
 
     let out = rack.ssh(&a, &format!("resources:create {db} postgres"));
     out.ok();
-    assert!(out.stdout.contains("Created db (postgres 15)"), "{}", out.stdout);
-    rack.ssh(&a, "resources:create db redis").err("already exists");
+    assert!(
+        out.stdout.contains("Created db (postgres 15)"),
+        "{}",
+        out.stdout
+    );
+    rack.ssh(&a, "resources:create db redis")
+        .err("already exists");
     rack.ssh(&a, "resources:create Bad_Name postgres").err("");
-    rack.ssh(&a, "resources:create x mysql").err("unknown resource type");
+    rack.ssh(&a, "resources:create x mysql")
+        .err("unknown resource type");
     let info = rack.ssh(&a, "resources:info db --json").ok().json();
     assert_eq!(info["type"], "postgres");
     assert_eq!(info["status"], "running");
@@ -149,8 +164,17 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     let out = rack.ssh(&a, &format!("resources:link db {app}"));
     out.ok();
     assert!(out.stdout.contains("released as v2"), "{}", out.stdout);
-    let url = rack.ssh(&a, &format!("config:get {app} DATABASE_URL")).ok().stdout.clone();
-    let password = rack.ssh(&a, "resources:url db").ok().stdout.trim().to_string();
+    let url = rack
+        .ssh(&a, &format!("config:get {app} DATABASE_URL"))
+        .ok()
+        .stdout
+        .clone();
+    let password = rack
+        .ssh(&a, "resources:url db")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(url.trim(), password);
     let password = password
         .strip_prefix("postgres://rack:")
@@ -159,7 +183,11 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
         .to_string();
     assert_eq!(password.len(), 32);
 
-    psql(&rack, &app, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')");
+    psql(
+        &rack,
+        &app,
+        "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')",
+    );
     assert_eq!(psql(&rack, &app, "SELECT body FROM notes"), "kept");
 
     // A redeploy, a crash of the rack, the container's removal: the row stays.
@@ -182,7 +210,11 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
         &format!("{}.res.db", rack.ns),
     ]);
     let ips: Vec<String> = ips.stdout.split_whitespace().map(str::to_string).collect();
-    assert_eq!(ips.len(), 2, "its own network and the linked app's: {ips:?}");
+    assert_eq!(
+        ips.len(),
+        2,
+        "its own network and the linked app's: {ips:?}"
+    );
     let probe = |who: &str, host: &str| {
         rack.ssh(
             &a,
@@ -193,19 +225,32 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     assert!(probe(&app, "db.resource").stdout.contains("open"));
     for host in ips.iter().map(String::as_str).chain(["db.resource"]) {
         let o = probe(&other, host);
-        assert!(!o.stdout.contains("open") && o.code != 0, "{other} reached {host}");
+        assert!(
+            !o.stdout.contains("open") && o.code != 0,
+            "{other} reached {host}"
+        );
     }
 
     // Backup, change, restore: the data is the backup's.
-    let id = rack.ssh(&a, "resources:backup db").ok().stdout.trim().to_string();
+    let id = rack
+        .ssh(&a, "resources:backup db")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     assert!(id.starts_with("b-"), "{id}");
-    psql(&rack, &app, "DELETE FROM notes; INSERT INTO notes VALUES ('changed')");
+    psql(
+        &rack,
+        &app,
+        "DELETE FROM notes; INSERT INTO notes VALUES ('changed')",
+    );
     let list = rack.ssh(&a, "resources:backups db --json").ok().json();
     assert_eq!(list[0]["id"], id.as_str());
     assert!(list[0]["bytes"].as_u64().unwrap() > 0);
     assert!(list[0]["created"].as_str().unwrap().ends_with('Z'));
     rack.ssh(&a, "resources:restore db b-nope").err("no backup");
-    rack.ssh(&a, "resources:restore db ../../etc").err("no backup");
+    rack.ssh(&a, "resources:restore db ../../etc")
+        .err("no backup");
     rack.ssh(&a, &format!("resources:restore db {id}")).ok();
     assert_eq!(psql(&rack, &app, "SELECT body FROM notes"), "kept");
     // backup_keep = 2: the oldest goes.
@@ -214,7 +259,11 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     }
     let list = rack.ssh(&a, "resources:backups db --json").ok().json();
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(list.as_array().unwrap().iter().all(|b| b["id"] != id.as_str()));
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["id"] != id.as_str()));
 
     // Export, then import into a fresh resource: the same rows.
     let (code, dump, err) = ssh_bytes(&rack, &a, "resources:export db", None);
@@ -236,7 +285,10 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     ] {
         std::fs::write(&bad, body).unwrap();
         let (code, _, err) = ssh_bytes(&rack, &a, "resources:import db2", Some(&bad));
-        assert!(code != 0 && err.starts_with("error: ") && err.contains(says), "{err}");
+        assert!(
+            code != 0 && err.starts_with("error: ") && err.contains(says),
+            "{err}"
+        );
         assert_eq!(psql(&rack, &other, "SELECT body FROM notes"), "kept");
     }
     // A real dump over max_import_bytes (1 MiB here) is refused and the
@@ -252,25 +304,41 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     assert!(big.len() > 1 << 20, "{} bytes", big.len());
     std::fs::write(&bad, big).unwrap();
     let (code, _, err) = ssh_bytes(&rack, &a, "resources:import db2", Some(&bad));
-    assert!(code != 0 && err.contains("max_import_bytes (1048576 bytes)"), "{err}");
+    assert!(
+        code != 0 && err.contains("max_import_bytes (1048576 bytes)"),
+        "{err}"
+    );
     assert_eq!(
-        psql(&rack, &other, "SELECT count(*) FROM pg_tables WHERE tablename = 'big'"),
+        psql(
+            &rack,
+            &other,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'big'"
+        ),
         "0"
     );
     assert_eq!(psql(&rack, &other, "SELECT body FROM notes"), "kept");
 
     // Unlink and destroy.
-    rack.ssh(&a, "resources:destroy db --confirm db").err("linked to");
+    rack.ssh(&a, "resources:destroy db --confirm db")
+        .err("linked to");
     let out = rack.ssh(&a, &format!("resources:unlink db {app}"));
     out.ok();
     assert!(out.stdout.contains("released as"), "{}", out.stdout);
     let cfg = rack.ssh(&a, &format!("config {app} --json")).ok().json();
     assert!(cfg.get("DATABASE_URL").is_none(), "{cfg}");
     let rel = rack.ssh(&a, &format!("releases {app} --json")).ok().json();
-    assert!(rel[0]["description"].as_str().unwrap().contains("DATABASE_URL"), "{rel}");
-    rack.ssh(&a, &format!("resources:unlink db {app}")).err("not linked");
+    assert!(
+        rel[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("DATABASE_URL"),
+        "{rel}"
+    );
+    rack.ssh(&a, &format!("resources:unlink db {app}"))
+        .err("not linked");
     rack.ssh(&a, "resources:destroy db").err("--confirm db");
-    rack.ssh(&a, "resources:destroy db --confirm other").err("--confirm db");
+    rack.ssh(&a, "resources:destroy db --confirm other")
+        .err("--confirm db");
 
     // No password anywhere but sealed: the server log, events, info, the
     // data dir (database, backups, build logs).
@@ -278,22 +346,43 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     let info = rack.ssh(&a, "resources:info db --json").ok().stdout.clone();
     let builds = rack.ssh(&a, &format!("builds {app} --json")).ok().json();
     for b in builds.as_array().unwrap() {
-        let logs = rack.ssh(&a, &format!("builds:logs {app} {}", b["id"].as_str().unwrap()));
+        let logs = rack.ssh(
+            &a,
+            &format!("builds:logs {app} {}", b["id"].as_str().unwrap()),
+        );
         assert!(!logs.stdout.contains(&password));
     }
-    assert!(!rack.logs().contains(&password), "password in the server log");
+    assert!(
+        !rack.logs().contains(&password),
+        "password in the server log"
+    );
     assert!(!events.contains(&password), "password in events");
     assert!(!info.contains(&password), "password in resources:info");
     let hits = files_containing(&rack.data_dir(), password.as_bytes());
     assert!(hits.is_empty(), "password in {hits:?}");
-    assert!(events.contains("resources:backup db") && events.contains("resources:restore db"));
+    for action in [
+        "resources:create db postgres",
+        &format!("resources:link db {app}"),
+        "resources:backup db",
+        &format!("resources:restore db {id}"),
+        "resources:export db",
+        "resources:import db2",
+        &format!("resources:unlink db {app}"),
+    ] {
+        assert!(events.contains(action), "no event {action}: {events}");
+    }
 
     rack.ssh(&a, "resources:destroy db --confirm db").ok();
     let object = format!("{}.res.db", rack.ns);
     assert_ne!(docker(&["inspect", &object]).code, 0, "container gone");
-    assert_ne!(docker(&["volume", "inspect", &object]).code, 0, "volume gone");
+    assert_ne!(
+        docker(&["volume", "inspect", &object]).code,
+        0,
+        "volume gone"
+    );
     assert!(!rack.data_dir().join("backups/db").exists(), "backups gone");
-    rack.ssh(&a, "resources:info db").err("no resource named 'db'");
+    rack.ssh(&a, "resources:info db")
+        .err("no resource named 'db'");
     let list = rack.ssh(&a, "resources --json").ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
@@ -306,11 +395,23 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     let app = unique("rd");
     rack.ssh(a, "resources:create cache redis").ok();
     deploy_client_app(&rack, &app, &redis_image());
-    rack.ssh(a, &format!("resources:link cache {app} --as CACHE")).ok();
-    let cli = |cmd: &str| run(&rack, &app, &format!("redis-cli -u \"$CACHE_URL\" --no-auth-warning {cmd}"));
+    rack.ssh(a, &format!("resources:link cache {app} --as CACHE"))
+        .ok();
+    let cli = |cmd: &str| {
+        run(
+            &rack,
+            &app,
+            &format!("redis-cli -u \"$CACHE_URL\" --no-auth-warning {cmd}"),
+        )
+    };
     assert_eq!(cli("SET greeting kept"), "OK");
 
-    let id = rack.ssh(a, "resources:backup cache").ok().stdout.trim().to_string();
+    let id = rack
+        .ssh(a, "resources:backup cache")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     assert_eq!(cli("SET greeting changed"), "OK");
     assert_eq!(cli("SET extra 1"), "OK");
     rack.ssh(a, &format!("resources:restore cache {id}")).ok();
@@ -326,13 +427,27 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     let (code, _, err) = ssh_bytes(&rack, a, "resources:import cache2", Some(&path));
     assert_eq!(code, 0, "{err}");
     rack.ssh(a, &format!("resources:link cache2 {app}")).ok();
-    let cli2 = |cmd: &str| run(&rack, &app, &format!("redis-cli -u \"$REDIS_URL\" --no-auth-warning {cmd}"));
+    let cli2 = |cmd: &str| {
+        run(
+            &rack,
+            &app,
+            &format!("redis-cli -u \"$REDIS_URL\" --no-auth-warning {cmd}"),
+        )
+    };
     assert_eq!(cli2("GET greeting"), "kept");
     // The imported keys survive the container's restart (AOF rewritten).
     docker(&["restart", &format!("{}.res.cache2", rack.ns)]).ok_docker();
     wait_running(&rack, "cache2");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while rack.ssh(a, &format!("run {app} -- redis-cli -u \"$REDIS_URL\" --no-auth-warning ping")).stdout.trim() != "PONG" {
+    while rack
+        .ssh(
+            a,
+            &format!("run {app} -- redis-cli -u \"$REDIS_URL\" --no-auth-warning ping"),
+        )
+        .stdout
+        .trim()
+        != "PONG"
+    {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -348,12 +463,68 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     let forged = "b-20000101T000000Z-0000";
     std::fs::write(
         dir.join(format!("{forged}.json")),
-        meta.replace(&id, forged).replace("\"redis\"", "\"postgres\""),
+        meta.replace(&id, forged)
+            .replace("\"redis\"", "\"postgres\""),
     )
     .unwrap();
     std::fs::copy(&pg, dir.join(format!("{forged}.dump"))).unwrap();
-    rack.ssh(a, &format!("resources:restore cache {forged}")).err("taken from a postgres resource");
+    rack.ssh(a, &format!("resources:restore cache {forged}"))
+        .err("taken from a postgres resource");
     assert_eq!(cli("GET greeting"), "kept");
+}
+
+#[test]
+fn backups_are_taken_daily_at_the_scheduled_time() {
+    require_images();
+    // The next minute (UTC) that is at least 20 s away: the resource is
+    // created before it, so that day's backup is due once it passes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = (now + 20) / 60 + 1;
+    let hhmm = format!("{:02}:{:02}", (at / 60) % 24, at % 60);
+    let rack = rack_with(&format!("backup_schedule = \"{hhmm}\""));
+    let a = &rack.admin;
+    rack.ssh(a, "resources:create nightly redis").ok();
+    assert!(
+        now_secs() < at * 60,
+        "the resource was created before the scheduled time"
+    );
+    // Taken once the time passes (the keeper checks every 20 s).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let list = loop {
+        let list = rack.ssh(a, "resources:backups nightly --json").ok().json();
+        if !list.as_array().unwrap().is_empty() {
+            break list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled backup; logs:\n{}",
+            rack.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["trigger"], "scheduled");
+    let events = rack.ssh(a, "events --json").ok().json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "scheduler"
+                && e["action"] == "resources:backup nightly"
+                && e["outcome"].as_str().unwrap().starts_with("ok")),
+        "{events}"
+    );
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 trait OkDocker {

@@ -36,7 +36,11 @@ impl ResourceStore for S3Store {
     }
 
     async fn resources(&self) -> Result<Vec<ResourceRecord>> {
-        let keys = self.state.list("resources/", None).await.map_err(store_err)?;
+        let keys = self
+            .state
+            .list("resources/", None)
+            .await
+            .map_err(store_err)?;
         let mut out = Vec::new();
         for k in keys {
             if let Some(name) = k

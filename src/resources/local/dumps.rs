@@ -30,9 +30,7 @@ fn new_backup_id() -> String {
 fn valid_id(id: &str) -> bool {
     id.starts_with("b-")
         && id.len() <= 40
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 fn dir_of(root: &Path, name: &str) -> PathBuf {
@@ -229,7 +227,11 @@ impl LocalResources {
 }
 
 async fn find_backup(root: &Path, name: &str, id: &str) -> Result<BackupInfo> {
-    let missing = || ResourceError::NotFound(format!("{name} has no backup '{id}' (see resources:backups {name})"));
+    let missing = || {
+        ResourceError::NotFound(format!(
+            "{name} has no backup '{id}' (see resources:backups {name})"
+        ))
+    };
     if !valid_id(id) {
         return Err(missing());
     }
@@ -290,4 +292,3 @@ pub(super) async fn remove_backups(root: &Path, name: &str) -> Result<()> {
         Err(e) => Err(io_err("removing the backups", e)),
     }
 }
-

@@ -61,7 +61,10 @@ pub async fn exec(docker: &Docker, container: &str, e: Exec<'_>) -> Result<Exite
         tty: e.tty.is_some(),
         output_capacity: Some(256 * 1024),
     };
-    let StartExecResults::Attached { mut output, mut input } = docker
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker
         .start_exec(&created.id, Some(start))
         .await
         .map_err(|err| fail(e.what, err))?
@@ -141,7 +144,10 @@ pub async fn exec(docker: &Docker, container: &str, e: Exec<'_>) -> Result<Exite
     }
     let code_result = exit_code(docker, &created.id, e.what).await;
     if let Some(err) = stdin_err {
-        return Err(ResourceError::Failed(format!("{}: reading the input: {err}", e.what)));
+        return Err(ResourceError::Failed(format!(
+            "{}: reading the input: {err}",
+            e.what
+        )));
     }
     let code = code_result?;
     Ok(Exited {
@@ -167,7 +173,9 @@ async fn exit_code(docker: &Docker, id: &str, what: &str) -> Result<i64> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    Err(ResourceError::Failed(format!("{what}: still running after its output ended")))
+    Err(ResourceError::Failed(format!(
+        "{what}: still running after its output ended"
+    )))
 }
 
 async fn resize_exec(docker: &Docker, id: &str, cols: u16, rows: u16) {

@@ -228,7 +228,12 @@ impl LocalResources {
     }
 
     /// The container's id, creating it when missing.
-    async fn ensure_container(&self, r: &Resource, net: &str, progress: &Progress) -> Result<String> {
+    async fn ensure_container(
+        &self,
+        r: &Resource,
+        net: &str,
+        progress: &Progress,
+    ) -> Result<String> {
         let name = self.object(&r.name);
         match self.docker().inspect_container(&name, None).await {
             Ok(c) => return Ok(c.id.unwrap_or(name)),
@@ -304,7 +309,9 @@ impl LocalResources {
         self.ensure_image(&r.image, progress).await?;
         self.ensure_volume(r).await?;
         let own = self.ensure_own_network(r).await?;
-        let id = self.ensure_container(r, &self.object(&r.name), progress).await?;
+        let id = self
+            .ensure_container(r, &self.object(&r.name), progress)
+            .await?;
         self.converge_networks(r, &id, &own).await?;
         let running = self
             .docker()
@@ -358,7 +365,16 @@ impl LocalResources {
         match r.kind {
             Kind::Postgres => {
                 let db = r.database();
-                let argv = ["pg_isready", "-q", "-h", "127.0.0.1", "-U", PG_USER, "-d", &db];
+                let argv = [
+                    "pg_isready",
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    PG_USER,
+                    "-d",
+                    &db,
+                ];
                 exec::run_checked(self.docker(), id, &argv, Vec::new(), "pg_isready")
                     .await
                     .is_ok()
@@ -391,7 +407,11 @@ impl LocalResources {
 
     /// The running container's id, or why there is none.
     async fn running(&self, name: &str) -> Result<String> {
-        match self.docker().inspect_container(&self.object(name), None).await {
+        match self
+            .docker()
+            .inspect_container(&self.object(name), None)
+            .await
+        {
             Ok(c) if c.state.as_ref().and_then(|s| s.running) == Some(true) => {
                 Ok(c.id.unwrap_or_else(|| self.object(name)))
             }
@@ -406,14 +426,20 @@ impl LocalResources {
     }
 
     async fn status_impl(&self, r: &Resource) -> Result<String> {
-        match self.docker().inspect_container(&self.object(&r.name), None).await {
+        match self
+            .docker()
+            .inspect_container(&self.object(&r.name), None)
+            .await
+        {
             Ok(c) => {
                 let status = c
                     .state
                     .and_then(|s| s.status)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "unknown".into());
-                if status == "running" && !self.is_ready(r, c.id.as_deref().unwrap_or_default()).await {
+                if status == "running"
+                    && !self.is_ready(r, c.id.as_deref().unwrap_or_default()).await
+                {
                     return Ok("starting".into());
                 }
                 Ok(status)
@@ -506,7 +532,9 @@ fn client(r: &Resource) -> (Vec<String>, Vec<String>) {
     let pw = r.password.expose();
     match r.kind {
         Kind::Postgres => (
-            ["psql", "-U", PG_USER, "-d", &r.database()].map(String::from).to_vec(),
+            ["psql", "-U", PG_USER, "-d", &r.database()]
+                .map(String::from)
+                .to_vec(),
             vec![format!("PGPASSWORD={pw}")],
         ),
         Kind::Redis => (
