@@ -276,6 +276,14 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     assert_eq!(code, 0, "{err}");
     rack.ssh(&a, &format!("resources:link db2 {other}")).ok();
     assert_eq!(psql(&rack, &other, "SELECT body FROM notes"), "kept");
+    // The console: psql in the resource, fed from stdin without a terminal.
+    let out = rack.ssh_in(
+        &a,
+        "resources:console db2",
+        b"SELECT 'got-' || body FROM notes;\n",
+    );
+    out.ok();
+    assert!(out.stdout.contains("got-kept"), "{}", out.stdout);
     // Hostile imports: another type's dump, garbage, over the limit: one
     // error line, the data unchanged.
     let bad = rack.dir.path().join("bad.dump");
@@ -453,6 +461,12 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     }
     assert_eq!(cli2("GET greeting"), "kept");
 
+    // The console: redis-cli, without and with a terminal (ssh -t).
+    let out = rack.ssh_in(a, "resources:console cache", b"GET greeting\n");
+    out.ok();
+    assert!(out.stdout.contains("kept"), "{}", out.stdout);
+    console_with_a_terminal(&rack);
+
     // A dump of the other type is refused, by import and by restore.
     let pg = rack.dir.path().join("pg.dump");
     std::fs::write(&pg, b"PGDMP\x01\x0e\x00").unwrap();
@@ -518,6 +532,52 @@ fn backups_are_taken_daily_at_the_scheduled_time() {
                 && e["outcome"].as_str().unwrap().starts_with("ok")),
         "{events}"
     );
+}
+
+/// `ssh -t ... resources:console cache` under a real terminal (tmux):
+/// redis-cli's interactive prompt.
+fn console_with_a_terminal(rack: &Rack) {
+    let session = format!("rack-console-{}", std::process::id());
+    let ssh = format!(
+        "ssh -tt {} git@127.0.0.1 resources:console cache",
+        rack.ssh_args(&rack.admin).join(" ")
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let st = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        "-s",
+        &session,
+        &ssh,
+    ]);
+    assert!(
+        st.status.success(),
+        "tmux is needed: scripts/test installs it"
+    );
+    let wait_screen = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout)
+                .into_owned();
+            if s.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "terminal never showed {text:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_screen("127.0.0.1:6379>");
+    tmux(&["send-keys", "-t", &session, "GET greeting", "Enter"]);
+    wait_screen("\"kept\"");
+    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
+    let _ = tmux(&["kill-session", "-t", &session]);
 }
 
 fn now_secs() -> u64 {
