@@ -183,6 +183,19 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
         .to_string();
     assert_eq!(password.len(), 32);
 
+    // Deploy keys of the linked app get nothing: resources are admin's.
+    let dk = rack.add_key("dk", &format!("--app {app}"));
+    for cmd in [
+        "resources",
+        "resources:url db",
+        "resources:info db",
+        "resources:export db",
+    ] {
+        rack.ssh(&dk, cmd).err("permission denied");
+    }
+    rack.ssh(&dk, &format!("resources:unlink db {app}"))
+        .err("permission denied");
+
     psql(
         &rack,
         &app,
@@ -485,6 +498,19 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     rack.ssh(a, &format!("resources:restore cache {forged}"))
         .err("taken from a postgres resource");
     assert_eq!(cli("GET greeting"), "kept");
+
+    // apps:destroy unlinks the app's resources (which stay) first, so its
+    // network can go.
+    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    for name in ["cache", "cache2"] {
+        let info = rack
+            .ssh(a, &format!("resources:info {name} --json"))
+            .ok()
+            .json();
+        assert_eq!(info["linked"], serde_json::json!({}), "{info}");
+        assert_eq!(info["status"], "running", "{info}");
+    }
 }
 
 #[test]
