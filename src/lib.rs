@@ -30,3 +30,4 @@ pub mod testhook;
 #[cfg(test)]
 mod testing;
 pub mod timers;
+pub mod volumes;

@@ -290,6 +290,7 @@ impl Deployer {
                 formation.entry(k.clone()).or_insert(0);
             }
         }
+        super::volumes::check_single_writer(app, &formation, &store.volumes(app).await?)?;
         self.reroll(app, formation.clone(), progress).await?;
         Ok(formation)
     }

@@ -16,3 +16,4 @@ mod releases;
 mod secrets;
 mod timers;
 mod up;
+mod volumes;

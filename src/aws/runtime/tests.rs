@@ -111,6 +111,7 @@ impl Fixture {
             ],
             health: HealthCheck::default(),
             hosts: vec![format!("{}.example.com", self.app)],
+            volumes: Vec::new(),
         }
     }
 

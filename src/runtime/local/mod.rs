@@ -11,6 +11,10 @@
 //! - `logs.rs`: merged, time-ordered logs of an app's instances, following
 //!   across deploys.
 //! - `oneoff.rs`: `run` (attach, tty, resize, timeout, always removed).
+//! - `volumes.rs`: the apps' named Docker volumes, their mounts, export and
+//!   import.
+//! - `swap.rs`: the stop-first rollout of single-writer process types
+//!   (router hold, old instance stopped first, restored on failure).
 //!
 //! What this module does NOT know: git, builds, the store, releases beyond
 //! the `ReleaseSpec` it is handed. It never decides which release is
@@ -20,8 +24,10 @@ mod docker;
 mod health;
 mod logs;
 mod oneoff;
+mod swap;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -35,9 +41,11 @@ use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::router::Router;
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::runtime::{
     HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, RolloutHandle,
-    Runtime, RuntimeError, Started,
+    Runtime, RuntimeError, RuntimeFuture, Started,
 };
 
 use docker::{Instance, NewInstance};
@@ -80,9 +88,10 @@ impl Default for LocalOptions {
     }
 }
 
-/// The containers a `start` created: `Started::handle` of this runtime.
+/// The containers a `start` created, and the old single-writer instances
+/// it stopped first: `Started::handle` of this runtime.
 #[derive(Debug, Default)]
-struct Containers(Vec<String>);
+struct Containers(Vec<String>, Option<swap::Swap>);
 
 impl LocalRuntime {
     /// The ids of the containers `started` names.
@@ -171,6 +180,39 @@ impl LocalRuntime {
         spec: &ReleaseSpec,
         progress: &Progress,
     ) -> Result<Started, RuntimeError> {
+        let swap = self.stop_old(spec, progress).await?;
+        match self.start_new(spec, progress).await {
+            Ok(ids) => Ok(Started {
+                app: spec.app.clone(),
+                deploy_id: spec.deploy_id.clone(),
+                handle: RolloutHandle::new(Containers(ids, swap)),
+            }),
+            Err(e) => {
+                if let Some(swap) = swap {
+                    // Single writer: this rollout's instances are gone
+                    // before the old one starts again.
+                    if let Ok(list) = self.list(Some(&spec.app)).await {
+                        let ids: Vec<String> = list
+                            .into_iter()
+                            .filter(|i| i.deploy == spec.deploy_id && !i.oneoff)
+                            .map(|i| i.id)
+                            .collect();
+                        self.remove_all(&ids).await;
+                    }
+                    self.restore(swap, progress).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates, starts and waits for every instance of `spec`; returns
+    /// their ids. On failure none of them is left running.
+    async fn start_new(
+        &self,
+        spec: &ReleaseSpec,
+        progress: &Progress,
+    ) -> Result<Vec<String>, RuntimeError> {
         let t0 = Instant::now();
         let (net, port) = futures::try_join!(self.ensure_network(&spec.app), self.port_for(spec))?;
         let mut guard = RemoveOnDrop::new(self.clone());
@@ -253,12 +295,7 @@ impl LocalRuntime {
         }
         tracing::info!(app = %spec.app, deploy = %spec.deploy_id, instances = created.len(),
             ms = t0.elapsed().as_millis() as u64, "instances ready");
-        let instances = std::mem::take(&mut guard.ids);
-        Ok(Started {
-            app: spec.app.clone(),
-            deploy_id: spec.deploy_id.clone(),
-            handle: RolloutHandle::new(Containers(instances)),
-        })
+        Ok(std::mem::take(&mut guard.ids))
     }
 
     // ---- switch -------------------------------------------------------------
@@ -288,6 +325,10 @@ impl LocalRuntime {
         self.inner
             .router
             .set_app(&spec.app, spec.hosts.clone(), backends);
+        // A stop-first rollout's held requests go to the new instance now.
+        if let Some(mut swap) = started.handle.take::<Containers>().and_then(|c| c.1) {
+            swap.release();
+        }
         crate::testhook::pause_at(
             self.inner.opts.pause_at.as_deref(),
             "after_switch",
@@ -378,6 +419,7 @@ impl LocalRuntime {
         let ids: Vec<String> = list.into_iter().map(|i| i.id).collect();
         self.remove_all(&ids).await;
         self.remove_network(app).await?;
+        self.destroy_app_volumes(app).await?;
         Ok(())
     }
 
@@ -431,16 +473,16 @@ impl LocalRuntime {
         if !strays.is_empty() {
             progress.stage(format!("Removing {} stray container(s)", strays.len()));
         }
-        let remove = async {
-            join_all(strays.iter().map(|id| self.stop_and_remove(id))).await;
-        };
-        let converge = join_all(plan.into_iter().map(|(spec, kept, missing)| async move {
+        // Strays first: an interrupted stop-first rollout's new instance
+        // is gone before the current one starts again on its volume.
+        join_all(strays.iter().map(|id| self.stop_and_remove(id))).await;
+        join_all(plan.into_iter().map(|(spec, kept, missing)| async move {
             if let Err(e) = self.converge(spec, kept, missing, progress).await {
                 progress.stage(format!("{}: {e}", spec.app));
                 tracing::error!(app = %spec.app, error = %e, "recovering");
             }
-        }));
-        futures::join!(remove, converge);
+        }))
+        .await;
         Ok(())
     }
 
@@ -649,8 +691,11 @@ impl Runtime for LocalRuntime {
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
         async move {
-            let ids = started.handle.take::<Containers>().unwrap_or_default();
-            self.remove_all(&ids.0).await
+            let Containers(ids, swap) = started.handle.take::<Containers>().unwrap_or_default();
+            self.remove_all(&ids).await;
+            if let Some(swap) = swap {
+                self.restore(swap, &Progress::discard()).await;
+            }
         }
         .boxed()
     }
@@ -727,6 +772,36 @@ impl Runtime for LocalRuntime {
         _suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn volume_sizes<'a>(
+        &'a self,
+        app: &'a str,
+        names: &'a [String],
+    ) -> RuntimeFuture<'a, BTreeMap<String, Option<u64>>> {
+        self.volume_sizes_impl(app, names).boxed()
+    }
+
+    fn destroy_volume<'a>(&'a self, app: &'a str, name: &'a str) -> RuntimeFuture<'a, ()> {
+        self.destroy_volume_impl(app, name).boxed()
+    }
+
+    fn export_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        out: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> RuntimeFuture<'a, ()> {
+        self.export_volume_impl(app, name, out).boxed()
+    }
+
+    fn import_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        tar: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> RuntimeFuture<'a, ()> {
+        self.import_volume_impl(app, name, tar).boxed()
     }
 
     fn recover<'a>(
