@@ -245,6 +245,7 @@ fn listing(tar_bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
                 .unwrap()
                 .to_string_lossy()
                 .trim_start_matches("./")
+                .trim_end_matches('/')
                 .to_string();
             let kind = format!("{:?}", e.header().entry_type());
             let link = e
@@ -400,8 +401,18 @@ fn another_app_can_never_mount_or_read_a_volume() {
         &squat,
     ])
     .ok();
-    rack.ssh(a, &format!("volumes:create {app_b} squat --path /squat"))
-        .err("release failed");
+    let out = rack.ssh(a, &format!("volumes:create {app_b} squat --path /squat"));
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("refusing to mount it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.ends_with("error: rollout failed\n"),
+        "{}",
+        out.stderr
+    );
     let vols = rack.ssh(a, &format!("volumes {app_b} --json")).ok().json();
     assert_eq!(vols.as_array().unwrap().len(), 1, "{vols}");
     docker(&["volume", "rm", &squat]);
