@@ -91,32 +91,9 @@ pub(crate) async fn handle(
         ));
     };
     let key = host.to_str().map(normalize_host).unwrap_or_default();
-    let mut holds = 0;
-    let mut guard = loop {
-        match ctx.router.pick(&key, None) {
-            Pick::Backend(g) => break g,
-            // Held while the app's single web instance is swapped: wait
-            // for the new one (a few holds in a row at most).
-            Pick::Held(w) if holds < MAX_HOLDS => {
-                holds += 1;
-                if !w.wait(ctx.router.hold_limits().timeout).await {
-                    return Ok(restarting());
-                }
-            }
-            Pick::Held(_) | Pick::HoldFull => return Ok(restarting()),
-            Pick::NoApp => {
-                return Ok(plain(
-                    StatusCode::NOT_FOUND,
-                    format!("404 Not Found: no app is served at {}\n", printable(&key)),
-                ));
-            }
-            Pick::NoBackend(app) => {
-                return Ok(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("503 Service Unavailable: app {app} has no running web process\n"),
-                ));
-            }
-        }
+    let mut guard = match pick_or_wait(&ctx, &key).await {
+        Ok(g) => g,
+        Err(resp) => return Ok(resp),
     };
 
     let upgrade = upgrade_protocol(req.headers());
@@ -201,6 +178,38 @@ pub(crate) async fn handle(
         parts,
         RespBody::proxied(body, guard, driver),
     ))
+}
+
+/// The backend for a request to `key`: waits while the app is held (a
+/// stop-first rollout), else the answer when there is none.
+async fn pick_or_wait(ctx: &Ctx, key: &str) -> Result<InFlight, Response<RespBody>> {
+    let mut holds = 0;
+    loop {
+        match ctx.router.pick(key, None) {
+            Pick::Backend(g) => return Ok(g),
+            // Held while the app's single web instance is swapped: wait
+            // for the new one (a few holds in a row at most).
+            Pick::Held(w) if holds < MAX_HOLDS => {
+                holds += 1;
+                if !w.wait(ctx.router.hold_limits().timeout).await {
+                    return Err(restarting());
+                }
+            }
+            Pick::Held(_) | Pick::HoldFull => return Err(restarting()),
+            Pick::NoApp => {
+                return Err(plain(
+                    StatusCode::NOT_FOUND,
+                    format!("404 Not Found: no app is served at {}\n", printable(key)),
+                ));
+            }
+            Pick::NoBackend(app) => {
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("503 Service Unavailable: app {app} has no running web process\n"),
+                ));
+            }
+        }
+    }
 }
 
 /// A backend's `101 Switching Protocols`: answers the client in kind and
