@@ -13,8 +13,11 @@
 //!   limits rounded up to a Fargate size, logs to the app's log group;
 //! - one ECS service `APP_TYPE` in the rack's cluster (web attached to the
 //!   app's target group), desired count = the type's count, rolling
-//!   (minimum healthy 100%, maximum 200%) with the deployment circuit
-//!   breaker rolling back a failing deployment.
+//!   (minimum healthy 100%, maximum 200%; stop-first, 0% and 100%, for a
+//!   type with a single-writer volume) with the deployment circuit
+//!   breaker rolling back a failing deployment;
+//! - the app's volumes: an EFS file system each ([`volumes`]), mounted
+//!   into the task definitions of their types and of one-offs and timers.
 //!
 //! `start` updates the services and (unless `wait_for_rollout` is off)
 //! waits until each service's PRIMARY deployment, running the new task
