@@ -337,6 +337,25 @@ fn export_import_copies_files_and_hostile_tars_change_nothing() {
         let (_, now, _) = ssh_bytes(&rack, a, &format!("volumes:export {dst} data"), b"");
         assert_eq!(listing(&now), want, "{what} changed nothing");
     }
+    // An app that never deployed: the volume exists once written into, and
+    // apps:destroy removes it.
+    let bare = unique("vbare");
+    rack.ssh(a, &format!("apps:create {bare}")).ok();
+    let out = rack.ssh(a, &format!("volumes:create {bare} data --path /data"));
+    assert!(
+        out.ok().stdout.contains("the first deploy mounts it"),
+        "{}",
+        out.stdout
+    );
+    let (code, _, err) = ssh_bytes(&rack, a, &format!("volumes:import {bare} data"), &exported);
+    assert_eq!(code, 0, "{err}");
+    let filter = format!("label=rack.app={bare}");
+    let vols = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    assert_eq!(vols.stdout.split_whitespace().count(), 1, "{}", vols.stdout);
+    rack.ssh(a, &format!("apps:destroy {bare} --confirm {bare}"))
+        .ok();
+    let vols = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    assert_eq!(vols.stdout.trim(), "", "apps:destroy removed it");
     // Unknown volume, unknown app: refused before a byte is read.
     let (code, _, err) = ssh_bytes(&rack, a, &format!("volumes:import {dst} nope"), &exported);
     assert!(code == 1 && err.contains("no volume named 'nope'"), "{err}");
