@@ -652,3 +652,41 @@ fn a_failed_stop_first_rollout_brings_the_old_instance_back() {
     assert_eq!(ps[0]["state"], "running");
     assert_eq!(ps[0]["release"], "v2");
 }
+
+/// kill -9 in the middle of a stop-first rollout (old instance stopped,
+/// new one not yet ready): recovery removes the new instance, then starts
+/// the current release's again on the same volume, never both at once.
+#[test]
+fn a_crash_during_a_stop_first_rollout_brings_back_the_old_instance() {
+    require_docker();
+    let args = vec!["--test-pause-at".to_string(), "before_ready:v3".to_string()];
+    let mut rack = Rack::start_with_args("", args);
+    let a = rack.admin.clone();
+    let app = unique("vcrash");
+    let w = deploy(&rack, &app);
+    rack.ssh(&a, &format!("volumes:create {app} data --path /data"))
+        .ok();
+    page(&rack, &app, "/cgi-bin/write");
+    let running = || {
+        let out = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=rack.app={app}"),
+            "--filter",
+            "label=rack.type=web",
+        ]);
+        out.stdout.split_whitespace().count()
+    };
+    std::fs::write(w.dir.join("VERSION"), "2\n").unwrap();
+    w.git(&["commit", "-qam", "bump"]).ok();
+    let mut push = crate::releases::push_until(&rack, &w, &app, "test pause: before_ready v3");
+    assert_eq!(running(), 1, "only the new instance runs on the volume");
+    rack.kill9();
+    assert!(!push.wait().unwrap().success());
+    rack.server_args.clear();
+    rack.start_again();
+    assert!(page(&rack, &app, "/").starts_with("version 1 v2"));
+    assert_eq!(note(&rack, &app), "written by v2");
+    assert_eq!(running(), 1);
+}
