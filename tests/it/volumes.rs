@@ -494,12 +494,11 @@ fn stop_first_deploys_hold_requests_and_drop_none() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let check = |serving: &AtomicI64, admitted: i64, body: &str| -> Result<(), String> {
+    let check = |admitted: i64, body: &str| -> Result<(), String> {
         let v: i64 = body
             .split_whitespace()
             .find_map(|w| w.strip_prefix('v').and_then(|n| n.parse().ok()))
             .ok_or_else(|| format!("no release in {body:?}"))?;
-        let _ = serving;
         if v == admitted || v == admitted + 1 {
             Ok(())
         } else {
@@ -520,7 +519,7 @@ fn stop_first_deploys_hold_requests_and_drop_none() {
             while !stop.load(Ordering::SeqCst) {
                 let admitted = serving.load(Ordering::SeqCst);
                 match conn.get("/") {
-                    Ok(r) if r.status == 200 => match check(&serving, admitted, &r.body) {
+                    Ok(r) if r.status == 200 => match check(admitted, &r.body) {
                         Ok(()) => {
                             ok.fetch_add(1, Ordering::SeqCst);
                         }
@@ -551,7 +550,7 @@ fn stop_first_deploys_hold_requests_and_drop_none() {
                 let admitted = serving.load(Ordering::SeqCst);
                 match http::get(port, &h, "/cgi-bin/slow") {
                     Ok(r) if r.status == 200 && r.body.contains("slow done") => {
-                        match check(&serving, admitted, &r.body) {
+                        match check(admitted, &r.body) {
                             Ok(()) => {
                                 ok.fetch_add(1, Ordering::SeqCst);
                             }
