@@ -77,7 +77,7 @@ def main():
     srv = Server("rack", port, "git", [a.rack, "server", "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--http", f"127.0.0.1:{free_port()}"], dict(os.environ, RUST_LOG="warn"), os.path.join(tmp, "rack.log"), 60)
     srv.start()
     sshc = ssh.split() + ["-p", str(port), "git@127.0.0.1"]
-    ctr = lambda n: f"{NS}.res.{n}"  # noqa: E731
+    ctr = lambda n: f"{NS}-res.{n}"  # noqa: E731
     try:
         for n in ["src", "hand", "viarack"]:
             run(sshc + [f"resources:create {n} postgres"], capture_output=True)

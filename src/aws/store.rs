@@ -33,6 +33,7 @@ mod keys;
 mod releases;
 mod resources;
 mod timers;
+mod volumes;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -21,6 +21,7 @@ pub mod releases;
 pub mod resources;
 pub mod run;
 pub mod timers;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -191,6 +192,7 @@ groups! {
     Domains(domains::DomainsCmd),
     Run(run::RunCmd),
     Timers(timers::TimersCmd),
+    Volumes(volumes::VolumesCmd),
     Resources(resources::ResourcesCmd),
     Keys(keys::KeysCmd),
     Events(events::EventsCmd),
@@ -233,6 +235,11 @@ pub const HELP: &[HelpLine] = &[
     ("timers:run", "timers:run APP NAME", "run a timer now"),
     ("timers:suspend", "timers:suspend APP [NAME]", "stop firing (kept across deploys)"),
     ("timers:resume", "timers:resume APP [NAME]", "fire again"),
+    ("volumes", "volumes APP", "persistent volumes: name, path, types, size"),
+    ("volumes:create", "volumes:create APP NAME --path PATH [--type TYPE]... [--shared]", "a volume mounted at PATH into TYPE (default web); new release"),
+    ("volumes:destroy", "volumes:destroy APP NAME --confirm NAME", "delete a volume and its files; new release"),
+    ("volumes:export", "volumes:export APP NAME", "the volume's files as a tar on stdout"),
+    ("volumes:import", "volumes:import APP NAME", "unpack a tar from stdin into the volume"),
     ("resources", "resources", "databases the rack runs (admin)"),
     ("resources:create", "resources:create NAME postgres|redis [--version V]", "create a database, ready when this returns"),
     ("resources:info", "resources:info NAME", "type, version, status, linked apps, host and port"),

@@ -1,7 +1,7 @@
 //! The use cases that change what runs, behind each app's deploy lock:
 //! `Deployer` serves git's push hook ([`PushDeploy`]), `apps:deploy`,
 //! config changes, rollbacks, scaling, restarts, `apps:create`,
-//! `apps:destroy` and the image prune. Each method takes the app's lock
+//! `apps:destroy`, the volumes (`volumes.rs`) and the image prune. Each method takes the app's lock
 //! itself and fails with a [`DeployError`] whose `Display` is the user's
 //! one line (the push's `ng` reason, a command's `error:` line).
 //!
@@ -18,6 +18,7 @@ pub mod recovery;
 mod resources;
 pub mod rollout;
 mod timers;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use apps::{ConfigChange, Rollback};
 pub use build::BuildJob;
 pub use resources::ResourceInfo;
 pub use rollout::{ConfigChoice, NewRelease};
+pub use volumes::NewVolume;
 
 use crate::config::Settings;
 use crate::git::receive::MOVED_WHILE_WAITING;

@@ -11,6 +11,7 @@ use super::{
     Result,
 };
 use crate::timers::{Timer, TimerState};
+use crate::volumes::Volume;
 
 /// SSH keys: admins and per-app deploy keys.
 #[async_trait::async_trait]
@@ -185,6 +186,18 @@ pub trait TimerStore: Send + Sync {
     async fn delete_timer_states(&self, app: &str) -> Result<()>;
 }
 
+/// An app's persistent volumes (the records: where the data lives is the
+/// runtime's business). They go with the app (`delete_app`).
+#[async_trait::async_trait]
+pub trait VolumeStore: Send + Sync {
+    /// The app's volumes, by name.
+    async fn volumes(&self, app: &str) -> Result<Vec<Volume>>;
+    /// Records a new volume; a name the app already has is a Conflict.
+    async fn add_volume(&self, app: &str, volume: &Volume) -> Result<()>;
+    /// Forgets one volume; NotFound when the app has none of that name.
+    async fn remove_volume(&self, app: &str, name: &str) -> Result<()>;
+}
+
 /// Resources (databases the rack runs for apps) and their links.
 #[async_trait::async_trait]
 pub trait ResourceStore: Send + Sync {
@@ -217,6 +230,7 @@ pub trait Store:
     + ReleaseStore
     + EventStore
     + TimerStore
+    + VolumeStore
     + ResourceStore
 {
 }
@@ -229,6 +243,7 @@ impl<T> Store for T where
         + ReleaseStore
         + EventStore
         + TimerStore
+        + VolumeStore
         + ResourceStore
 {
 }

@@ -17,3 +17,4 @@ mod resources;
 mod secrets;
 mod timers;
 mod up;
+mod volumes;

@@ -210,7 +210,7 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     rack.start_again();
     wait_running(&rack, db);
     assert_eq!(psql(&rack, &app, "SELECT body FROM notes"), "kept");
-    docker(&["rm", "-f", &format!("{}.res.db", rack.ns)]).ok_docker();
+    docker(&["rm", "-f", &format!("{}-res.db", rack.ns)]).ok_docker();
     wait_running(&rack, db);
     assert_eq!(psql(&rack, &app, "SELECT body FROM notes"), "kept");
 
@@ -220,7 +220,7 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
         "inspect",
         "-f",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        &format!("{}.res.db", rack.ns),
+        &format!("{}-res.db", rack.ns),
     ]);
     let ips: Vec<String> = ips.stdout.split_whitespace().map(str::to_string).collect();
     assert_eq!(
@@ -394,7 +394,7 @@ fn postgres_is_linked_kept_backed_up_and_walled_off() {
     }
 
     rack.ssh(&a, "resources:destroy db --confirm db").ok();
-    let object = format!("{}.res.db", rack.ns);
+    let object = format!("{}-res.db", rack.ns);
     assert_ne!(docker(&["inspect", &object]).code, 0, "container gone");
     assert_ne!(
         docker(&["volume", "inspect", &object]).code,
@@ -457,7 +457,7 @@ fn redis_keys_are_backed_up_restored_exported_and_imported() {
     };
     assert_eq!(cli2("GET greeting"), "kept");
     // The imported keys survive the container's restart (AOF rewritten).
-    docker(&["restart", &format!("{}.res.cache2", rack.ns)]).ok_docker();
+    docker(&["restart", &format!("{}-res.cache2", rack.ns)]).ok_docker();
     wait_running(&rack, "cache2");
     let deadline = Instant::now() + Duration::from_secs(60);
     while rack

@@ -1,6 +1,7 @@
 //! The local provider's resources: one Docker container per resource,
-//! named `NS.res.NAME` (a `.` never appears in an app's name, so nothing
-//! an app is called can collide), with a named volume of the same name for
+//! named `NS-res.NAME` (app containers and networks never hold a `.`, app
+//! volumes start `NS.`, so nothing an app or its volumes are called can
+//! collide), with a named volume of the same name for
 //! its data and a network of its own. It joins the network of each linked
 //! app (`NS-APP`) under the alias `NAME.resource`, and only those: an app
 //! that is not linked has no route to it. Restart policy
@@ -94,7 +95,7 @@ impl LocalResources {
 
     /// The container's, the volume's and the own network's name.
     fn object(&self, name: &str) -> String {
-        format!("{}.res.{name}", self.ns)
+        format!("{}-res.{name}", self.ns)
     }
 
     fn lock_of(&self, name: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
