@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub timers: TimersFile,
     #[serde(default)]
     pub volumes: VolumesFile,
+    #[serde(default)]
     pub resources: ResourcesFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
