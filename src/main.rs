@@ -56,6 +56,9 @@ enum Cmd {
     Install(InstallArgs),
     /// Delete the rack's cloud infrastructure and its bucket.
     Uninstall(InstallArgs),
+    /// Hand the running server over to a new binary with no connection
+    /// dropped (local provider; on the rack's machine).
+    Update(UpdateArgs),
     /// Print the version.
     Version,
     /// Add the rack as a git remote of this checkout (pinning its host key).
@@ -89,6 +92,13 @@ struct InstallArgs {
 }
 
 #[derive(Args)]
+struct UpdateArgs {
+    /// The new binary (default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ServerArgs {
     /// SSH listen address.
     #[arg(long, env = "RACK_LISTEN")]
@@ -111,6 +121,9 @@ struct ServerArgs {
     /// Docker engine URI.
     #[arg(long, env = "DOCKER_HOST")]
     docker: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9190).
+    #[arg(long, env = "RACK_METRICS")]
+    metrics: Option<String>,
     /// Test-only: pause rollouts at POINT[:vN] (see src/testhook.rs).
     #[arg(long, hide = true)]
     test_pause_at: Option<String>,
@@ -185,7 +198,21 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Version => {
-            println!("rack {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", rack::version());
+            Ok(())
+        }
+        Cmd::Update(a) => {
+            let settings = Settings::resolve(base)?;
+            let binary = match a.binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            let answer = runtime()?.block_on(rack::handover::control::request_update(
+                &settings.control_socket_path(),
+                &binary,
+            ))?;
+            let (pid, version) = answer.split_once(' ').unwrap_or((&answer, ""));
+            println!("Updated: {version} serves now (pid {pid}); the old process exits once its sessions end");
             Ok(())
         }
         Cmd::Server(a) => {
@@ -197,10 +224,12 @@ fn run(cli: Cli) -> Result<()> {
                 rack: a.rack_name,
                 trusted_proxy: a.trusted_proxy,
                 docker: a.docker,
+                metrics: a.metrics,
                 test_pause_at: a.test_pause_at,
                 ..base
             })?;
-            tokio::runtime::Runtime::new()?.block_on(serve(settings))
+            let origin = rack::handover::Origin::current();
+            tokio::runtime::Runtime::new()?.block_on(rack::daemon::serve(settings, origin))
         }
         Cmd::Install(a) => runtime()?.block_on(install(base, a, true)),
         Cmd::Uninstall(a) => runtime()?.block_on(install(base, a, false)),
@@ -287,62 +316,4 @@ async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Resul
         }
     }
     Ok(())
-}
-
-/// How long the router may hold new connections at start-up while the
-/// routes of running apps come back.
-const ROUTES_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn serve(settings: Settings) -> Result<()> {
-    rack::git::init_process();
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("binding SSH on {}", settings.listen))?;
-    let http = tokio::net::TcpListener::bind(&settings.http)
-        .await
-        .with_context(|| format!("binding the app router on {}", settings.http))?;
-    let rack = rack::state::Rack::open(settings).await?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tracing::info!(addr = %http.local_addr()?, "http listening");
-    // Routes for the apps that were serving come back before new sessions,
-    // and before the router accepts (for at most ROUTES_HOLD): meanwhile a
-    // request waits in the listen backlog rather than getting a 404.
-    let router = {
-        let recovery = rack.deployer.recover();
-        tokio::pin!(recovery);
-        let early = tokio::time::timeout(ROUTES_HOLD, &mut recovery).await;
-        let router = tokio::spawn(rack::router::serve(
-            http,
-            // An aws rack routes nothing itself: its router answers 404.
-            rack.provider.router.clone().unwrap_or_default(),
-            rack.settings.trusted_proxy.clone(),
-            rx.clone(),
-            rack.settings.router_threads,
-        ));
-        match early {
-            Ok(r) => r?,
-            Err(_) => {
-                tracing::info!("recovery goes on; the router serves what is routed so far");
-                recovery.await?
-            }
-        }
-        router
-    };
-    tracing::info!(addr = %listener.local_addr()?, "ssh listening");
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("signal received; stopping");
-        let _ = tx.send(true);
-    });
-    rack::server::run(listener, rack, rx).await?;
-    match router.await {
-        Ok(r) => r,
-        Err(e) => Err(anyhow::anyhow!("router task: {e}")),
-    }
 }

@@ -34,6 +34,7 @@ pub async fn run(
         quiet: false,
     };
     let mut tasks = JoinSet::new();
+    rack.stopping.send_replace(false);
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
     loop {
@@ -71,6 +72,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    rack.stopping.send_replace(true);
     tracing::info!(
         sessions = tasks.len(),
         "shutting down; waiting for running sessions"

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 pub use serve::serve;
+pub(crate) use serve::stopped;
 
 /// Idle keep-alive connections kept per backend. More than the number of
 /// requests a backend serves at once buys nothing; fewer costs reconnects

@@ -80,3 +80,164 @@ fn a_database_migrated_by_a_newer_rack_refuses_this_binary() {
     assert_eq!(dump(&db), before, "the database must not change");
     assert_eq!(std::fs::read(&db).unwrap(), bytes);
 }
+
+/// An executable script in the rack's temp dir.
+fn script(rack: &Rack, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = rack.dir.path().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn version_over_ssh(rack: &Rack) -> String {
+    let out = rack.ssh(&rack.admin, "version");
+    out.ok();
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn update_hands_over_with_no_failed_request_and_sessions_finish() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use crate::http;
+    use crate::releases::{deploy_fixture, host, page, push_until, unique};
+
+    crate::builds::require_docker();
+    let mut rack = Rack::start();
+    let app = unique("upd");
+    let w = deploy_fixture(&rack, &app);
+    let old_version = version_over_ssh(&rack);
+
+    // A new binary that cannot start: the old process goes on, the
+    // command fails with the reason.
+    let broken = script(
+        &rack,
+        "broken-rack",
+        "echo 'error: this build cannot start (test)' >&2\nexit 3",
+    );
+    let out = rack.update(&broken);
+    out.err("exited (exit status: 3) before it was ready: error: this build cannot start (test)");
+    assert_eq!(version_over_ssh(&rack), old_version);
+    assert!(page(&rack, &app, "/").starts_with("version "));
+    assert!(!rack.first_process_exited());
+
+    // Keep-alive clients through the router for the whole update.
+    let port = rack.http_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failures, h) = (stop.clone(), ok.clone(), failures.clone(), host(&app));
+        clients.push(std::thread::spawn(move || {
+            let mut conn = http::KeepAlive::connect(port, &h).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match conn.get("/") {
+                    Ok(r) if r.status == 200 && r.body.starts_with("version") => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", r.status, r.body)),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("transport: {e}"));
+                        conn = http::KeepAlive::connect(port, &h).unwrap();
+                    }
+                }
+            }
+        }));
+    }
+
+    // A long `logs -f` on the old process.
+    let mut logs = Command::new("ssh")
+        .args(rack.ssh_args(&rack.admin))
+        .arg("git@127.0.0.1")
+        .arg(format!("logs {app} -f"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs_out = logs.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    logs_out.read_exact(&mut first).unwrap(); // it is following
+
+    // A push in progress: its build takes a few seconds.
+    std::fs::write(w.dir.join("VERSION"), "2\n").unwrap();
+    let dockerfile = std::fs::read_to_string(w.dir.join("Dockerfile")).unwrap();
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!("{dockerfile}RUN sleep 4 # {}\n", unique("n")),
+    )
+    .unwrap();
+    w.git(&["commit", "-qam", "v2, slow build"]).ok();
+    let push = push_until(&rack, &w, &app, "RUN sleep 4");
+
+    let new = script(
+        &rack,
+        "new-rack",
+        &format!(
+            "RACK_TEST_VERSION_SUFFIX=+new exec {} \"$@\"",
+            crate::harness::RACK
+        ),
+    );
+    let out = rack.update(&new);
+    out.ok();
+    let new_version = format!("{old_version}+new");
+    assert!(out.stdout.contains(&new_version), "{}", out.stdout);
+
+    // The push that was in progress completes (on the old process).
+    let pushed = push.wait_with_output().unwrap();
+    let push_err = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "the push failed:\n{push_err}");
+    // `logs -f` ended normally, saying why.
+    let logs_status = logs.wait().unwrap();
+    let mut logs_err = String::new();
+    logs.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs_err)
+        .unwrap();
+    assert_eq!(logs_status.code(), Some(0), "logs -f: {logs_err}");
+    assert!(logs_err.contains("run logs -f again"), "{logs_err}");
+
+    // The new binary answers SSH, and the old process exits once its
+    // sessions are over and the new one serves HTTP.
+    assert_eq!(version_over_ssh(&rack), new_version);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !rack.first_process_exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old process did not exit:\n{}",
+            rack.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(page(&rack, &app, "/").starts_with("version 2 "));
+    // Requests go on against the new process alone for a while.
+    let served = ok.load(Ordering::SeqCst);
+    while ok.load(Ordering::SeqCst) < served + 200 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+
+    // The new process deploys.
+    std::fs::write(w.dir.join("VERSION"), "3\n").unwrap();
+    w.git(&["commit", "-qam", "v3"]).ok();
+    w.git(&["push", &rack.git_url(&app), "main"]).ok();
+    assert!(page(&rack, &app, "/").starts_with("version 3 "));
+}
