@@ -45,6 +45,7 @@ pub async fn run(
                 let preauth = limits.preauth_timeout;
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::get().ssh_sessions);
                     let state = Arc::new(ConnectionState::default());
                     let handler = Connection::new(rack, Some(peer), state.clone());
                     let session = match tokio::time::timeout(preauth, russh::server::run_stream(config, PreauthDeadline::new(socket, state.clone(), preauth), handler)).await {
@@ -54,6 +55,7 @@ pub async fn run(
                             return;
                         }
                         Err(_) => {
+                            crate::metrics::refusal(crate::metrics::Refusal::preauth_timeout);
                             tracing::info!(%peer, "closed: no SSH identification in time");
                             return;
                         }

@@ -111,7 +111,8 @@ struct Pooled {
 pub(crate) enum Pick {
     NoApp,
     NoBackend(String),
-    Backend(InFlight),
+    /// The request's place in flight, and the app (for the metrics).
+    Backend(InFlight, String),
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -315,7 +316,7 @@ impl Router {
         // Counted while the read lock is held: a `set_app` that removes this
         // backend happens either before (and we never picked it) or after
         // (and `drain` sees this request).
-        Pick::Backend(InFlight::new(route.backends[i].clone()))
+        Pick::Backend(InFlight::new(route.backends[i].clone()), route.app.clone())
     }
 }
 

@@ -57,6 +57,17 @@ pub(crate) struct Ctx {
     pub(crate) slots: Arc<Semaphore>,
 }
 
+/// The app a response came from (none: no app serves the host), for the
+/// metrics; never sent to the client.
+#[derive(Clone)]
+pub(crate) struct MetricsApp(pub(crate) String);
+
+/// `resp`, marked as `app`'s for the metrics.
+fn tagged(mut resp: Response<RespBody>, app: String) -> Response<RespBody> {
+    resp.extensions_mut().insert(MetricsApp(app));
+    resp
+}
+
 pub(crate) async fn handle(
     ctx: Arc<Ctx>,
     peer: SocketAddr,
@@ -75,8 +86,8 @@ pub(crate) async fn handle(
         ));
     };
     let key = host.to_str().map(normalize_host).unwrap_or_default();
-    let mut guard = match ctx.router.pick(&key, None) {
-        Pick::Backend(g) => g,
+    let (mut guard, app) = match ctx.router.pick(&key, None) {
+        Pick::Backend(g, app) => (g, app),
         Pick::NoApp => {
             return Ok(plain(
                 StatusCode::NOT_FOUND,
@@ -84,10 +95,8 @@ pub(crate) async fn handle(
             ));
         }
         Pick::NoBackend(app) => {
-            return Ok(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("503 Service Unavailable: app {app} has no running web process\n"),
-            ));
+            let text = format!("503 Service Unavailable: app {app} has no running web process\n");
+            return Ok(tagged(plain(StatusCode::SERVICE_UNAVAILABLE, text), app));
         }
     };
 
@@ -119,6 +128,7 @@ pub(crate) async fn handle(
                     }),
                 };
                 let failed = guard.backend().addr();
+                crate::metrics::backend_connect_failure(&app);
                 if let (false, Some(r)) = (retried, again) {
                     let timed_out = fail
                         .error
@@ -128,7 +138,9 @@ pub(crate) async fn handle(
                     // backend: it may just have restarted. One that timed
                     // out is not: the client would wait twice as long.
                     let retry = match ctx.router.pick(&key, Some(failed)) {
-                        Pick::Backend(g) if !(timed_out && g.backend().addr() == failed) => Some(g),
+                        Pick::Backend(g, _) if !(timed_out && g.backend().addr() == failed) => {
+                            Some(g)
+                        }
                         _ => None,
                     };
                     if let Some(g) = retry {
@@ -140,16 +152,15 @@ pub(crate) async fn handle(
                     }
                 }
                 tracing::warn!(host = %printable(&key), backend = %failed, error = %fail.error, "proxy request failed");
-                return Ok(plain(
-                    StatusCode::BAD_GATEWAY,
-                    "502 Bad Gateway: the app did not answer\n".into(),
-                ));
+                let text = "502 Bad Gateway: the app did not answer\n".into();
+                return Ok(tagged(plain(StatusCode::BAD_GATEWAY, text), app));
             }
         }
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(switch_protocols(ctx, guard, resp, client_upgrade, upgrade));
+        let resp = switch_protocols(ctx, guard, resp, client_upgrade, upgrade);
+        return Ok(tagged(resp, app));
     }
 
     // The connection goes back to the pool once this response is read,
@@ -169,6 +180,7 @@ pub(crate) async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(MetricsApp(app));
     Ok(Response::from_parts(
         parts,
         RespBody::proxied(body, guard, driver),

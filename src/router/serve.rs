@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::cidr::Cidrs;
-use super::proxy::{handle, Ctx};
+use super::proxy::{handle, Ctx, MetricsApp};
 use super::Router;
 use crate::listener::{self, Cap};
 
@@ -153,7 +153,12 @@ async fn accept_loop(
                     let service = service_fn(move |req| {
                         let ctx = ctx.clone();
                         async move {
+                            let (start, method) = (std::time::Instant::now(), req.method().clone());
+                            let _in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::get().in_flight);
                             let mut resp = handle(ctx.clone(), peer, req).await?;
+                            let app = resp.extensions_mut().remove::<MetricsApp>();
+                            let app = app.as_ref().map_or(crate::metrics::UNKNOWN_APP, |a| a.0.as_str());
+                            crate::metrics::request(app, &method, resp.status(), start.elapsed());
                             if *ctx.stop.borrow() {
                                 resp.headers_mut().insert(
                                     hyper::header::CONNECTION,

@@ -241,3 +241,154 @@ fn update_hands_over_with_no_failed_request_and_sessions_finish() {
     w.git(&["push", &rack.git_url(&app), "main"]).ok();
     assert!(page(&rack, &app, "/").starts_with("version 3 "));
 }
+
+/// The address the server logged for `what` ("metrics listening").
+fn logged_addr(rack: &Rack, what: &str) -> String {
+    rack.wait_for_log(what, std::time::Duration::from_secs(60));
+    rack.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == what)
+        .and_then(|v| v["fields"]["addr"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no address in the {what:?} log line"))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One instant-query value from Prometheus' HTTP API (None: no series).
+fn prom_query(port: u16, query: &str) -> Option<f64> {
+    let r = crate::http::get(
+        port,
+        "127.0.0.1",
+        &format!("/api/v1/query?query={}", percent_encode(query)),
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn prometheus_scrapes_the_metrics_endpoint() {
+    use crate::releases::{deploy_fixture, host, unique};
+    crate::builds::require_docker();
+    let rack = Rack::start_with_args("", vec!["--metrics".into(), "127.0.0.1:0".into()]);
+    let addr = logged_addr(&rack, "metrics listening");
+    let metrics_port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let app = unique("met");
+    deploy_fixture(&rack, &app);
+    for _ in 0..5 {
+        let r = crate::http::get(rack.http_port, &host(&app), "/").unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let r = crate::http::get(rack.http_port, &host(&app), "/no-such-page").unwrap();
+    assert_eq!(r.status, 404);
+    // A host no app serves counts under one label, never its own.
+    let r = crate::http::get(rack.http_port, "nobody-serves-this.example", "/").unwrap();
+    assert_eq!(r.status, 404);
+
+    let text = crate::http::get(metrics_port, "127.0.0.1", "/metrics").unwrap();
+    assert_eq!(text.status, 200);
+    assert!(!text.body.contains("nobody-serves-this"), "{}", text.body);
+    // promtool accepts the exposition.
+    let mut c = Command::new("promtool");
+    c.args(["check", "metrics"]);
+    let out = crate::harness::run_with_stdin(c, text.body.as_bytes());
+    assert_eq!(
+        out.code, 0,
+        "promtool check metrics:\n{}{}\n{}",
+        out.stdout, out.stderr, text.body
+    );
+
+    // A real Prometheus scrapes it.
+    let dir = rack.dir.path().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: rack\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus) must be installed: bash scripts/test --setup-only");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Kill(prom);
+    let queries = [
+        ("up{job=\"rack\"}".to_string(), 1.0),
+        (
+            format!("rack_router_requests_total{{app=\"{app}\",method=\"GET\",status=\"2xx\"}}"),
+            5.0,
+        ),
+        (
+            format!("rack_router_requests_total{{app=\"{app}\",method=\"GET\",status=\"4xx\"}}"),
+            1.0,
+        ),
+        (
+            "rack_router_requests_total{app=\"(unknown)\",method=\"GET\",status=\"4xx\"}"
+                .to_string(),
+            1.0,
+        ),
+        (
+            format!("rack_deploys_total{{app=\"{app}\",outcome=\"succeeded\"}}"),
+            1.0,
+        ),
+        (
+            "rack_deploy_stage_duration_seconds_count{stage=\"build\"}".to_string(),
+            1.0,
+        ),
+        (
+            "rack_deploy_stage_duration_seconds_count{stage=\"rollout\"}".to_string(),
+            1.0,
+        ),
+        (
+            "rack_deploy_stage_duration_seconds_count{stage=\"receive\"}".to_string(),
+            1.0,
+        ),
+        (
+            format!("rack_router_request_duration_seconds_count{{app=\"{app}\"}}"),
+            6.0,
+        ),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for (q, want) in &queries {
+        loop {
+            let got = prom_query(prom_port, q);
+            if got.is_some_and(|g| g >= *want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{q}: {got:?}, expected at least {want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}

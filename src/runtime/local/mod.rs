@@ -20,6 +20,7 @@ mod docker;
 mod health;
 mod logs;
 mod oneoff;
+mod restarts;
 #[cfg(test)]
 mod tests;
 
@@ -118,6 +119,7 @@ impl LocalRuntime {
     }
 
     pub fn with_options(docker: Docker, router: Router, opts: LocalOptions) -> LocalRuntime {
+        restarts::watch(docker.clone(), opts.namespace.clone());
         LocalRuntime {
             inner: Arc::new(Inner {
                 docker,
