@@ -5,6 +5,7 @@
 pub mod appsettings;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backup;
 pub mod build;
 pub mod client;
 pub mod cmd;

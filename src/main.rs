@@ -1,6 +1,7 @@
 //! The `rack` binary: parses flags and calls into the library.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,6 +60,26 @@ enum Cmd {
     /// Hand the running server over to a new binary with no connection
     /// dropped (local provider; on the rack's machine).
     Update(UpdateArgs),
+    /// Write a backup of the rack's state to stdout (or --output) as a
+    /// tar stream; safe while the server runs.
+    Backup {
+        /// Put the master key in the backup too (else keep it apart: restore
+        /// needs it).
+        #[arg(long)]
+        include_master_key: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup from stdin (or --input) into an empty data dir.
+    Restore {
+        /// The master key file, when the backup does not include it.
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+        /// Read from this file instead of stdin.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Add the rack as a git remote of this checkout (pinning its host key).
@@ -201,20 +222,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", rack::version());
             Ok(())
         }
-        Cmd::Update(a) => {
-            let settings = Settings::resolve(base)?;
-            let binary = match a.binary {
-                Some(b) => b,
-                None => std::env::current_exe()?,
-            };
-            let answer = runtime()?.block_on(rack::handover::control::request_update(
-                &settings.control_socket_path(),
-                &binary,
-            ))?;
-            let (pid, version) = answer.split_once(' ').unwrap_or((&answer, ""));
-            println!("Updated: {version} serves now (pid {pid}); the old process exits once its sessions end");
-            Ok(())
-        }
+        Cmd::Backup {
+            include_master_key,
+            output,
+        } => backup(base, include_master_key, output),
+        Cmd::Restore { master_key, input } => restore(base, master_key, input),
+        Cmd::Update(a) => update(base, a),
         Cmd::Server(a) => {
             let settings = Settings::resolve(Overrides {
                 listen: a.listen,
@@ -256,6 +269,85 @@ fn run(cli: Cli) -> Result<()> {
                 })
         }
     }
+}
+
+/// `rack backup`.
+fn backup(base: Overrides, include_master_key: bool, output: Option<PathBuf>) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    match output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let r = rack::provider::backup(
+                &settings,
+                include_master_key,
+                std::io::BufWriter::new(file),
+            );
+            if r.is_err() {
+                // No half a backup under a name that looks whole.
+                let _ = std::fs::remove_file(&path);
+            }
+            r
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "the backup is a tar stream: redirect stdout to a file, or pass --output FILE"
+                );
+            }
+            rack::provider::backup(&settings, include_master_key, std::io::stdout().lock())
+        }
+    }
+}
+
+/// `rack restore`.
+fn restore(base: Overrides, master_key: Option<PathBuf>, input: Option<PathBuf>) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    let reader: Box<dyn std::io::Read> = match input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let r = runtime()?.block_on(rack::backup::restore::restore(
+        &settings,
+        reader,
+        master_key.as_deref(),
+    ))?;
+    println!(
+        "Restored {} app(s) into {}",
+        r.apps,
+        settings.data_dir.display()
+    );
+    if let Some(e) = r.engine_error {
+        println!("Could not ask the Docker engine which images are there: {e}");
+    }
+    for m in &r.missing_images {
+        println!("Missing image: {m}: after `rack server` starts, rebuild it with apps:deploy APP (or push again)");
+    }
+    Ok(())
+}
+
+/// `rack update` (local provider: through the control socket).
+fn update(base: Overrides, a: UpdateArgs) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    let binary = match a.binary {
+        Some(b) => b,
+        None => std::env::current_exe()?,
+    };
+    let answer = runtime()?.block_on(rack::handover::control::request_update(
+        &settings.control_socket_path(),
+        &binary,
+    ))?;
+    let (pid, version) = answer.split_once(' ').unwrap_or((&answer, ""));
+    println!(
+        "Updated: {version} serves now (pid {pid}); the old process exits once its sessions end"
+    );
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

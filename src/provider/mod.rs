@@ -93,6 +93,21 @@ pub async fn host_key(settings: &Settings) -> Result<russh::keys::PrivateKey> {
     }
 }
 
+/// `rack backup`: the rack's state as one tar stream on `out` (blocking).
+pub fn backup(
+    settings: &Settings,
+    include_master_key: bool,
+    out: impl std::io::Write,
+) -> Result<()> {
+    match settings.provider {
+        crate::config::Provider::Local => crate::backup::backup(settings, include_master_key, out),
+        crate::config::Provider::Aws => anyhow::bail!(
+            "rack backup reads a local rack's data dir; an aws rack's state is its bucket \
+             (versioned: every object's history is kept)"
+        ),
+    }
+}
+
 /// `rack install PROVIDER` / `rack uninstall PROVIDER`.
 pub struct Install {
     pub provider: String,

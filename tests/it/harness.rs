@@ -171,6 +171,25 @@ impl Rack {
         r
     }
 
+    /// A server on a data dir made elsewhere (`DIR/data`, e.g. by `rack
+    /// restore`), in Docker namespace `ns`, administered with `admin`.
+    pub fn adopt(dir: tempfile::TempDir, admin: Key, ns: String) -> Rack {
+        let mut rack = Rack {
+            dir,
+            child: None,
+            port: 0,
+            http_port: 0,
+            logs: Arc::new(Mutex::new(String::new())),
+            admin,
+            ns,
+            env: Vec::new(),
+            server_args: Vec::new(),
+            successors: Vec::new(),
+        };
+        rack.spawn();
+        rack
+    }
+
     pub fn start() -> Rack {
         Rack::start_with("")
     }

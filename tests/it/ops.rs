@@ -392,3 +392,181 @@ fn prometheus_scrapes_the_metrics_endpoint() {
         }
     }
 }
+
+/// A tar with one hostile entry after a valid manifest.
+fn hostile_tar(kind: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let manifest = br#"{"format":1,"rack_version":"rack 0","schema_version":1,"created_at":"x","master_key_included":true}"#;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o600);
+    h.set_cksum();
+    b.append_data(&mut h, "rack-backup.json", &manifest[..])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o600);
+    match kind {
+        "dotdot" | "absolute" => {
+            let name: &[u8] = if kind == "dotdot" {
+                b"../escaped"
+            } else {
+                b"/tmp/escaped"
+            };
+            // Written raw: the tar crate refuses to write such names itself.
+            h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+            h.set_size(2);
+            h.set_cksum();
+            b.append(&h, &b"hi"[..]).unwrap();
+        }
+        "symlink" => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "repos", "/etc").unwrap();
+        }
+        _ => unreachable!(),
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn backup_while_pushing_then_restore_serves_everything_again() {
+    use crate::git::work;
+    use crate::releases::{deploy_fixture, page, push_until, unique};
+    crate::builds::require_docker();
+    let mut rack = Rack::start();
+    let a = rack.admin.clone();
+    let app = unique("bak");
+    let w = deploy_fixture(&rack, &app);
+    rack.ssh(&a, &format!("config:set {app} SECRET=s3cret --no-restart"))
+        .ok();
+    rack.ssh(&a, &format!("domains:add {app} {app}.example.org"))
+        .ok();
+    rack.add_key("ci", &format!("--app {app}"));
+
+    // A push in progress while the backup is taken.
+    std::fs::write(w.dir.join("VERSION"), "2\n").unwrap();
+    let dockerfile = std::fs::read_to_string(w.dir.join("Dockerfile")).unwrap();
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!("{dockerfile}RUN sleep 3 # {}\n", unique("n")),
+    )
+    .unwrap();
+    w.git(&["commit", "-qam", "v2"]).ok();
+    let push = push_until(&rack, &w, &app, "RUN sleep 3");
+    let file = rack.dir.path().join("backup.tar");
+    rack_cli(
+        &rack.data_dir(),
+        &["backup", "--output", file.to_str().unwrap()],
+        b"",
+    )
+    .ok();
+    assert!(push.wait_with_output().unwrap().status.success());
+    // The backup is a tar without the master key.
+    let names = Command::new("tar").arg("tf").arg(&file).output().unwrap();
+    let names = String::from_utf8_lossy(&names.stdout);
+    assert!(names.starts_with("rack-backup.json\n"), "{names}");
+    assert!(
+        names.contains("state.db\n") && names.contains("ssh_host_ed25519_key\n"),
+        "{names}"
+    );
+    assert!(names.contains(&format!("repos/{app}.git/")), "{names}");
+    assert!(!names.contains("master.key"), "{names}");
+
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().join("data");
+    let restore = |extra: &[&str], input: &std::path::Path| {
+        let mut args = vec!["restore", "--input", input.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        rack_cli(&target, &args, b"")
+    };
+    // Without the master key, or with a wrong one, or hostile: refused,
+    // and nothing is left in the target.
+    restore(&[], &file).err("does not include the master key: pass --master-key FILE");
+    assert!(!target.exists());
+    let wrong = rack.dir.path().join("wrong.key");
+    std::fs::write(&wrong, [7u8; 32]).unwrap();
+    restore(&["--master-key", wrong.to_str().unwrap()], &file).err("does not open the config");
+    assert!(!target.exists());
+    for kind in ["dotdot", "absolute", "symlink"] {
+        let bad = rack.dir.path().join(format!("{kind}.tar"));
+        std::fs::write(&bad, hostile_tar(kind)).unwrap();
+        restore(&[], &bad).err("refused entry");
+        assert!(!target.exists(), "{kind}");
+        assert!(!restored.path().join("escaped").exists());
+    }
+    let key = rack.data_dir().join("master.key");
+    let out = restore(&["--master-key", key.to_str().unwrap()], &file);
+    out.ok();
+    assert!(out.stdout.contains("Restored 1 app(s)"), "{}", out.stdout);
+    // With --include-master-key the backup restores by itself.
+    let with_key = rack.dir.path().join("with-key.tar");
+    rack_cli(
+        &rack.data_dir(),
+        &[
+            "backup",
+            "--include-master-key",
+            "--output",
+            with_key.to_str().unwrap(),
+        ],
+        b"",
+    )
+    .ok();
+    let other = tempfile::tempdir().unwrap();
+    let mut c = Command::new(RACK);
+    c.args([
+        "restore",
+        "--input",
+        with_key.to_str().unwrap(),
+        "--data-dir",
+    ])
+    .arg(other.path().join("data"));
+    crate::harness::run_with_stdin(c, b"").ok();
+    assert_eq!(
+        std::fs::read(other.path().join("data/master.key")).unwrap(),
+        std::fs::read(&key).unwrap()
+    );
+    // Not into a dir that has something in it.
+    restore(&["--master-key", key.to_str().unwrap()], &file).err("is not empty");
+
+    // The old rack goes away with its containers (a new machine with the
+    // same engine's images); the restored one serves again.
+    assert_eq!(rack.stop(), Some(0));
+    let ids = crate::builds::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=rack.ns={}", rack.ns),
+    ]);
+    for id in ids.stdout.split_whitespace() {
+        crate::builds::docker(&["rm", "-f", id]);
+    }
+    let rack2 = Rack::adopt(restored, a.clone(), rack.ns.clone());
+    let info = rack2.ssh(&a, &format!("releases {app} --json")).json();
+    assert_eq!(info[0]["name"], "v1", "{info}");
+    assert_eq!(
+        rack2
+            .ssh(&a, &format!("config:get {app} SECRET"))
+            .stdout
+            .trim(),
+        "s3cret"
+    );
+    assert!(rack2.ssh(&a, "keys").stdout.contains("ci"));
+    assert!(rack2
+        .ssh(&a, &format!("domains {app}"))
+        .stdout
+        .contains(&format!("{app}.example.org")));
+    assert!(page(&rack2, &app, "/").starts_with("version "));
+    // The git history is there, and a push deploys.
+    let w2 = work(&rack2, &a, "w2");
+    w2.git(&["pull", "-q", &rack2.git_url(&app), "main"]).ok();
+    let log = w2.git(&["log", "--oneline"]);
+    assert!(
+        log.stdout.contains("fixture procfile-web"),
+        "{}",
+        log.stdout
+    );
+    std::fs::write(w2.dir.join("VERSION"), "9\n").unwrap();
+    w2.git(&["commit", "-qam", "after restore"]).ok();
+    w2.git(&["push", &rack2.git_url(&app), "main"]).ok();
+    assert!(page(&rack2, &app, "/").starts_with("version 9 "));
+}
