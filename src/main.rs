@@ -57,8 +57,9 @@ enum Cmd {
     Install(InstallArgs),
     /// Delete the rack's cloud infrastructure and its bucket.
     Uninstall(InstallArgs),
-    /// Hand the running server over to a new binary with no connection
-    /// dropped (local provider; on the rack's machine).
+    /// Local: hand the running server over to a new binary with no
+    /// connection dropped. aws: apply this binary's templates to the
+    /// rack's stack, then to each app's stack.
     Update(UpdateArgs),
     /// Write a backup of the rack's state to stdout (or --output) as a
     /// tar stream; safe while the server runs.
@@ -114,9 +115,13 @@ struct InstallArgs {
 
 #[derive(Args)]
 struct UpdateArgs {
-    /// The new binary (default: this one).
+    /// The new binary (local provider; default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// aws: show the change sets of the rack's and the apps' stacks, and
+    /// change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -332,21 +337,15 @@ fn restore(base: Overrides, master_key: Option<PathBuf>, input: Option<PathBuf>)
     Ok(())
 }
 
-/// `rack update` (local provider: through the control socket).
+/// `rack update`: the server process (local) or the stacks (aws).
 fn update(base: Overrides, a: UpdateArgs) -> Result<()> {
     let settings = Settings::resolve(base)?;
     let binary = match a.binary {
         Some(b) => b,
         None => std::env::current_exe()?,
     };
-    let answer = runtime()?.block_on(rack::handover::control::request_update(
-        &settings.control_socket_path(),
-        &binary,
-    ))?;
-    let (pid, version) = answer.split_once(' ').unwrap_or((&answer, ""));
-    println!(
-        "Updated: {version} serves now (pid {pid}); the old process exits once its sessions end"
-    );
+    let line = runtime()?.block_on(rack::provider::update(&settings, binary, a.dry_run))?;
+    println!("{line}");
     Ok(())
 }
 

@@ -105,6 +105,26 @@ pub(super) async fn keys_store(settings: &Settings) -> Result<Box<dyn Store>> {
     Ok(Box::new(aws::store::S3Store::new(state, section.key_arn)))
 }
 
+/// `rack update` on aws: this binary's templates applied to the rack's
+/// stack and its apps' stacks through change sets, with progress on stderr.
+pub(super) async fn update(settings: &Settings, dry_run: bool) -> Result<String> {
+    let (ctx, _) = context(settings).await?;
+    let data_dir = settings.data_dir.clone();
+    Progress::forward_to(&mut tokio::io::stderr(), |progress| async move {
+        aws::lifecycle::update::update(&ctx, &data_dir, dry_run, &progress).await
+    })
+    .await?;
+    Ok(if dry_run {
+        "dry run: nothing was changed".to_string()
+    } else {
+        format!(
+            "rack {} runs the templates of {}",
+            settings.rack.as_deref().unwrap_or(""),
+            crate::version()
+        )
+    })
+}
+
 /// `rack install aws` / `rack uninstall aws`, with progress on stderr.
 pub(super) async fn install(req: Install, install: bool) -> Result<()> {
     std::fs::create_dir_all(&req.data_dir)?;
