@@ -44,6 +44,28 @@ pub struct Manifest {
     pub schema_version: i64,
     pub created_at: String,
     pub master_key_included: bool,
+    /// `local` (the data dir) or `aws` (the bucket's current objects, under
+    /// `bucket/`).
+    #[serde(default = "local")]
+    pub provider: String,
+}
+
+fn local() -> String {
+    "local".into()
+}
+
+impl Manifest {
+    /// The manifest of a backup written now.
+    pub fn now(provider: &str, schema_version: i64, master_key_included: bool) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            rack_version: crate::version(),
+            schema_version,
+            created_at: crate::store::now_rfc3339(),
+            master_key_included,
+            provider: provider.into(),
+        }
+    }
 }
 
 /// Names in the data dir that are never backed up: live files of the
@@ -67,13 +89,7 @@ pub fn backup(settings: &Settings, include_master_key: bool, out: impl Write) ->
     let schema_version = crate::store::SqliteStore::snapshot(&settings.db_path(), &db)?;
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
-    let manifest = Manifest {
-        format: FORMAT,
-        rack_version: crate::version(),
-        schema_version,
-        created_at: crate::store::now_rfc3339(),
-        master_key_included: include_master_key,
-    };
+    let manifest = Manifest::now("local", schema_version, include_master_key);
     let json = serde_json::to_vec_pretty(&manifest)?;
     append_bytes(&mut tar, MANIFEST, &json)?;
     tar.append_path_with_name(&db, "state.db")
@@ -142,7 +158,8 @@ fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
+/// One regular file entry, mode 0600.
+pub fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_size(bytes.len() as u64);
     h.set_mode(0o600);

@@ -125,6 +125,12 @@ fn unpack(input: impl Read, dir: &Path) -> Result<Manifest> {
             let mut text = String::new();
             (&mut entry).take(64 * 1024).read_to_string(&mut text)?;
             let m: Manifest = serde_json::from_str(&text).context("reading the manifest")?;
+            if m.provider != "local" {
+                bail!(
+                    "a backup of an {} rack (its bucket's objects): restore it into the bucket, not a data dir",
+                    crate::names::printable(&m.provider)
+                );
+            }
             if m.format != FORMAT {
                 bail!(
                     "backup format {} is not one this rack reads ({FORMAT})",

@@ -97,14 +97,15 @@ pub async fn host_key(settings: &Settings) -> Result<russh::keys::PrivateKey> {
 pub fn backup(
     settings: &Settings,
     include_master_key: bool,
-    out: impl std::io::Write,
+    mut out: impl std::io::Write,
 ) -> Result<()> {
     match settings.provider {
         crate::config::Provider::Local => crate::backup::backup(settings, include_master_key, out),
-        crate::config::Provider::Aws => anyhow::bail!(
-            "rack backup reads a local rack's data dir; an aws rack's state is its bucket \
-             (versioned: every object's history is kept)"
-        ),
+        crate::config::Provider::Aws => tokio::runtime::Runtime::new()?.block_on(backup_aws(
+            settings,
+            include_master_key,
+            &mut out,
+        )),
     }
 }
 
@@ -153,7 +154,8 @@ pub async fn install(req: Install, install: bool) -> Result<()> {
 
 #[cfg(feature = "aws")]
 use aws::{
-    install as install_aws, keys_store as keys_store_aws, open as open_aws, update as update_aws,
+    backup as backup_aws, install as install_aws, keys_store as keys_store_aws, open as open_aws,
+    update as update_aws,
 };
 
 #[cfg(not(feature = "aws"))]
@@ -163,6 +165,15 @@ async fn open_aws(_settings: &Settings) -> Result<Provider> {
 
 #[cfg(not(feature = "aws"))]
 async fn keys_store_aws(_settings: &Settings) -> Result<Box<dyn Store>> {
+    Err(no_aws())
+}
+
+#[cfg(not(feature = "aws"))]
+async fn backup_aws(
+    _settings: &Settings,
+    _include_master_key: bool,
+    _out: &mut dyn std::io::Write,
+) -> Result<()> {
     Err(no_aws())
 }
 

@@ -809,7 +809,7 @@ async fn settle(cfn: &aws_sdk_cloudformation::Client, stack: &str) -> String {
 }
 
 #[test]
-fn aws_update_shows_then_applies_the_change_set_of_a_changed_template() {
+fn aws_update_applies_change_sets_and_backup_exports_the_bucket() {
     let rack = Rack::unstarted("", aws_env());
     let name = format!("up{}", std::process::id() % 100_000);
     install(&rack, &name);
@@ -880,5 +880,29 @@ fn aws_update_shows_then_applies_the_change_set_of_a_changed_template() {
     let out = rack_aws(&rack, &["update", "--dry-run"]);
     out.ok();
     assert!(out.stderr.contains("no changes"), "{}", out.stderr);
+    // `rack backup` exports the bucket's current objects (here the sealed
+    // master and host keys, made by `rack host-key`).
+    rack_aws(&rack, &["host-key"]).ok();
+    let file = rack.dir.path().join("aws-backup.tar");
+    rack_aws(&rack, &["backup", "--output", file.to_str().unwrap()]).ok();
+    let names = Command::new("tar").arg("tf").arg(&file).output().unwrap();
+    let names = String::from_utf8_lossy(&names.stdout);
+    assert!(names.starts_with("rack-backup.json\n"), "{names}");
+    assert!(
+        names.lines().filter(|l| l.starts_with("bucket/")).count() >= 2,
+        "{names}"
+    );
+    let refused = rack.dir.path().join("refused.tar");
+    rack_aws(
+        &rack,
+        &[
+            "backup",
+            "--include-master-key",
+            "--output",
+            refused.to_str().unwrap(),
+        ],
+    )
+    .err("sealed with its KMS key");
+    assert!(!refused.exists(), "no half a backup is left");
     rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
 }

@@ -152,7 +152,10 @@ fn update_never_skips_a_required_version_nor_goes_back() {
     check_path(Some("0.1.0"), "0.3.0", &[]).unwrap();
     check_path(None, "0.3.0", &["0.0.5"]).unwrap_err();
     let e = check_path(Some("0.1.0"), "0.3.0", &["0.2.0"]).unwrap_err();
-    assert!(e.to_string().contains("update the rack to 0.2.0 first"), "{e}");
+    assert!(
+        e.to_string().contains("update the rack to 0.2.0 first"),
+        "{e}"
+    );
     // Stopping at the required version, and going on from it, are fine.
     check_path(Some("0.1.0"), "0.2.0", &["0.2.0"]).unwrap();
     check_path(Some("0.2.0"), "0.3.0", &["0.2.0"]).unwrap();
