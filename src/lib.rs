@@ -34,6 +34,7 @@ pub mod testhook;
 #[cfg(test)]
 mod testing;
 pub mod timers;
+pub mod volumes;
 
 /// What `rack version` says: `rack X.Y.Z`. Test builds (debug assertions)
 /// append `RACK_TEST_VERSION_SUFFIX`, so a test can tell two processes of
