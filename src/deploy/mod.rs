@@ -106,6 +106,12 @@ impl Deployer {
         }
     }
 
+    /// False while this process waits to take over from the one it
+    /// replaces (deploys wait, timers do not fire).
+    pub fn taken_over(&self) -> bool {
+        *self.gate.borrow()
+    }
+
     /// Deploys wait from now until [`Self::take_over`].
     pub fn close_gate(&self) {
         self.gate.send_replace(false);
