@@ -175,7 +175,7 @@ fn update_hands_over_with_no_failed_request_and_sessions_finish() {
     )
     .unwrap();
     w.git(&["commit", "-qam", "v2, slow build"]).ok();
-    let push = push_until(&rack, &w, &app, "RUN sleep 4");
+    let mut push = push_until(&rack, &w, &app, "RUN sleep 4");
 
     let new = script(
         &rack,
@@ -187,6 +187,10 @@ fn update_hands_over_with_no_failed_request_and_sessions_finish() {
     );
     let out = rack.update(&new);
     out.ok();
+    assert!(
+        push.try_wait().unwrap().is_none(),
+        "the push should still be running when the update is done"
+    );
     let new_version = format!("{old_version}+new");
     assert!(out.stdout.contains(&new_version), "{}", out.stdout);
 
