@@ -6,6 +6,7 @@ pub mod appsettings;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod build;
+pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod config;

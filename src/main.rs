@@ -96,6 +96,9 @@ struct ServerArgs {
     /// App router listen address.
     #[arg(long, env = "RACK_HTTP")]
     http: Option<String>,
+    /// App router HTTPS listen address (none by default).
+    #[arg(long, env = "RACK_HTTPS")]
+    https: Option<String>,
     /// Apps are served as APP.DOMAIN.
     #[arg(long, env = "RACK_DOMAIN")]
     domain: Option<String>,
@@ -192,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
             let settings = Settings::resolve(Overrides {
                 listen: a.listen,
                 http: a.http,
+                https: a.https,
                 domain: a.domain,
                 provider: a.provider,
                 rack: a.rack_name,
@@ -301,9 +305,25 @@ async fn serve(settings: Settings) -> Result<()> {
     let http = tokio::net::TcpListener::bind(&settings.http)
         .await
         .with_context(|| format!("binding the app router on {}", settings.http))?;
+    let https = match &settings.https {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the app router's HTTPS on {addr}"))?,
+        ),
+        None => None,
+    };
+    rack::router::install_default_provider();
     let rack = rack::state::Rack::open(settings).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(addr = %http.local_addr()?, "http listening");
+    if let Some(l) = &https {
+        tracing::info!(addr = %l.local_addr()?, "https listening");
+    }
+    // Stored certificates and HTTPS policies are in the router before it
+    // accepts; the ACME loop then orders what is missing.
+    rack.certs.load().await?;
+    tokio::spawn(rack.certs.clone().run(rx.clone()));
     // Routes for the apps that were serving come back before new sessions,
     // and before the router accepts (for at most ROUTES_HOLD): meanwhile a
     // request waits in the listen backlog rather than getting a 404.
@@ -311,8 +331,8 @@ async fn serve(settings: Settings) -> Result<()> {
         let recovery = rack.deployer.recover();
         tokio::pin!(recovery);
         let early = tokio::time::timeout(ROUTES_HOLD, &mut recovery).await;
-        let router = tokio::spawn(rack::router::serve(
-            http,
+        let router = tokio::spawn(rack::router::serve_listeners(
+            rack::router::Listeners { http, https },
             // An aws rack routes nothing itself: its router answers 404.
             rack.provider.router.clone().unwrap_or_default(),
             rack.settings.trusted_proxy.clone(),

@@ -13,6 +13,8 @@ pub struct Rack {
     pub settings: Settings,
     pub provider: Arc<Provider>,
     pub deployer: Deployer,
+    /// HTTPS certificates: the use cases and the ACME loop.
+    pub certs: Arc<crate::certs::Manager>,
 }
 
 impl Rack {
@@ -22,10 +24,12 @@ impl Rack {
         let provider = Arc::new(crate::provider::open(&settings).await?);
         let deployer = Deployer::new(settings.clone(), provider.clone());
         deployer.prepare().await?;
+        let certs = crate::certs::Manager::new(settings.clone(), provider.clone());
         Ok(Arc::new(Rack {
             settings,
             provider,
             deployer,
+            certs,
         }))
     }
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
-    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
+    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, CertRecord, Commit, ConfigVersion,
+    Event, EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
 };
 use crate::timers::{Timer, TimerState};
 
@@ -184,15 +184,38 @@ pub trait TimerStore: Send + Sync {
     async fn delete_timer_states(&self, app: &str) -> Result<()>;
 }
 
+/// TLS certificates by host (their keys arrive sealed) and the rack's
+/// sealed secrets of its own (the ACME account).
+#[async_trait::async_trait]
+pub trait CertStore: Send + Sync {
+    /// Inserts or replaces the host's record.
+    async fn put_cert(&self, cert: &CertRecord) -> Result<()>;
+    async fn cert(&self, host: &str) -> Result<Option<CertRecord>>;
+    /// Every record (of `app` when given), by host.
+    async fn certs(&self, app: Option<&str>) -> Result<Vec<CertRecord>>;
+    /// Forgets the host's record (no error when there is none).
+    async fn remove_cert(&self, host: &str) -> Result<()>;
+    /// A sealed rack-wide secret by name.
+    async fn rack_secret(&self, name: &str) -> Result<Option<String>>;
+    async fn put_rack_secret(&self, name: &str, sealed: &str) -> Result<()>;
+}
+
 /// Durable state behind one interface: every part above. Implemented for
 /// any type that implements them all; used as `Arc<dyn Store>` (a method
 /// of a part is callable on `dyn Store` without importing the part).
 pub trait Store:
-    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
+    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore + CertStore
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
+    T: KeyStore
+        + AppStore
+        + ConfigStore
+        + BuildStore
+        + ReleaseStore
+        + EventStore
+        + TimerStore
+        + CertStore
 {
 }

@@ -72,7 +72,7 @@ impl KeepAlive {
     }
 }
 
-fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
+pub fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(
