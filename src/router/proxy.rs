@@ -152,14 +152,8 @@ async fn proxy(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let trusted = ctx.trusted.as_ref().is_some_and(|c| c.contains(peer.ip()));
-    let proto = if secure { "https" } else { "http" };
-    let headers = forward_headers(
-        parts.headers,
-        host,
-        (peer.ip(), proto),
-        trusted,
-        upgrade.as_ref(),
-    );
+    let from = (peer.ip(), if secure { "https" } else { "http" });
+    let headers = forward_headers(parts.headers, host, from, trusted, upgrade.as_ref());
     let uri = parts
         .uri
         .path_and_query()
