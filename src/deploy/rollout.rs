@@ -341,6 +341,7 @@ impl Deployer {
             processes,
             health: HealthCheck { kind, timeout },
             hosts: self.hosts(app).await?,
+            volumes: store.volumes(app).await?,
         })
     }
 

@@ -10,6 +10,7 @@ use super::{
     Event, EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
 };
 use crate::timers::{Timer, TimerState};
+use crate::volumes::Volume;
 
 /// SSH keys: admins and per-app deploy keys.
 #[async_trait::async_trait]
@@ -200,11 +201,31 @@ pub trait CertStore: Send + Sync {
     async fn put_rack_secret(&self, name: &str, sealed: &str) -> Result<()>;
 }
 
+/// An app's persistent volumes (the records: where the data lives is the
+/// runtime's business). They go with the app (`delete_app`).
+#[async_trait::async_trait]
+pub trait VolumeStore: Send + Sync {
+    /// The app's volumes, by name.
+    async fn volumes(&self, app: &str) -> Result<Vec<Volume>>;
+    /// Records a new volume; a name the app already has is a Conflict.
+    async fn add_volume(&self, app: &str, volume: &Volume) -> Result<()>;
+    /// Forgets one volume; NotFound when the app has none of that name.
+    async fn remove_volume(&self, app: &str, name: &str) -> Result<()>;
+}
+
 /// Durable state behind one interface: every part above. Implemented for
 /// any type that implements them all; used as `Arc<dyn Store>` (a method
 /// of a part is callable on `dyn Store` without importing the part).
 pub trait Store:
-    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore + CertStore
+    KeyStore
+    + AppStore
+    + ConfigStore
+    + BuildStore
+    + ReleaseStore
+    + EventStore
+    + TimerStore
+    + VolumeStore
+    + CertStore
 {
 }
 
@@ -217,5 +238,6 @@ impl<T> Store for T where
         + EventStore
         + TimerStore
         + CertStore
+        + VolumeStore
 {
 }

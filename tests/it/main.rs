@@ -18,3 +18,4 @@ mod releases;
 mod secrets;
 mod timers;
 mod up;
+mod volumes;
