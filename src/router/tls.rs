@@ -187,3 +187,6 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests;

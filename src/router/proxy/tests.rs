@@ -83,3 +83,21 @@ fn host_normalization() {
         assert_eq!(normalize_host(raw), want, "{raw}");
     }
 }
+
+#[test]
+fn redirects_keep_path_and_query_and_name_a_non_default_port() {
+    let uri: Uri = "/a/b?c=d".parse().unwrap();
+    let r = redirect("app.example.com", Some(8443), &uri);
+    assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "https://app.example.com:8443/a/b?c=d"
+    );
+    let r = redirect("app.example.com", Some(443), &uri);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "https://app.example.com/a/b?c=d"
+    );
+    let r = redirect("app.example.com", None, &Uri::from_static("/"));
+    assert_eq!(r.headers()[header::LOCATION], "https://app.example.com/");
+}
