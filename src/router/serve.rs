@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::cidr::Cidrs;
-use super::proxy::{handle, Ctx};
+use super::proxy::{handle, Ctx, MetricsApp};
 use super::Router;
 use crate::listener::{self, Cap};
 
@@ -38,6 +38,12 @@ const MAX_H2_STREAMS: u32 = 128;
 
 /// After shutdown, how long running requests get to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// After shutdown, a keep-alive connection gets `Connection: close` on its
+/// next response (and closes after it), as HTTP/1.1 clients expect; one
+/// that sends nothing for this long is closed. Closing an idle connection
+/// at once would race a client sending its next request on it just then.
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` becomes true (or its
 /// sender is dropped), then lets running requests finish within a grace
@@ -240,10 +246,37 @@ async fn accept_tls(
     }
 }
 
+/// `handle`, counted in the metrics; once the router stops, responses
+/// say `Connection: close`.
+async fn metered(
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    secure: bool,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<super::proxy::RespBody>, std::convert::Infallible> {
+    let (start, method) = (std::time::Instant::now(), req.method().clone());
+    // `Connection` is an HTTP/1 header (HTTP/2 ends with GOAWAY).
+    let h1 = req.version() < hyper::Version::HTTP_2;
+    let _in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::get().in_flight);
+    let mut resp = handle(ctx.clone(), peer, secure, req).await?;
+    let app = resp.extensions_mut().remove::<MetricsApp>();
+    let app = app
+        .as_ref()
+        .map_or(crate::metrics::UNKNOWN_APP, |a| a.0.as_str());
+    crate::metrics::request(app, &method, resp.status(), start.elapsed());
+    if h1 && *ctx.stop.borrow() {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
 /// One plain HTTP/1.1 connection (with upgrades).
 async fn serve_http(ctx: Arc<Ctx>, socket: TcpStream, peer: SocketAddr) {
     let mut stop = ctx.stop.clone();
-    let service = service_fn(move |req| handle(ctx.clone(), peer, false, req));
+    let service = service_fn(move |req| metered(ctx.clone(), peer, false, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -252,10 +285,13 @@ async fn serve_http(ctx: Arc<Ctx>, socket: TcpStream, peer: SocketAddr) {
     tokio::pin!(conn);
     let ended = tokio::select! {
         r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+        _ = stopped(&mut stop) => tokio::select! {
+            r = conn.as_mut() => r,
+            _ = tokio::time::sleep(CLOSE_IDLE_AFTER) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "router connection ended");
@@ -277,7 +313,7 @@ async fn serve_https(ctx: Arc<Ctx>, acceptor: TlsAcceptor, socket: TcpStream, pe
         },
         _ = stopped(&mut stop) => return,
     };
-    let service = service_fn(move |req| handle(ctx.clone(), peer, true, req));
+    let service = service_fn(move |req| metered(ctx.clone(), peer, true, req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -12,6 +12,7 @@ mod hostile;
 mod http;
 mod https;
 mod oneoff;
+mod ops;
 mod pebble;
 mod readme;
 mod releases;
