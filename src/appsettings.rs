@@ -13,7 +13,13 @@ const KEYS: &[&str] = &[
     "healthcheck.path",
     "healthcheck.timeout",
     "build_args",
+    "https.redirect",
+    "https.hsts",
 ];
+
+/// The longest HSTS max-age accepted: two years, what the browsers'
+/// preload list asks for.
+const MAX_HSTS_SECS: u64 = 2 * 365 * 24 * 3600;
 
 /// Checks one `KEY=VAL` of `apps:set`. The error is the user-facing line.
 pub fn validate(key: &str, value: &str) -> Result<(), String> {
@@ -55,6 +61,14 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         "healthcheck.timeout" => match value.parse::<u64>() {
             Ok(s) if (1..=3600).contains(&s) => Ok(()),
             _ => bad("expected whole seconds, 1-3600"),
+        },
+        "https.redirect" => match value {
+            "true" | "false" => Ok(()),
+            _ => bad("expected true or false"),
+        },
+        "https.hsts" => match value.parse::<u64>() {
+            Ok(s) if s <= MAX_HSTS_SECS => Ok(()),
+            _ => bad("expected a max-age in seconds, 0-63072000"),
         },
         "build_args" => {
             for k in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {

@@ -17,6 +17,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub http: Option<String>,
+    pub https: Option<String>,
     pub domain: Option<String>,
     pub provider: Option<String>,
     pub rack: Option<String>,
@@ -34,6 +35,8 @@ pub struct Overrides {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub http: Option<String>,
+    /// The router's HTTPS listener (none by default).
+    pub https: Option<String>,
     pub domain: Option<String>,
     pub provider: Option<String>,
     pub rack: Option<String>,
@@ -55,6 +58,8 @@ pub struct FileConfig {
     pub router: RouterFile,
     #[serde(default)]
     pub timers: TimersFile,
+    #[serde(default)]
+    pub acme: AcmeFile,
     #[serde(default)]
     pub volumes: VolumesFile,
     #[serde(default)]
@@ -141,6 +146,68 @@ pub struct ResourcesFile {
     pub images: std::collections::HashMap<String, String>,
 }
 
+/// `[acme]` in `rack.toml`: automatic certificates (RFC 8555).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    /// Issue certificates automatically (default true when the rack has an
+    /// HTTPS listener).
+    pub enabled: Option<bool>,
+    /// The ACME directory URL (default: Let's Encrypt's production one).
+    pub directory: Option<String>,
+    /// Contact address given to the ACME server.
+    pub email: Option<String>,
+    /// PEM file with the root the ACME server's own HTTPS is trusted by
+    /// (a private ACME server); default: the system's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Fraction of a certificate's lifetime after which it is renewed
+    /// (default 0.6667: two thirds).
+    pub renew_after: Option<f64>,
+    /// First retry delay after a failed order, doubled per failure up to a
+    /// day (default 60).
+    pub retry_secs: Option<u64>,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[acme]` resolved.
+#[derive(Debug, Clone)]
+pub struct Acme {
+    pub enabled: bool,
+    pub directory: String,
+    pub email: Option<String>,
+    pub ca_bundle: Option<PathBuf>,
+    pub renew_after: f64,
+    pub retry: Duration,
+}
+
+impl Acme {
+    fn resolve(f: &AcmeFile, https: bool) -> Result<Acme> {
+        let renew_after = f.renew_after.unwrap_or(2.0 / 3.0);
+        if !(0.0..1.0).contains(&renew_after) {
+            bail!("acme.renew_after: expected a fraction of the lifetime, 0 to below 1");
+        }
+        let directory = f.directory.clone().unwrap_or_else(|| LETS_ENCRYPT.into());
+        if !directory.starts_with("https://") {
+            bail!("acme.directory: expected an https:// URL");
+        }
+        if let Some(e) = &f.email {
+            if !e.contains('@') || e.len() > 254 || e.chars().any(|c| c.is_whitespace()) {
+                bail!("acme.email: expected an email address");
+            }
+        }
+        Ok(Acme {
+            enabled: f.enabled.unwrap_or(https),
+            directory,
+            email: f.email.clone(),
+            ca_bundle: f.ca_bundle.clone(),
+            renew_after,
+            retry: Duration::from_secs(f.retry_secs.unwrap_or(60).max(1)),
+        })
+    }
+}
+
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
@@ -206,6 +273,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub listen: String,
     pub http: String,
+    /// The router's HTTPS listener, if any.
+    pub https: Option<String>,
+    /// `[acme]`: automatic certificates.
+    pub acme: Acme,
     pub domain: String,
     pub provider: Provider,
     pub rack: Option<String>,
@@ -297,7 +368,11 @@ impl Settings {
         if keep_releases == 0 {
             bail!("local.keep_releases must be at least 1");
         }
+        let https = o.https.or(file.https).filter(|s| !s.is_empty());
+        let acme = Acme::resolve(&file.acme, https.is_some())?;
         Ok(Settings {
+            https,
+            acme,
             build,
             namespace,
             keep_releases,

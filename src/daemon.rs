@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -70,12 +70,36 @@ impl Ctl {
     }
 }
 
+/// A listener several processes may bind at once (SO_REUSEPORT).
+fn bind_shared(addr: &str) -> Result<tokio::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()
+        .with_context(|| format!("the HTTPS address {addr}"))?
+        .next()
+        .ok_or_else(|| anyhow!("the HTTPS address {addr} names no address"))?;
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)
+        .with_context(|| format!("binding the app router's HTTPS on {addr}"))?;
+    Ok(sock.listen(1024)?)
+}
+
 /// Runs the server until it is stopped or has handed over.
 pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     crate::git::init_process();
     let mut sockets = Sockets::bind_or_inherit(&settings)?;
     let predecessor = sockets.predecessor.take();
     let control_path = settings.control_socket_path();
+    // Bound with SO_REUSEPORT: a successor (`update`) binds it too while
+    // this process still serves.
+    let https = settings.https.as_deref().map(bind_shared).transpose()?;
+    crate::router::install_default_provider();
     let rack = Rack::open(settings, predecessor.is_none()).await?;
     let kept = sockets.keep()?;
     let ssh = tokio::net::TcpListener::from_std(sockets.ssh)?;
@@ -90,10 +114,21 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
         busy: tokio::sync::Mutex::new(()),
     });
     tracing::info!(addr = %http.local_addr()?, "http listening");
+    if let Some(l) = &https {
+        tracing::info!(addr = %l.local_addr()?, "https listening");
+    }
+    // Stored certificates and HTTPS policies are in the router before it
+    // accepts; the ACME loop then orders what is missing.
+    rack.certs.load().await?;
+    tokio::spawn(rack.certs.clone().run(http_stop.clone()));
+    let mut https = https;
     let metrics = sockets.metrics.map(|m| spawn_metrics(m, &rack, &http_stop));
-    let start_router = |http| {
-        tokio::spawn(crate::router::serve(
-            http,
+    let mut start_router = |http| {
+        tokio::spawn(crate::router::serve_listeners(
+            crate::router::Listeners {
+                http,
+                https: https.take(),
+            },
             // An aws rack routes nothing itself: its router answers 404.
             rack.provider.router.clone().unwrap_or_default(),
             rack.settings.trusted_proxy.clone(),

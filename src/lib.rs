@@ -7,6 +7,7 @@ pub mod appsettings;
 pub mod aws;
 pub mod backup;
 pub mod build;
+pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod config;

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How one listener accepts.
+#[derive(Clone)]
 pub(crate) struct Cap {
     /// One permit per open connection.
     pub slots: Arc<Semaphore>,

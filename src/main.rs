@@ -132,6 +132,9 @@ struct ServerArgs {
     /// App router listen address.
     #[arg(long, env = "RACK_HTTP")]
     http: Option<String>,
+    /// App router HTTPS listen address (none by default).
+    #[arg(long, env = "RACK_HTTPS")]
+    https: Option<String>,
     /// Apps are served as APP.DOMAIN.
     #[arg(long, env = "RACK_DOMAIN")]
     domain: Option<String>,
@@ -237,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             let settings = Settings::resolve(Overrides {
                 listen: a.listen,
                 http: a.http,
+                https: a.https,
                 domain: a.domain,
                 provider: a.provider,
                 rack: a.rack_name,

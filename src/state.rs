@@ -13,6 +13,8 @@ pub struct Rack {
     pub settings: Settings,
     pub provider: Arc<Provider>,
     pub deployer: Deployer,
+    /// HTTPS certificates: the use cases and the ACME loop.
+    pub certs: Arc<crate::certs::Manager>,
     /// Turns true when the SSH server stops accepting (SIGTERM or a
     /// handover): sessions that would go on forever (`logs -f`) end.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -31,10 +33,12 @@ impl Rack {
         } else {
             deployer.close_gate();
         }
+        let certs = crate::certs::Manager::new(settings.clone(), provider.clone());
         Ok(Arc::new(Rack {
             settings,
             provider,
             deployer,
+            certs,
             stopping: tokio::sync::watch::channel(false).0,
         }))
     }

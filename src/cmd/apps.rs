@@ -90,6 +90,7 @@ pub async fn set<R>(
         rec.settings.insert(k.clone(), v.clone());
     }
     ctx.store().set_app_settings(app, &rec.settings).await?;
+    ctx.rack.certs.set_policy(app, &rec.settings);
     if let Some(branch) = pairs.iter().rev().find(|(k, _)| k == "deploy_branch") {
         let path = ctx.rack.repo_path(app);
         if let Err(e) = crate::git::set_head(&path, &branch.1) {
@@ -120,6 +121,7 @@ pub async fn unset<R>(ctx: &Ctx<'_, R>, app: &str, keys: &[String]) -> Result<Ou
     }
     if before != rec.settings {
         ctx.store().set_app_settings(app, &rec.settings).await?;
+        ctx.rack.certs.set_policy(app, &rec.settings);
     }
     Ok(Output::message(format!("Reset {app}: {}", keys.join(", "))))
 }

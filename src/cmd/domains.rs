@@ -6,7 +6,7 @@ use super::{output::Output, CmdError, Ctx};
 use super::{Access, Args};
 use crate::names::printable;
 
-fn validate_host(host: &str) -> Result<String, CmdError> {
+pub(super) fn validate_host(host: &str) -> Result<String, CmdError> {
     let h = host.to_ascii_lowercase();
     let ok = !h.is_empty()
         && h.len() <= 253
@@ -51,6 +51,8 @@ pub async fn add<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, C
     ctx.store().app(app).await?;
     ctx.store().add_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
+    // A new host gets its certificate ordered.
+    ctx.rack.certs.wake();
     Ok(Output::message(format!("Added {host} to {app}")))
 }
 
@@ -58,6 +60,8 @@ pub async fn remove<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output
     let host = validate_host(host)?;
     ctx.store().remove_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
+    // Its certificate is forgotten.
+    ctx.rack.certs.wake();
     Ok(Output::message(format!("Removed {host} from {app}")))
 }
 

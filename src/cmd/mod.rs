@@ -11,6 +11,7 @@ mod group;
 
 pub mod apps;
 pub mod builds;
+pub mod certs;
 pub mod config;
 pub mod domains;
 pub mod events;
@@ -109,6 +110,15 @@ impl From<crate::deploy::DeployError> for CmdError {
     }
 }
 
+impl From<crate::certs::CertError> for CmdError {
+    fn from(e: crate::certs::CertError) -> Self {
+        match e {
+            crate::certs::CertError::Store(e) => e.into(),
+            e => CmdError::Failed(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::release::config::ConfigError> for CmdError {
     fn from(e: crate::release::config::ConfigError) -> Self {
         CmdError::Failed(e.to_string())
@@ -187,6 +197,7 @@ groups! {
     Releases(releases::ReleasesCmd),
     Ps(ps::PsCmd),
     Domains(domains::DomainsCmd),
+    Certs(certs::CertsCmd),
     Run(run::RunCmd),
     Timers(timers::TimersCmd),
     Volumes(volumes::VolumesCmd),
@@ -226,6 +237,10 @@ pub const HELP: &[HelpLine] = &[
     ("domains", "domains APP", "host names routed to the app"),
     ("domains:add", "domains:add APP HOST", "route another host name to the app"),
     ("domains:remove", "domains:remove APP HOST", "stop routing a host name"),
+    ("certs", "certs APP", "HTTPS certificates of the app's hosts"),
+    ("certs:add", "certs:add APP HOST", "serve a certificate chain and key read from stdin (PEM)"),
+    ("certs:remove", "certs:remove APP HOST", "stop serving a host's certificate"),
+    ("certs:renew", "certs:renew APP HOST", "order a new certificate now (ACME)"),
     ("logs", "logs APP [-f] [-n N] [--type TYPE]", "processes' output, TYPE.N | line"),
     ("run", "run APP [--exec] -- COMMAND", "one-off process: COMMAND runs in /bin/sh -c (--exec: an argv, no shell); ssh -t for a terminal"),
     ("timers", "timers APP", "scheduled jobs of app.json"),

@@ -49,6 +49,9 @@ pub enum Change {
     Unset(String),
 }
 
+/// The "version" sealed blobs are bound to: never a config version.
+const BLOB_VERSION: i64 = -1;
+
 pub struct Configs {
     store: Arc<dyn Store>,
     key: MasterKey,
@@ -180,6 +183,30 @@ impl Configs {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Seals a secret that is not a config value (a TLS private key, the
+    /// ACME account) with the master key, bound to `owner` and `name` (a
+    /// name with `:`, which no config key has, so it never opens as a
+    /// config value): `NONCE:CIPHERTEXT` in hex.
+    pub fn seal_blob(&self, owner: &str, name: &str, plaintext: &str) -> String {
+        let (nonce, ct) = self.key.seal(owner, name, BLOB_VERSION, plaintext);
+        format!("{}:{}", hex::encode(nonce), hex::encode(ct))
+    }
+
+    /// Opens what `seal_blob` sealed for the same `owner` and `name`.
+    pub fn open_blob(&self, owner: &str, name: &str, sealed: &str) -> Result<String, ConfigError> {
+        let fail = || DecryptError {
+            app: owner.to_string(),
+            key: name.to_string(),
+            version: BLOB_VERSION,
+        };
+        let (n, c) = sealed.split_once(':').ok_or_else(fail)?;
+        let (n, c) = (
+            hex::decode(n).map_err(|_| fail())?,
+            hex::decode(c).map_err(|_| fail())?,
+        );
+        Ok(self.key.open(owner, name, BLOB_VERSION, &n, &c)?)
     }
 
     /// Records `source`'s values as a new version (rollback).

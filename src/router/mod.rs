@@ -31,6 +31,7 @@ mod proxy;
 mod serve;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod watchdog;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,8 +43,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 pub use hold::{Hold, HoldLimits};
-pub use serve::serve;
 pub(crate) use serve::stopped;
+pub use serve::{serve, serve_listeners, Listeners};
+pub use tls::{crypto_provider, install_default_provider, HttpsPolicy, Tls};
 
 use hold::{HoldState, Waiter};
 
@@ -71,6 +73,8 @@ struct Inner {
     /// Every backend a request or the table may still hold, by address, so
     /// `drain` can find backends the table no longer names.
     registry: Mutex<HashMap<SocketAddr, Weak<Backend>>>,
+    /// Certificates, ACME tokens and HTTPS policies.
+    tls: Tls,
     /// How held requests are bounded.
     hold_limits: HoldLimits,
 }
@@ -143,6 +147,21 @@ pub(crate) struct Tunnel {
 impl Router {
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// The router's TLS state (certificates by SNI name, ACME tokens,
+    /// per-app HTTPS policies).
+    pub fn tls(&self) -> &Tls {
+        &self.inner.tls
+    }
+
+    /// The HTTPS policy of the app serving `host` (normalized).
+    pub(crate) fn policy_for(&self, host: &str) -> HttpsPolicy {
+        let table = self.inner.table.read().expect("router table lock poisoned");
+        match table.hosts.get(host) {
+            Some(route) => self.inner.tls.policy(&route.app),
+            None => HttpsPolicy::default(),
+        }
     }
 
     /// A router whose holds are bounded by `limits` (`[router]`).

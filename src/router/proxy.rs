@@ -71,6 +71,9 @@ pub(crate) struct Ctx {
     /// The connection cap; a tunnel takes over a slot from the connection
     /// it was upgraded from.
     pub(crate) slots: Arc<Semaphore>,
+    /// The HTTPS listener's port, for redirects (None: no HTTPS listener;
+    /// redirects then name the default port).
+    pub(crate) https_port: Option<u16>,
 }
 
 /// The app a response came from (none: no app serves the host), for the
@@ -84,9 +87,64 @@ fn tagged(mut resp: Response<RespBody>, app: String) -> Response<RespBody> {
     resp
 }
 
+/// Where ACME HTTP-01 challenges are fetched (RFC 8555 §8.3).
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// One request from a client; `secure` when it came over TLS.
 pub(crate) async fn handle(
     ctx: Arc<Ctx>,
     peer: SocketAddr,
+    secure: bool,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let challenge = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX);
+    if let (false, Some(token)) = (secure, challenge) {
+        if let Some(key_auth) = ctx.router.tls().challenge(token) {
+            return Ok(plain(StatusCode::OK, key_auth));
+        }
+    }
+    let Some(host) = request_host(&req) else {
+        return proxy(ctx, peer, secure, req).await;
+    };
+    let key = host.to_str().map(normalize_host).unwrap_or_default();
+    let policy = ctx.router.policy_for(&key);
+    // Challenges the router does not know go to the app, never redirected
+    // (an app may answer its own).
+    if !secure && policy.redirect && challenge.is_none() {
+        return Ok(redirect(&key, ctx.https_port, req.uri()));
+    }
+    let mut resp = proxy(ctx, peer, secure, req).await?;
+    if let (true, Some(age)) = (secure, policy.hsts) {
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `308 Permanent Redirect` to the same path on HTTPS.
+fn redirect(host: &str, https_port: Option<u16>, uri: &Uri) -> Response<RespBody> {
+    let port = match https_port {
+        Some(p) if p != 443 => format!(":{p}"),
+        _ => String::new(),
+    };
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{host}{port}{path}");
+    let mut resp = plain(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("308 Permanent Redirect: {location}\n"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+async fn proxy(
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    secure: bool,
     mut req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     if req.method() == Method::CONNECT {
@@ -111,7 +169,8 @@ pub(crate) async fn handle(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let trusted = ctx.trusted.as_ref().is_some_and(|c| c.contains(peer.ip()));
-    let headers = forward_headers(parts.headers, host, peer.ip(), trusted, upgrade.as_ref());
+    let from = (peer.ip(), if secure { "https" } else { "http" });
+    let headers = forward_headers(parts.headers, host, from, trusted, upgrade.as_ref());
     let uri = parts
         .uri
         .path_and_query()
@@ -531,7 +590,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn forward_headers(
     mut h: HeaderMap,
     host: HeaderValue,
-    peer: IpAddr,
+    (peer, proto): (IpAddr, &'static str),
     trusted: bool,
     upgrade: Option<&HeaderValue>,
 ) -> HeaderMap {
@@ -554,7 +613,7 @@ fn forward_headers(
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
         h.insert(X_FORWARDED_HOST.clone(), host);

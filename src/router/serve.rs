@@ -1,15 +1,18 @@
-//! The router's accept loop: connection cap, header read timeout, graceful
-//! shutdown.
+//! The router's accept loops (HTTP, and HTTPS when a listener is given):
+//! connection cap, header read and handshake timeouts, graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::cidr::Cidrs;
 use super::proxy::{handle, Ctx, MetricsApp};
@@ -25,6 +28,13 @@ const MAX_CONNECTIONS: usize = 10_000;
 /// connection starts waiting for them: it also bounds how long an idle
 /// keep-alive connection is kept.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time a client gets to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests one HTTP/2 connection may have in flight at once (each holds a
+/// backend connection): the same order as the browsers' own limit.
+const MAX_H2_STREAMS: u32 = 128;
 
 /// After shutdown, how long running requests get to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -53,6 +63,29 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     threads: usize,
 ) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        http: listener,
+        https: None,
+    };
+    serve_listeners(listeners, router, trusted_proxy, shutdown, threads).await
+}
+
+/// The router's listeners: plain HTTP, and HTTPS (TLS with the router's
+/// certificates, ALPN h2 and http/1.1) when given.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<TcpListener>,
+}
+
+/// `serve` on both listeners: every router thread accepts on each, under
+/// one connection cap.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    router: Router,
+    trusted_proxy: Option<String>,
+    shutdown: watch::Receiver<bool>,
+    threads: usize,
+) -> anyhow::Result<()> {
     let trusted = trusted_proxy
         .as_deref()
         .map(str::trim)
@@ -65,27 +98,42 @@ pub async fn serve(
     };
     let (stop_tx, stop) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
+    let https_port = match &listeners.https {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let tls = match listeners.https {
+        Some(_) => Some(super::tls::server_config(router.tls())?),
+        None => None,
+    };
     let ctx = Arc::new(Ctx {
         router,
         trusted,
         stop,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        https_port,
     });
     // Everything fallible before the first thread starts.
-    let listener = listener.into_std()?;
+    let listener = listeners.http.into_std()?;
+    let https = listeners.https.map(|l| l.into_std()).transpose()?;
     let mut workers = Vec::with_capacity(threads);
     for _ in 0..threads {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        workers.push((runtime, listener.try_clone()?));
+        let https = match (&https, &tls) {
+            (Some(l), Some(c)) => Some((l.try_clone()?, c.clone())),
+            _ => None,
+        };
+        workers.push((runtime, listener.try_clone()?, https));
     }
     drop(listener);
+    drop(https);
     // Stops the threads already running if starting another fails.
     let (abort_tx, abort) = watch::channel(false);
     let mut done = Vec::with_capacity(threads);
     let mut failed = None;
-    for (i, (runtime, listener)) in workers.into_iter().enumerate() {
+    for (i, (runtime, listener, https)) in workers.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         let (ctx, stop_tx) = (ctx.clone(), stop_tx.clone());
         let (shutdown, abort) = (shutdown.clone(), abort.clone());
@@ -94,8 +142,12 @@ pub async fn serve(
             .spawn(move || {
                 let r = runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
+                    let https = match https {
+                        Some((l, c)) => Some((TcpListener::from_std(l)?, TlsAcceptor::from(c))),
+                        None => None,
+                    };
                     tokio::spawn(super::watchdog::tick());
-                    accept_loop(listener, ctx, shutdown, abort, &stop_tx).await;
+                    accept_loop(listener, https, ctx, shutdown, abort, &stop_tx).await;
                     anyhow::Ok(())
                 });
                 // Dropping the runtime here cancels what the grace period
@@ -130,6 +182,7 @@ pub async fn serve(
 /// connections the grace period.
 async fn accept_loop(
     listener: TcpListener,
+    https: Option<(TcpListener, TlsAcceptor)>,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
     mut abort: watch::Receiver<bool>,
@@ -142,50 +195,27 @@ async fn accept_loop(
         name: "router",
         quiet: true,
     };
+    // A TLS client cannot read a plain-text refusal: close instead.
+    let tls_cap = Cap {
+        refusal: b"",
+        ..cap.clone()
+    };
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
                 let ctx = ctx.clone();
-                let mut stop = ctx.stop.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    let service = service_fn(move |req| {
-                        let ctx = ctx.clone();
-                        async move {
-                            let (start, method) = (std::time::Instant::now(), req.method().clone());
-                            let _in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::get().in_flight);
-                            let mut resp = handle(ctx.clone(), peer, req).await?;
-                            let app = resp.extensions_mut().remove::<MetricsApp>();
-                            let app = app.as_ref().map_or(crate::metrics::UNKNOWN_APP, |a| a.0.as_str());
-                            crate::metrics::request(app, &method, resp.status(), start.elapsed());
-                            if *ctx.stop.borrow() {
-                                resp.headers_mut().insert(
-                                    hyper::header::CONNECTION,
-                                    hyper::header::HeaderValue::from_static("close"),
-                                );
-                            }
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(socket), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    let ended = tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = stopped(&mut stop) => tokio::select! {
-                            r = conn.as_mut() => r,
-                            _ = tokio::time::sleep(CLOSE_IDLE_AFTER) => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
-                            }
-                        },
-                    };
-                    if let Err(e) = ended {
-                        tracing::debug!(%peer, error = %e, "router connection ended");
+                    serve_http(ctx, socket, peer).await;
+                });
+            }
+            (socket, peer, permit) = accept_tls(https.as_ref(), &tls_cap) => {
+                let (ctx, acceptor) = (ctx.clone(), https.as_ref().map(|h| h.1.clone()));
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    if let Some(acceptor) = acceptor {
+                        serve_https(ctx, acceptor, socket, peer).await;
                     }
                 });
             }
@@ -202,6 +232,110 @@ async fn accept_loop(
     if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
         tracing::debug!("router grace period over; closing remaining connections");
         tasks.shutdown().await;
+    }
+}
+
+/// The next connection on the HTTPS listener; never, without one.
+async fn accept_tls(
+    https: Option<&(TcpListener, TlsAcceptor)>,
+    cap: &Cap,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    match https {
+        Some((l, _)) => listener::accept(l, cap).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `handle`, counted in the metrics; once the router stops, responses
+/// say `Connection: close`.
+async fn metered(
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    secure: bool,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<super::proxy::RespBody>, std::convert::Infallible> {
+    let (start, method) = (std::time::Instant::now(), req.method().clone());
+    // `Connection` is an HTTP/1 header (HTTP/2 ends with GOAWAY).
+    let h1 = req.version() < hyper::Version::HTTP_2;
+    let _in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::get().in_flight);
+    let mut resp = handle(ctx.clone(), peer, secure, req).await?;
+    let app = resp.extensions_mut().remove::<MetricsApp>();
+    let app = app
+        .as_ref()
+        .map_or(crate::metrics::UNKNOWN_APP, |a| a.0.as_str());
+    crate::metrics::request(app, &method, resp.status(), start.elapsed());
+    if h1 && *ctx.stop.borrow() {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
+/// One plain HTTP/1.1 connection (with upgrades).
+async fn serve_http(ctx: Arc<Ctx>, socket: TcpStream, peer: SocketAddr) {
+    let mut stop = ctx.stop.clone();
+    let service = service_fn(move |req| metered(ctx.clone(), peer, false, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut stop) => tokio::select! {
+            r = conn.as_mut() => r,
+            _ = tokio::time::sleep(CLOSE_IDLE_AFTER) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "router connection ended");
+    }
+}
+
+/// One HTTPS connection: the handshake (bounded in time), then HTTP/2 or
+/// HTTP/1.1 as ALPN chose.
+async fn serve_https(ctx: Arc<Ctx>, acceptor: TlsAcceptor, socket: TcpStream, peer: SocketAddr) {
+    let mut stop = ctx.stop.clone();
+    let stream = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    let service = service_fn(move |req| metered(ctx.clone(), peer, true, req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "router tls connection ended");
     }
 }
 

@@ -29,6 +29,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("events", |s| Box::pin(events(s))),
     ("delete_app", |s| Box::pin(delete_app(s))),
     ("timers", |s| Box::pin(timers(s))),
+    ("certs", |s| Box::pin(certs(s))),
     ("volumes", |s| Box::pin(volumes(s))),
     ("resources", |s| Box::pin(resources(s))),
 ];
@@ -388,6 +389,61 @@ async fn timers(s: &dyn Store) {
     assert!(s.timer_states("else").await.unwrap().is_empty());
     s.delete_timer_states("app").await.unwrap();
     assert!(s.timer_states("app").await.unwrap().is_empty());
+}
+
+/// Certificate records round-trip by host, replace whole, list per app in
+/// host order and go with `remove_cert`; rack secrets are replaced whole.
+async fn certs(s: &dyn Store) {
+    use super::{CertRecord, CertSource, CertStatus};
+    let rec = |app: &str, host: &str| CertRecord {
+        app: app.into(),
+        host: host.into(),
+        source: CertSource::Acme,
+        status: CertStatus::Pending,
+        chain_pem: String::new(),
+        key_sealed: String::new(),
+        issuer: String::new(),
+        not_before: String::new(),
+        not_after: String::new(),
+        last_error: None,
+        failures: 0,
+        retry_at: None,
+        updated_at: "2026-01-01T00:00:00Z".into(),
+    };
+    assert!(s.cert("b.example.com").await.unwrap().is_none());
+    s.put_cert(&rec("app", "b.example.com")).await.unwrap();
+    s.put_cert(&rec("app", "a.example.com")).await.unwrap();
+    s.put_cert(&rec("other", "c.example.com")).await.unwrap();
+    let mut issued = rec("app", "b.example.com");
+    issued.status = CertStatus::Issued;
+    issued.source = CertSource::Added;
+    issued.chain_pem = "-----BEGIN CERTIFICATE-----".into();
+    issued.key_sealed = "00ff".into();
+    issued.last_error = Some("boom".into());
+    issued.failures = 2;
+    s.put_cert(&issued).await.unwrap();
+    assert_eq!(s.cert("b.example.com").await.unwrap().unwrap(), issued);
+    let hosts: Vec<String> = s
+        .certs(Some("app"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.host)
+        .collect();
+    assert_eq!(hosts, ["a.example.com", "b.example.com"]);
+    assert_eq!(s.certs(None).await.unwrap().len(), 3);
+    s.remove_cert("b.example.com").await.unwrap();
+    s.remove_cert("b.example.com").await.unwrap();
+    assert!(s.cert("b.example.com").await.unwrap().is_none());
+    assert_eq!(s.certs(Some("app")).await.unwrap().len(), 1);
+
+    assert!(s.rack_secret("acme-account").await.unwrap().is_none());
+    s.put_rack_secret("acme-account", "one").await.unwrap();
+    s.put_rack_secret("acme-account", "two").await.unwrap();
+    assert_eq!(
+        s.rack_secret("acme-account").await.unwrap().as_deref(),
+        Some("two")
+    );
 }
 
 /// Volumes are per app and name: a second of one name is a Conflict,

@@ -347,3 +347,59 @@ pub struct ResourceRecord {
     #[serde(default)]
     pub links: BTreeMap<String, String>,
 }
+
+text_enum! {
+    /// Where a host's certificate is.
+    CertStatus {
+        /// Waiting for (or in the middle of) an ACME order.
+        Pending = "pending",
+        /// A valid certificate is served.
+        Issued = "issued",
+        /// The last order failed (a certificate issued before, if any,
+        /// is still served); it is retried with backoff.
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    /// Where a certificate came from.
+    CertSource {
+        /// Issued and renewed by the rack's ACME client.
+        Acme = "acme",
+        /// Imported with `certs:add`; never renewed by the rack.
+        Added = "added",
+    }
+}
+
+/// One host's certificate. The private key is sealed with the master key
+/// (`release::config::Configs::seal_blob`); the chain is public.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertRecord {
+    pub app: String,
+    pub host: String,
+    pub source: CertSource,
+    pub status: CertStatus,
+    /// PEM chain, leaf first (empty until one is issued).
+    #[serde(default)]
+    pub chain_pem: String,
+    /// The sealed private key (empty until one is issued).
+    #[serde(default)]
+    pub key_sealed: String,
+    #[serde(default)]
+    pub issuer: String,
+    /// RFC 3339 validity of the leaf (empty until one is issued).
+    #[serde(default)]
+    pub not_before: String,
+    #[serde(default)]
+    pub not_after: String,
+    /// The last failure, for `certs` (cleared on success).
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success (for the backoff).
+    #[serde(default)]
+    pub failures: u32,
+    /// RFC 3339: no new attempt before this.
+    #[serde(default)]
+    pub retry_at: Option<String>,
+    pub updated_at: String,
+}

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
-    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, ResourceRecord,
-    Result,
+    now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, CertRecord, Commit, ConfigVersion,
+    Event, EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus,
+    ResourceRecord, Result,
 };
 use crate::timers::{Timer, TimerState};
 use crate::volumes::Volume;
@@ -186,6 +186,22 @@ pub trait TimerStore: Send + Sync {
     async fn delete_timer_states(&self, app: &str) -> Result<()>;
 }
 
+/// TLS certificates by host (their keys arrive sealed) and the rack's
+/// sealed secrets of its own (the ACME account).
+#[async_trait::async_trait]
+pub trait CertStore: Send + Sync {
+    /// Inserts or replaces the host's record.
+    async fn put_cert(&self, cert: &CertRecord) -> Result<()>;
+    async fn cert(&self, host: &str) -> Result<Option<CertRecord>>;
+    /// Every record (of `app` when given), by host.
+    async fn certs(&self, app: Option<&str>) -> Result<Vec<CertRecord>>;
+    /// Forgets the host's record (no error when there is none).
+    async fn remove_cert(&self, host: &str) -> Result<()>;
+    /// A sealed rack-wide secret by name.
+    async fn rack_secret(&self, name: &str) -> Result<Option<String>>;
+    async fn put_rack_secret(&self, name: &str, sealed: &str) -> Result<()>;
+}
+
 /// An app's persistent volumes (the records: where the data lives is the
 /// runtime's business). They go with the app (`delete_app`).
 #[async_trait::async_trait]
@@ -232,6 +248,7 @@ pub trait Store:
     + TimerStore
     + VolumeStore
     + ResourceStore
+    + CertStore
 {
 }
 
@@ -243,6 +260,7 @@ impl<T> Store for T where
         + ReleaseStore
         + EventStore
         + TimerStore
+        + CertStore
         + VolumeStore
         + ResourceStore
 {

@@ -77,6 +77,8 @@ pub struct Rack {
     child: Option<Child>,
     pub port: u16,
     pub http_port: u16,
+    /// The router's HTTPS port when `--https` is among `server_args`.
+    pub https_port: u16,
     logs: Arc<Mutex<String>>,
     pub admin: Key,
     /// The Docker namespace this rack owns (cleaned up on drop).
@@ -151,6 +153,7 @@ impl Rack {
             child: None,
             port: 0,
             http_port: 0,
+            https_port: 0,
             logs: Arc::new(Mutex::new(String::new())),
             admin,
             ns: ns_kept,
@@ -179,6 +182,7 @@ impl Rack {
             child: None,
             port: 0,
             http_port: 0,
+            https_port: 0,
             logs: Arc::new(Mutex::new(String::new())),
             admin,
             ns,
@@ -199,16 +203,17 @@ impl Rack {
     }
 
     fn spawn(&mut self) {
+        let has = |flag: &str| self.server_args.iter().any(|a| a == flag);
+        // A test that needs a fixed HTTP port (ACME's HTTP-01) gives its own.
+        let http: &[&str] = if has("--http") {
+            &[]
+        } else {
+            &["--http", "127.0.0.1:0"]
+        };
+        let listeners = if has("--https") { 3 } else { 2 };
         let mut child = Command::new(RACK)
-            .args([
-                "server",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .args(["server", "--log-format", "json", "--listen", "127.0.0.1:0"])
+            .args(http)
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.server_args)
@@ -237,21 +242,26 @@ impl Rack {
                     {
                         let _ = tx.send(("http", addr.to_string()));
                     }
+                    if let (Some("https listening"), Some(addr)) =
+                        (f["message"].as_str(), f["addr"].as_str())
+                    {
+                        let _ = tx.send(("https", addr.to_string()));
+                    }
                 }
                 let mut l = logs.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        for _ in 0..2 {
+        for _ in 0..listeners {
             let (kind, addr) = rx
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("rack server did not start; logs:\n{}", self.logs()));
             let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-            if kind == "ssh" {
-                self.port = port;
-            } else {
-                self.http_port = port;
+            match kind {
+                "ssh" => self.port = port,
+                "https" => self.https_port = port,
+                _ => self.http_port = port,
             }
         }
         self.child = Some(child);

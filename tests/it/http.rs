@@ -81,7 +81,7 @@ impl KeepAlive {
     }
 }
 
-fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
+pub fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
     read_head_close(r).map(|(s, l, _)| (s, l))
 }
 

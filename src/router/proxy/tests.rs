@@ -17,7 +17,7 @@ fn hop_by_hop_and_forwarded_headers() {
     let out = forward_headers(
         h.clone(),
         host.clone(),
-        "10.0.0.9".parse().unwrap(),
+        ("10.0.0.9".parse().unwrap(), "http"),
         false,
         None,
     );
@@ -33,10 +33,21 @@ fn hop_by_hop_and_forwarded_headers() {
     assert_eq!(out["x-app"], "kept");
     assert_eq!(out[header::HOST], "a.localhost:8080");
 
-    let out = forward_headers(h, host, "::ffff:10.0.0.9".parse().unwrap(), true, None);
+    let out = forward_headers(
+        h.clone(),
+        host.clone(),
+        ("::ffff:10.0.0.9".parse().unwrap(), "http"),
+        true,
+        None,
+    );
     assert_eq!(out["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
     assert_eq!(out["x-forwarded-proto"], "https");
     assert_eq!(out["forwarded"], "for=6.6.6.6");
+
+    // Over TLS the router says so, whatever an untrusted client claimed.
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let out = forward_headers(h, host, ("10.0.0.9".parse().unwrap(), "https"), false, None);
+    assert_eq!(out["x-forwarded-proto"], "https");
 }
 
 #[test]
@@ -52,7 +63,7 @@ fn upgrade_detection() {
     let out = forward_headers(
         h,
         HeaderValue::from_static("a"),
-        "127.0.0.1".parse().unwrap(),
+        ("127.0.0.1".parse().unwrap(), "http"),
         false,
         Some(&HeaderValue::from_static("websocket")),
     );
@@ -71,4 +82,22 @@ fn host_normalization() {
     ] {
         assert_eq!(normalize_host(raw), want, "{raw}");
     }
+}
+
+#[test]
+fn redirects_keep_path_and_query_and_name_a_non_default_port() {
+    let uri: Uri = "/a/b?c=d".parse().unwrap();
+    let r = redirect("app.example.com", Some(8443), &uri);
+    assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "https://app.example.com:8443/a/b?c=d"
+    );
+    let r = redirect("app.example.com", Some(443), &uri);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "https://app.example.com/a/b?c=d"
+    );
+    let r = redirect("app.example.com", None, &Uri::from_static("/"));
+    assert_eq!(r.headers()[header::LOCATION], "https://app.example.com/");
 }

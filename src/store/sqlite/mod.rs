@@ -10,6 +10,7 @@
 
 mod apps;
 mod builds;
+mod certs;
 mod config;
 mod events;
 mod keys;
