@@ -100,18 +100,6 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         PRIMARY KEY (app, name)
      );",
-    // TLS certificates (the record as JSON, its key sealed) and the rack's
-    // own sealed secrets (the ACME account).
-    "CREATE TABLE certs (
-        host TEXT PRIMARY KEY,
-        app TEXT NOT NULL,
-        record TEXT NOT NULL
-     );
-     CREATE INDEX certs_app ON certs(app);
-     CREATE TABLE rack_secrets (
-        name TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-     );",
     // volumes: an app's persistent volumes, each row the record as JSON
     "CREATE TABLE IF NOT EXISTS volumes (
         app TEXT NOT NULL,
@@ -123,6 +111,18 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS resources (
         name TEXT PRIMARY KEY,
         record TEXT NOT NULL
+     );",
+    // TLS certificates (the record as JSON, its key sealed) and the rack's
+    // own sealed secrets (the ACME account).
+    "CREATE TABLE IF NOT EXISTS certs (
+        host TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        record TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS certs_app ON certs(app);
+     CREATE TABLE IF NOT EXISTS rack_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
      );",
 ];
 
