@@ -38,6 +38,10 @@ pub const CONTEXT_MTIME: u64 = 946_684_800;
 /// detection files) are capped at this size.
 const MAX_INSPECT_BYTES: usize = 1024 * 1024;
 
+/// Directories nest at most this deep in a context: git's own
+/// `core.maxTreeDepth` default, which receive-pack enforces already.
+const MAX_DEPTH: usize = 2048;
+
 const MODE_TREE: i32 = 0o040000;
 const MODE_BLOB: i32 = 0o100644;
 const MODE_BLOB_GROUP_WRITABLE: i32 = 0o100664;
@@ -55,6 +59,8 @@ pub enum ContextError {
     Io(#[from] io::Error),
     #[error("{0} is too large to inspect (over {MAX_INSPECT_BYTES} bytes)")]
     TooLarge(String),
+    #[error("{0}: the tree nests deeper than {MAX_DEPTH} levels")]
+    TooDeep(String),
     #[error("the build context upload was aborted")]
     Aborted,
 }
@@ -225,7 +231,7 @@ pub fn write_context_to<W: Write>(
     let repo = Repository::open(&spec.repo_path)?;
     let tree = open_commit(&repo, spec.commit)?.tree()?;
     state.write_extras(&mut tar, &spec.extra_files)?;
-    state.walk(&repo, &tree, "", &mut tar)?;
+    state.walk(&repo, tree, &mut tar)?;
     let mut counting = tar.into_inner()?;
     counting.flush()?;
     state.summary.bytes = counting.bytes;
@@ -279,72 +285,99 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Writes `root` depth first, in tree order. Iterative: a tree nested
+    /// tens of thousands of levels deep must not overflow the thread's
+    /// stack (receive-pack refuses such trees; this holds for any repo).
     fn walk<W: Write>(
         &mut self,
         repo: &Repository,
-        tree: &Tree<'_>,
-        prefix: &str,
+        root: Tree<'_>,
         tar: &mut tar::Builder<W>,
     ) -> Result<(), ContextError> {
-        for entry in tree.iter() {
-            let name_bytes = entry.name_bytes();
-            if name_bytes.eq_ignore_ascii_case(b".git") {
+        // One frame per open directory: its tree, its path with a trailing
+        // `/`, and the next entry to write.
+        let mut stack: Vec<(Tree<'_>, String, usize)> = vec![(root, String::new(), 0)];
+        while let Some((tree, prefix, next)) = stack.last_mut() {
+            let Some(entry) = tree.get(*next).map(|e| e.to_owned()) else {
+                stack.pop();
                 continue;
-            }
-            // Matching works on text; the tar keeps the exact bytes.
-            let name = String::from_utf8_lossy(name_bytes);
-            let path = format!("{prefix}{name}");
-            let raw_path: Vec<u8> = [prefix.as_bytes(), name_bytes].concat();
-            let tar_path = Path::new(OsStr::from_bytes(&raw_path));
-            if self.extra.contains(&path) {
-                continue;
-            }
-            let excluded = self.ignore.is_excluded(&path);
-            match entry.filemode() {
-                MODE_TREE => {
-                    if excluded && !self.ignore.must_descend(&path) {
-                        continue;
-                    }
-                    if !excluded {
-                        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                        tar.append_data(&mut h, tar_path, io::empty())?;
-                        self.summary.entries += 1;
-                    }
-                    let sub = repo.find_tree(entry.id())?;
-                    self.walk(repo, &sub, &format!("{path}/"), tar)?;
+            };
+            *next += 1;
+            let prefix = prefix.clone();
+            if let Some(sub) = self.entry(repo, &entry, &prefix, tar)? {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(ContextError::TooDeep(sub.1));
                 }
-                MODE_COMMIT => {
-                    if !excluded {
-                        (self.warn)(format!(
-                            "warning: skipping submodule {path}: submodules are not part of the build context"
-                        ));
-                        self.summary.skipped_submodules.push(path);
-                    }
-                }
-                _ if excluded => {}
-                MODE_LINK => {
-                    let blob = repo.find_blob(entry.id())?;
-                    let target = Path::new(OsStr::from_bytes(blob.content()));
-                    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                    tar.append_link(&mut h, tar_path, target)?;
-                    self.summary.entries += 1;
-                }
-                mode @ (MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_BLOB_EXEC) => {
-                    let blob = repo.find_blob(entry.id())?;
-                    let perm = if mode == MODE_BLOB_EXEC { 0o755 } else { 0o644 };
-                    let data = blob.content();
-                    let mut h = header(tar::EntryType::Regular, perm, data.len() as u64);
-                    tar.append_data(&mut h, tar_path, data)?;
-                    self.summary.entries += 1;
-                }
-                other => {
-                    (self.warn)(format!(
-                        "warning: skipping {path}: unknown git file mode {other:o}"
-                    ));
-                }
+                stack.push((sub.0, format!("{}/", sub.1), 0));
             }
         }
         Ok(())
+    }
+
+    /// Writes one tree entry; returns the subtree to descend into.
+    fn entry<'r, W: Write>(
+        &mut self,
+        repo: &'r Repository,
+        entry: &git2::TreeEntry<'_>,
+        prefix: &str,
+        tar: &mut tar::Builder<W>,
+    ) -> Result<Option<(Tree<'r>, String)>, ContextError> {
+        let name_bytes = entry.name_bytes();
+        if name_bytes.eq_ignore_ascii_case(b".git") {
+            return Ok(None);
+        }
+        // Matching works on text; the tar keeps the exact bytes.
+        let name = String::from_utf8_lossy(name_bytes);
+        let path = format!("{prefix}{name}");
+        let raw_path: Vec<u8> = [prefix.as_bytes(), name_bytes].concat();
+        let tar_path = Path::new(OsStr::from_bytes(&raw_path));
+        if self.extra.contains(&path) {
+            return Ok(None);
+        }
+        let excluded = self.ignore.is_excluded(&path);
+        match entry.filemode() {
+            MODE_TREE => {
+                if excluded && !self.ignore.must_descend(&path) {
+                    return Ok(None);
+                }
+                if !excluded {
+                    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                    tar.append_data(&mut h, tar_path, io::empty())?;
+                    self.summary.entries += 1;
+                }
+                return Ok(Some((repo.find_tree(entry.id())?, path)));
+            }
+            MODE_COMMIT => {
+                if !excluded {
+                    (self.warn)(format!(
+                        "warning: skipping submodule {path}: submodules are not part of the build context"
+                    ));
+                    self.summary.skipped_submodules.push(path);
+                }
+            }
+            _ if excluded => {}
+            MODE_LINK => {
+                let blob = repo.find_blob(entry.id())?;
+                let target = Path::new(OsStr::from_bytes(blob.content()));
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                tar.append_link(&mut h, tar_path, target)?;
+                self.summary.entries += 1;
+            }
+            mode @ (MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_BLOB_EXEC) => {
+                let blob = repo.find_blob(entry.id())?;
+                let perm = if mode == MODE_BLOB_EXEC { 0o755 } else { 0o644 };
+                let data = blob.content();
+                let mut h = header(tar::EntryType::Regular, perm, data.len() as u64);
+                tar.append_data(&mut h, tar_path, data)?;
+                self.summary.entries += 1;
+            }
+            other => {
+                (self.warn)(format!(
+                    "warning: skipping {path}: unknown git file mode {other:o}"
+                ));
+            }
+        }
+        Ok(None)
     }
 }
 
