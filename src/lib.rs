@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod git;
 pub mod housekeeping;
 pub mod images;
+pub mod lines;
 mod listener;
 pub mod names;
 pub mod process;

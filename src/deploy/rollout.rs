@@ -254,13 +254,8 @@ async fn release_phase(
     let pump = |r: &mut tokio::io::DuplexStream| {
         let progress = progress.clone();
         let mut r = std::mem::replace(r, tokio::io::duplex(1).0);
-        async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(&mut r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                progress.detail(line);
-            }
-        }
+        // Bounded lines: a release command may write without newlines.
+        async move { crate::lines::for_each_line(&mut r, |line| progress.detail(line)).await }
     };
     let (code, _, _) = tokio::join!(runtime.run(spec, cmd, io), pump(&mut r), pump(&mut r2));
     match code? {

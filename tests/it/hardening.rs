@@ -118,3 +118,59 @@ fn a_deeply_nested_tree_is_refused_and_the_rack_stays_up() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_still_up(&mut rack, &bystander);
 }
+
+/// What the rack's peak resident memory may reach in the memory tests:
+/// well above a debug build's working set with a few deploys (under 40
+/// MiB here), far below what the attacks grew it to without their fixes
+/// (300 MB lines: over 300 MiB).
+const RSS_BOUND_KIB: u64 = 128 * 1024;
+
+#[test]
+fn output_without_newlines_keeps_the_rack_small() {
+    require_docker();
+    let mut rack = Rack::start();
+    let bystander = deploy_bystander(&rack);
+    let (app, key) = attacker(&rack, "zero");
+    let w = work(&rack, &key, "zero");
+    add_fixture(&w, "procfile-web");
+    // 300 MB without a newline from a build step, and from the release
+    // phase.
+    let dockerfile = w.dir.join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    text.push_str(&format!(
+        "RUN echo {nonce} && head -c 300000000 /dev/zero | tr '\\0' x\n"
+    ));
+    std::fs::write(&dockerfile, text).unwrap();
+    let procfile = w.dir.join("Procfile");
+    let mut text = std::fs::read_to_string(&procfile).unwrap();
+    text.push_str("release: head -c 300000000 /dev/zero | tr '\\0' y\n");
+    std::fs::write(&procfile, text).unwrap();
+    w.git(&["commit", "-qam", "no newlines"]).ok();
+    let out = w.git(&["push", &rack.git_url(&app), "main"]);
+    assert_eq!(
+        out.code,
+        0,
+        "{}",
+        &out.stderr[out.stderr.len().saturating_sub(2000)..]
+    );
+    // The lines arrived, cut at 64 KiB.
+    for letter in ['x', 'y'] {
+        let cut = out.stderr.lines().any(|l| {
+            let text = l.trim_start_matches("remote:").trim();
+            text.len() == 64 * 1024 && text.chars().all(|c| c == letter)
+        });
+        assert!(cut, "no 64 KiB line of {letter}");
+    }
+    let peak = peak_rss_kib(&rack);
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "the rack grew to {peak} KiB (bound {RSS_BOUND_KIB} KiB)"
+    );
+    assert_still_up(&mut rack, &bystander);
+    let r = http::get(rack.http_port, &format!("{app}.localhost"), "/").unwrap();
+    assert!(r.body.starts_with("version 1 "), "{}", r.body);
+}
