@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub router: RouterFile,
     #[serde(default)]
     pub timers: TimersFile,
+    #[serde(default)]
+    pub containers: ContainersFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -99,6 +101,69 @@ pub struct TimersFile {
     pub max_per_app: Option<usize>,
     /// Largest `app.json` a build accepts (default 65536 bytes).
     pub max_app_json_bytes: Option<usize>,
+}
+
+/// `[containers]` in `rack.toml`: what every app, release-phase, one-off
+/// and timer container gets when the app sets no `resources.*` of its own.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersFile {
+    /// Memory, e.g. "1g" (the default), or "unlimited".
+    pub memory: Option<String>,
+    /// CPUs, e.g. 2 (the default); 0 is unlimited.
+    pub cpus: Option<f64>,
+    /// Processes and threads per container (default 4096).
+    pub pids: Option<i64>,
+}
+
+/// The rack-wide default limits of containers (`[containers]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerLimits {
+    pub memory_bytes: Option<i64>,
+    /// CPUs × 1e9 (Docker's NanoCpus).
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        ContainerLimits {
+            memory_bytes: Some(1 << 30),
+            nano_cpus: Some(2_000_000_000),
+            pids: Some(4096),
+        }
+    }
+}
+
+impl ContainerLimits {
+    fn from_file(f: &ContainersFile) -> Result<ContainerLimits> {
+        let mut l = ContainerLimits::default();
+        if let Some(m) = &f.memory {
+            l.memory_bytes = if m == "unlimited" {
+                None
+            } else {
+                match crate::appsettings::parse_memory(m) {
+                    Some(v) if v >= 6 * 1024 * 1024 => Some(v as i64),
+                    _ => {
+                        bail!("containers.memory: expected a size of at least 6m, or \"unlimited\"")
+                    }
+                }
+            };
+        }
+        if let Some(c) = f.cpus {
+            if !(0.0..=256.0).contains(&c) {
+                bail!("containers.cpus: expected a number of CPUs such as 1.5 (0: unlimited)");
+            }
+            l.nano_cpus = (c > 0.0).then_some((c * 1e9) as i64);
+        }
+        if let Some(p) = f.pids {
+            if p < 16 {
+                bail!("containers.pids: expected at least 16");
+            }
+            l.pids = Some(p);
+        }
+        Ok(l)
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -176,6 +241,8 @@ pub struct Settings {
     pub router_threads: usize,
     /// `[timers]`: bounds on `app.json`'s scheduled jobs.
     pub timers: crate::timers::TimerLimits,
+    /// `[containers]`: default limits of every app container.
+    pub containers: ContainerLimits,
     /// Test-only pause point of rollouts (`testhook`); never from
     /// `rack.toml`.
     pub test_pause_at: Option<String>,
@@ -255,6 +322,7 @@ impl Settings {
             data_dir,
             router_threads,
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
+            containers: ContainerLimits::from_file(&file.containers)?,
             test_pause_at: o.test_pause_at,
         })
     }

@@ -66,12 +66,15 @@ pub async fn run<R: AsyncRead + Unpin>(
         Some(t) => (Some((t.cols, t.rows)), Some(t.resize)),
         None => (None, None),
     };
+    let (memory_bytes, nano_cpus) = ctx.rack.deployer.oneoff_limits(app, "run").await?;
     let cmd = OneOff {
         argv,
         tty: tty_size,
         resize,
         timeout: None,
         labels: BTreeMap::new(),
+        memory_bytes,
+        nano_cpus,
     };
     stream(ctx, true, |io| runtime.run(&spec, cmd, io)).await
 }

@@ -95,7 +95,9 @@ impl Deployer {
         };
 
         if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
-            if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
+            // A store failure here failed `spec_for` just above already.
+            let limits = self.oneoff_limits(app, "release").await.unwrap_or_default();
+            if let Err(e) = release_phase(&*runtime, &spec, cmd, limits, progress).await {
                 let _ = store
                     .set_release_status(app, v, ReleaseStatus::Failed)
                     .await;
@@ -234,6 +236,7 @@ async fn release_phase(
     runtime: &dyn Runtime,
     spec: &ReleaseSpec,
     command: &str,
+    (memory_bytes, nano_cpus): (Option<i64>, Option<i64>),
     progress: &Progress,
 ) -> Result<(), RuntimeError> {
     progress.stage(format!("Running release command: {command}"));
@@ -244,6 +247,8 @@ async fn release_phase(
         resize: None,
         timeout: Some(RELEASE_PHASE_TIMEOUT),
         labels: BTreeMap::from([("rack.release-phase".to_string(), spec.version.to_string())]),
+        memory_bytes,
+        nano_cpus,
     };
     let (w2, mut r2) = tokio::io::duplex(64 * 1024);
     let io = OneOffIo {
@@ -268,7 +273,32 @@ async fn release_phase(
 
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// `resources.KIND.memory` and `resources.KIND.cpu` of an app's settings,
+/// as bytes and CPUs × 1e9.
+fn resources(settings: &BTreeMap<String, String>, kind: &str) -> (Option<i64>, Option<i64>) {
+    (
+        settings
+            .get(&format!("resources.{kind}.memory"))
+            .and_then(|m| crate::appsettings::parse_memory(m))
+            .map(|b| b as i64),
+        settings
+            .get(&format!("resources.{kind}.cpu"))
+            .and_then(|c| c.parse::<f64>().ok())
+            .map(|c| (c * 1e9) as i64),
+    )
+}
+
 impl Deployer {
+    /// The memory and CPU limits of a one-off of `kind` (`run`, `release`,
+    /// `timer`): the app's `resources.KIND.*`, else its `resources.web.*`
+    /// (else the runtime's rack-wide default).
+    pub async fn oneoff_limits(&self, app: &str, kind: &str) -> Result<(Option<i64>, Option<i64>)> {
+        let settings = self.provider.store.app(app).await?.settings;
+        let own = resources(&settings, kind);
+        let web = resources(&settings, "web");
+        Ok((own.0.or(web.0), own.1.or(web.1)))
+    }
+
     /// The complete description of `release` for the runtime. Fails with
     /// the store's or the config's own error (`DeployError::Store`,
     /// `DeployError::Config`), whose text says what is missing.
@@ -294,14 +324,8 @@ impl Deployer {
                 kind: kind.clone(),
                 command: procfile.as_ref().and_then(|p| p.get(kind).cloned()),
                 count: *count,
-                memory_bytes: settings
-                    .get(&format!("resources.{kind}.memory"))
-                    .and_then(|m| crate::appsettings::parse_memory(m))
-                    .map(|b| b as i64),
-                nano_cpus: settings
-                    .get(&format!("resources.{kind}.cpu"))
-                    .and_then(|c| c.parse::<f64>().ok())
-                    .map(|c| (c * 1e9) as i64),
+                memory_bytes: resources(&settings, kind).0,
+                nano_cpus: resources(&settings, kind).1,
             })
             .collect();
         let timeout = settings

@@ -4,7 +4,10 @@
 //! serves another app), that its memory stayed bounded where memory was the
 //! target, and that the attacker got a clear refusal.
 
-use crate::builds::{add_fixture, require_docker};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::builds::{add_fixture, docker, require_docker, Push};
 use crate::git::{server_ref, work, Work};
 use crate::harness::{Key, Rack};
 use crate::http;
@@ -173,4 +176,80 @@ fn output_without_newlines_keeps_the_rack_small() {
     assert_still_up(&mut rack, &bystander);
     let r = http::get(rack.http_port, &format!("{app}.localhost"), "/").unwrap();
     assert!(r.body.starts_with("version 1 "), "{}", r.body);
+}
+
+/// `docker inspect` of the one container of `rack`'s namespace matching
+/// `filter` (a label filter): its memory, NanoCpus and pids limits.
+fn limits_of(rack: &Rack, filter: &str) -> (String, String) {
+    let ns = format!("label=rack.ns={}", rack.ns);
+    let ids = docker(&["ps", "-q", "--filter", &ns, "--filter", filter]);
+    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+    assert_eq!(ids.len(), 1, "one container with {filter}: {ids:?}");
+    let f = "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}";
+    let out = docker(&["inspect", "-f", f, ids[0]]);
+    (ids[0].to_string(), out.stdout.trim().to_string())
+}
+
+#[test]
+fn every_container_runs_under_limits() {
+    require_docker();
+    let rack = Rack::start_with("[containers]\nmemory = \"300m\"\ncpus = 0.5\npids = 300\n");
+    let a = &rack.admin;
+    let app = unique("lim");
+    rack.ssh(a, &format!("apps:create {app}")).ok();
+    rack.ssh(
+        a,
+        &format!("apps:set {app} resources.web.memory=200m resources.release.cpu=0.25"),
+    )
+    .ok();
+    let w = work(&rack, a, "lim");
+    add_fixture(&w, "procfile-web");
+    // The release phase waits until the test has looked at its container.
+    let procfile = w.dir.join("Procfile");
+    let mut text = std::fs::read_to_string(&procfile).unwrap();
+    text.push_str(
+        "release: sh -c 'echo ready-$RACK_RELEASE; while [ ! -e /tmp/go ]; do sleep 0.1; done'\n",
+    );
+    std::fs::write(&procfile, text).unwrap();
+    w.git(&["commit", "-qam", "release phase"]).ok();
+    let mut push = Push::start(
+        &w,
+        &["push", &rack.git_url(&app), "main"],
+        &rack.git_ssh_command(a),
+    );
+    push.wait_for("ready-v1");
+    // The app's limits reach the release phase: its own CPU, web's memory
+    // (no resources.release.memory), the rack's pids.
+    let (id, limits) = limits_of(&rack, "label=rack.release-phase");
+    assert_eq!(limits, format!("{} 250000000 300", 200 << 20));
+    docker(&["exec", &id, "touch", "/tmp/go"]).ok();
+    push.finish().ok();
+    let (_, limits) = limits_of(&rack, "label=rack.type=web");
+    assert_eq!(limits, format!("{} 500000000 300", 200 << 20));
+
+    // A type without resources gets the rack's defaults.
+    rack.ssh(a, &format!("ps:scale {app} worker=1")).ok();
+    let (_, limits) = limits_of(&rack, "label=rack.type=worker");
+    assert_eq!(limits, format!("{} 500000000 300", 300 << 20));
+
+    // A one-off: web's memory, the default CPU.
+    let mut run = Command::new("ssh")
+        .args(rack.ssh_args(a))
+        .arg("git@127.0.0.1")
+        .arg(format!(
+            "run {app} -- echo run-ready; while [ ! -e /tmp/go ]; do sleep 0.1; done"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "run-ready\n");
+    let (id, limits) = limits_of(&rack, "label=rack.oneoff");
+    assert_eq!(limits, format!("{} 500000000 300", 200 << 20));
+    docker(&["exec", &id, "touch", "/tmp/go"]).ok();
+    assert!(run.wait().unwrap().success());
 }
