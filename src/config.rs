@@ -177,6 +177,9 @@ pub struct LimitsFile {
     pub shutdown_grace_secs: Option<u64>,
     pub max_pack_bytes: Option<u64>,
     pub max_object_bytes: Option<u64>,
+    pub max_pack_objects: Option<u32>,
+    pub max_ref_bytes: Option<usize>,
+    pub max_push_commands_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,13 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     pub max_pack_bytes: u64,
     pub max_object_bytes: u64,
+    /// Objects in one pushed pack.
+    pub max_pack_objects: u32,
+    /// Length of a pushed ref name.
+    pub max_ref_bytes: usize,
+    /// All the ref updates of one push together, read before anything is
+    /// checked against the repo.
+    pub max_push_commands_bytes: usize,
 }
 
 impl Default for Limits {
@@ -217,6 +227,9 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             max_pack_bytes: 2 * 1024 * 1024 * 1024,
             max_object_bytes: 100 * 1024 * 1024,
+            max_pack_objects: 1_000_000,
+            max_ref_bytes: 1024,
+            max_push_commands_bytes: 1024 * 1024,
         }
     }
 }
@@ -288,6 +301,11 @@ impl Settings {
                 .unwrap_or(d.shutdown_grace),
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
+            max_pack_objects: l.max_pack_objects.unwrap_or(d.max_pack_objects),
+            max_ref_bytes: l.max_ref_bytes.unwrap_or(d.max_ref_bytes),
+            max_push_commands_bytes: l
+                .max_push_commands_bytes
+                .unwrap_or(d.max_push_commands_bytes),
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);

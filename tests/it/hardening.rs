@@ -253,3 +253,141 @@ fn every_container_runs_under_limits() {
     docker(&["exec", &id, "touch", "/tmp/go"]).ok();
     assert!(run.wait().unwrap().success());
 }
+
+/// Sends `count` ref updates naming refs of `name_len` bytes to
+/// receive-pack over real SSH, as fast as the rack takes them; returns how
+/// many bytes went out before the rack hung up, and the ssh's stderr.
+fn announce_refs(
+    rack: &Rack,
+    key: &Key,
+    app: &str,
+    count: usize,
+    name_len: usize,
+) -> (u64, String) {
+    use std::io::{Read, Write};
+    let mut ssh = Command::new("ssh")
+        .args(rack.ssh_args(key))
+        .arg("git@127.0.0.1")
+        .arg(format!("git-receive-pack '{app}'"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ssh.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let zero = "0".repeat(40);
+        let one = "1".repeat(40);
+        let mut sent = 0u64;
+        for i in 0..count {
+            let caps = if i == 0 {
+                "\0report-status side-band-64k"
+            } else {
+                ""
+            };
+            let suffix = format!("-{i}");
+            let pad = "a".repeat(name_len - "refs/heads/".len() - suffix.len());
+            let data = format!("{zero} {one} refs/heads/{pad}{suffix}{caps}\n");
+            let pkt = format!("{:04x}{data}", data.len() + 4);
+            if stdin.write_all(pkt.as_bytes()).is_err() {
+                break;
+            }
+            sent += pkt.len() as u64;
+        }
+        sent
+    });
+    let mut stderr = String::new();
+    ssh.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = ssh.wait().unwrap();
+    assert!(!status.success(), "{stderr}");
+    (writer.join().unwrap(), stderr)
+}
+
+#[test]
+fn a_push_announcing_huge_ref_names_is_refused_as_it_is_read() {
+    require_docker();
+    let mut rack = Rack::start();
+    let bystander = deploy_bystander(&rack);
+    let (app, key) = attacker(&rack, "refs");
+    // 10,000 ref names of 60 KiB: 600 MB of commands.
+    let (sent, stderr) = announce_refs(&rack, &key, &app, 10_000, 60_000);
+    assert!(
+        stderr.contains("error: a ref name is longer than 1024 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        sent < 64 << 20,
+        "the rack read {sent} bytes before refusing"
+    );
+    // Short names, but 20 MB of them.
+    let (sent, stderr) = announce_refs(&rack, &key, &app, 20_000, 1000);
+    assert!(
+        stderr.contains("error: the push's ref updates exceed 1048576 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        sent < 20_000_000,
+        "the rack read {sent} bytes before refusing"
+    );
+    let peak = peak_rss_kib(&rack);
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "the rack grew to {peak} KiB (bound {RSS_BOUND_KIB} KiB)"
+    );
+    assert_still_up(&mut rack, &bystander);
+    // Nothing arrived, and the refusals are in the audit trail.
+    assert_eq!(server_ref(&rack, &app, "refs/heads/main"), None);
+    let events = rack
+        .ssh(&rack.admin, &format!("events {app} --json"))
+        .ok()
+        .json();
+    let refused = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["outcome"]
+                .as_str()
+                .unwrap_or("")
+                .contains("longer than 1024")
+        })
+        .count();
+    assert_eq!(refused, 1, "{events}");
+
+    // A push within the bounds that names 300 long refs: accepted, and its
+    // audit line is cut rather than 300 KB long.
+    let w = work(&rack, &key, "refs");
+    w.commit("f", "x");
+    let dir = "d".repeat(200);
+    let updates: String = (0..300)
+        .map(|i| format!("create refs/heads/{dir}/{dir}/{dir}/{dir}/{i:0>150} HEAD\n"))
+        .collect();
+    let mut c = Command::new("git");
+    c.args(["update-ref", "--stdin"]).current_dir(&w.dir);
+    crate::harness::run_with_stdin(c, updates.as_bytes()).ok();
+    w.git(&[
+        "push",
+        "-q",
+        "-o",
+        "skip-deploy",
+        &rack.git_url(&app),
+        "refs/heads/*:refs/heads/*",
+    ])
+    .ok();
+    let events = rack
+        .ssh(&rack.admin, &format!("events {app} -n 1 --json"))
+        .ok()
+        .json();
+    let action = events[0]["action"].as_str().unwrap();
+    assert!(action.starts_with("git push refs/heads/"), "{action}");
+    assert!(
+        action.len() < 4200 && action.ends_with(" more bytes)"),
+        "{} bytes: {}",
+        action.len(),
+        &action[action.len() - 100..]
+    );
+}

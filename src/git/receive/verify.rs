@@ -99,7 +99,7 @@ fn check_command(
     seen: &mut std::collections::HashSet<String>,
 ) -> Option<String> {
     if !c.refname.starts_with("refs/") || !git2::Reference::is_valid_name(&c.refname) {
-        return Some("funny refname".into());
+        return Some(super::protocol::FUNNY_REFNAME.into());
     }
     if !seen.insert(c.refname.clone()) {
         return Some("duplicate ref in one push".into());
