@@ -180,6 +180,8 @@ pub struct LimitsFile {
     pub max_pack_objects: Option<u32>,
     pub max_ref_bytes: Option<usize>,
     pub max_push_commands_bytes: Option<usize>,
+    pub max_sessions_per_connection: Option<usize>,
+    pub max_sessions_per_key: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +216,11 @@ pub struct Limits {
     /// All the ref updates of one push together, read before anything is
     /// checked against the repo.
     pub max_push_commands_bytes: usize,
+    /// Channels one SSH connection may have open (running or not).
+    pub max_sessions_per_connection: usize,
+    /// Commands, pushes and fetches one key may run at once, across all
+    /// its connections.
+    pub max_sessions_per_key: usize,
 }
 
 impl Default for Limits {
@@ -230,6 +237,8 @@ impl Default for Limits {
             max_pack_objects: 1_000_000,
             max_ref_bytes: 1024,
             max_push_commands_bytes: 1024 * 1024,
+            max_sessions_per_connection: 8,
+            max_sessions_per_key: 16,
         }
     }
 }
@@ -306,6 +315,10 @@ impl Settings {
             max_push_commands_bytes: l
                 .max_push_commands_bytes
                 .unwrap_or(d.max_push_commands_bytes),
+            max_sessions_per_connection: l
+                .max_sessions_per_connection
+                .unwrap_or(d.max_sessions_per_connection),
+            max_sessions_per_key: l.max_sessions_per_key.unwrap_or(d.max_sessions_per_key),
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);

@@ -33,6 +33,7 @@ pub async fn run(
         name: "ssh",
         quiet: false,
     };
+    let key_sessions = ssh::KeySessions::new(limits.max_sessions_per_key);
     let mut tasks = JoinSet::new();
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
@@ -41,11 +42,12 @@ pub async fn run(
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
                 let config = config.clone();
                 let rack = rack.clone();
+                let key_sessions = key_sessions.clone();
                 let preauth = limits.preauth_timeout;
                 tasks.spawn(async move {
                     let _permit = permit;
                     let state = Arc::new(ConnectionState::default());
-                    let handler = Connection::new(rack, Some(peer), state.clone());
+                    let handler = Connection::new(rack, Some(peer), state.clone(), key_sessions);
                     let session = match tokio::time::timeout(preauth, russh::server::run_stream(config, PreauthDeadline::new(socket, state.clone(), preauth), handler)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {

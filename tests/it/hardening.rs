@@ -391,3 +391,159 @@ fn a_push_announcing_huge_ref_names_is_refused_as_it_is_read() {
         &action[action.len() - 100..]
     );
 }
+
+/// An OpenSSH master connection of `key` (ControlMaster), for sessions
+/// multiplexed over one connection as a CI runner or a user's
+/// `ControlPersist` would.
+struct Master {
+    path: std::path::PathBuf,
+    args: Vec<String>,
+}
+
+impl Master {
+    fn open(rack: &Rack, key: &Key, name: &str) -> Master {
+        let path = rack.dir.path().join(format!("cm-{name}"));
+        let mut args = rack.ssh_args(key);
+        args.extend(["-o".into(), format!("ControlPath={}", path.display())]);
+        let st = Command::new("ssh")
+            .args(&args)
+            .args([
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                "ControlPersist=yes",
+                "-f",
+                "-N",
+            ])
+            .arg("git@127.0.0.1")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Master { path, args }
+    }
+
+    /// A command over the master connection.
+    fn command(&self, line: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(&self.args)
+            .args(["-o", "ControlMaster=no"])
+            .arg("git@127.0.0.1")
+            .arg(line);
+        c
+    }
+
+    fn run(&self, line: &str) -> crate::harness::Out {
+        crate::harness::run_with_stdin(self.command(line), b"")
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = Command::new("ssh")
+            .args(&self.args)
+            .args(["-O", "exit", "git@127.0.0.1"])
+            .output();
+    }
+}
+
+/// A receive-pack session held open: it has sent its advertisement and
+/// waits for commands until dropped.
+struct Held(std::process::Child);
+
+impl Held {
+    fn start(mut c: Command) -> Held {
+        use std::io::Read;
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 4];
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+        Held(child)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sessions_are_counted_per_connection_and_per_key() {
+    require_docker();
+    let mut rack =
+        Rack::start_with("[limits]\nmax_sessions_per_connection = 3\nmax_sessions_per_key = 4\n");
+    let bystander = deploy_bystander(&rack);
+    let (app, key) = attacker(&rack, "mux");
+    let master = Master::open(&rack, &key, "mux");
+    let receive = format!("git-receive-pack '{app}'");
+    // Three sessions running on one connection: its limit.
+    let held: Vec<Held> = (0..3)
+        .map(|_| Held::start(master.command(&receive)))
+        .collect();
+    // (OpenSSH then falls back to a connection of its own, where it runs.)
+    let out = master.run(&format!("ps {app}"));
+    assert!(
+        out.stderr.contains("Session open refused by peer"),
+        "a fourth session on one connection: {}",
+        out.stderr
+    );
+    // Another connection of the same key: one more, then the key's limit.
+    let fourth = Held::start(rack_ssh(&rack, &key, &receive));
+    let out = rack.ssh(&key, &format!("ps {app}"));
+    out.err("key 'mux-ci' already runs 4 sessions at once");
+    // Another key is not affected, and the rack answers.
+    assert_still_up(&mut rack, &bystander);
+    // Sessions that end give their places back.
+    drop(held);
+    drop(fourth);
+    master.run(&format!("ps {app}")).ok();
+    rack.ssh(&key, &format!("ps {app}")).ok();
+}
+
+fn rack_ssh(rack: &Rack, key: &Key, line: &str) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(rack.ssh_args(key)).arg("git@127.0.0.1").arg(line);
+    c
+}
+
+#[test]
+fn a_removed_key_runs_nothing_more_on_an_open_connection() {
+    require_docker();
+    let mut rack = Rack::start();
+    let bystander = deploy_bystander(&rack);
+    let (app, key) = attacker(&rack, "gone");
+    let admin2 = rack.add_key("admin2", "--admin");
+    let deploy = Master::open(&rack, &key, "gone");
+    let admin = Master::open(&rack, &admin2, "admin2");
+    deploy.run(&format!("ps {app}")).ok();
+    admin.run("apps").ok();
+    rack.ssh(&rack.admin, "keys:remove gone-ci").ok();
+    rack.ssh(&rack.admin, "keys:remove admin2").ok();
+    // The connections opened before stay open, but run nothing.
+    for (m, line) in [
+        (&deploy, format!("ps {app}")),
+        (&admin, "keys:add x --admin".into()),
+    ] {
+        let out = m.run(&line);
+        out.err("this key is no longer registered");
+    }
+    let out =
+        crate::harness::run_with_stdin(deploy.command(&format!("git-upload-pack '{app}'")), b"");
+    assert!(
+        out.stderr.contains("no longer registered"),
+        "{}",
+        out.stderr
+    );
+    assert!(!rack.ssh(&rack.admin, "keys").ok().stdout.contains("admin2"));
+    assert_still_up(&mut rack, &bystander);
+}
