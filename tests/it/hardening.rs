@@ -396,7 +396,6 @@ fn a_push_announcing_huge_ref_names_is_refused_as_it_is_read() {
 /// multiplexed over one connection as a CI runner or a user's
 /// `ControlPersist` would.
 struct Master {
-    path: std::path::PathBuf,
     args: Vec<String>,
 }
 
@@ -419,7 +418,7 @@ impl Master {
             .status()
             .unwrap();
         assert!(st.success());
-        Master { path, args }
+        Master { args }
     }
 
     /// A command over the master connection.
