@@ -546,3 +546,59 @@ fn a_removed_key_runs_nothing_more_on_an_open_connection() {
     assert!(!rack.ssh(&rack.admin, "keys").ok().stdout.contains("admin2"));
     assert_still_up(&mut rack, &bystander);
 }
+
+#[test]
+fn a_destroyed_app_leaves_no_grant_and_no_history() {
+    let rack = Rack::start();
+    let a = &rack.admin;
+    let app = unique("gone");
+    rack.ssh(a, &format!("apps:create {app}")).ok();
+    let key = rack.add_key("ci", &format!("--app {app}"));
+    let w = work(&rack, &key, "gone");
+    let old = w.commit("secret-history", "old");
+    w.git(&[
+        "push",
+        "-q",
+        "-o",
+        "skip-deploy",
+        &rack.git_url(&app),
+        "main",
+    ])
+    .ok();
+    // A failed delete leaves the repository behind: keep a copy to put back.
+    let repo = rack.data_dir().join(format!("repos/{app}.git"));
+    let stray = rack.dir.path().join("stray.git");
+    assert!(Command::new("cp")
+        .args(["-a"])
+        .arg(&repo)
+        .arg(&stray)
+        .status()
+        .unwrap()
+        .success());
+    rack.ssh(a, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    std::fs::rename(&stray, &repo).unwrap();
+
+    // The key's scope went with the app.
+    let keys = rack.ssh(a, "keys --json").ok().json();
+    let ci = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap();
+    assert_eq!(ci["apps"], serde_json::json!([]), "{keys}");
+    // A new app of the same name: not open to the old key, no old history.
+    rack.ssh(a, &format!("apps:create {app}")).ok();
+    rack.ssh(&key, &format!("ps {app}")).err("");
+    assert_eq!(server_ref(&rack, &app, "refs/heads/main"), None);
+    let git = git2::Repository::open_bare(&repo).unwrap();
+    assert!(git
+        .find_object(git2::Oid::from_str(&old).unwrap(), None)
+        .is_err());
+    // A key cannot be scoped to an app that does not exist (yet).
+    let k = crate::harness::keygen(rack.dir.path(), "early");
+    rack.ssh_in(a, "keys:add early --app nosuchapp", k.public().as_bytes())
+        .err("no app named 'nosuchapp'");
+    rack.ssh(a, "apps").ok();
+}
