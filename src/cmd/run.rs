@@ -32,7 +32,12 @@ pub async fn logs<R>(
     let app_s = app.to_string();
     let producer = tokio::spawn(async move { runtime.logs(&app_s, opts, tx).await });
     while let Some(line) = rx.recv().await {
-        let text = format!("{} | {}\n", line.source, line.text);
+        // The app's output, for a terminal: its escapes made visible.
+        let text = format!(
+            "{} | {}\n",
+            crate::names::escape_controls(&line.source),
+            crate::names::escape_controls(&line.text)
+        );
         if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err()
         {
             break; // the client went away: dropping rx stops the producer

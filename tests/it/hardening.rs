@@ -602,3 +602,55 @@ fn a_destroyed_app_leaves_no_grant_and_no_history() {
         .err("no app named 'nosuchapp'");
     rack.ssh(a, "apps").ok();
 }
+
+#[test]
+fn text_a_deploy_key_controls_reaches_terminals_escaped() {
+    require_docker();
+    let rack = Rack::start();
+    let a = &rack.admin;
+    let (app, key) = attacker(&rack, "esc");
+    let w = work(&rack, &key, "esc");
+    add_fixture(&w, "procfile-web");
+    // The app writes a window title, a clear-screen and a carriage return
+    // that would hide the line's start.
+    let procfile = w.dir.join("Procfile");
+    let text = std::fs::read_to_string(&procfile).unwrap().replace(
+        "web: sh /app/web.sh",
+        "web: printf 'start\\033]0;pwned\\007\\033[2J\\rFORGED\\n'; exec sh /app/web.sh",
+    );
+    std::fs::write(&procfile, text).unwrap();
+    w.git(&["commit", "-qam", "noisy"]).ok();
+    // A push option is free text, and lands in the audit trail.
+    let evil_option = "x\u{1b}[2K\rforged audit line";
+    w.git(&["push", "-q", "-o", evil_option, &rack.git_url(&app), "main"])
+        .ok();
+
+    let logs = rack
+        .ssh(a, &format!("logs {app} -n 50"))
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        logs.contains("start\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\rFORGED"),
+        "{logs}"
+    );
+    let events = rack.ssh(a, &format!("events {app}")).ok().stdout.clone();
+    assert!(
+        events.contains("x\\u{1b}[2K\\rforged audit line"),
+        "{events}"
+    );
+    for out in [&logs, &events] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\r') && !out.contains('\u{7}'),
+            "{out:?}"
+        );
+    }
+    // Machine output stays exact.
+    let json = rack.ssh(a, &format!("events {app} --json")).ok().json();
+    let exact = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"].as_str().unwrap_or("").contains(evil_option));
+    assert!(exact, "{json}");
+}
