@@ -422,16 +422,51 @@ impl Settings {
         }
     }
 
+    /// Creates the data dir and its subdirectories, and makes them (and
+    /// the files at its top: the state, keys, `rack.toml`) readable by
+    /// this user only, whatever mode an earlier install left.
     pub fn ensure_dirs(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for dir in [self.data_dir.clone(), self.repos_dir(), self.logs_dir()] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", dir.display()))?;
+        }
+        for entry in std::fs::read_dir(&self.data_dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private", entry.path().display()))?;
+            }
         }
         Ok(())
+    }
+
+    /// Takes the data dir's exclusive lock (`DATA_DIR/rack.lock`), held
+    /// until the returned file is dropped: two `rack server` on one data
+    /// dir would break each other's state.
+    pub fn lock_data_dir(&self) -> Result<std::fs::File> {
+        let path = self.data_dir.join("rack.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another rack server is running on {}",
+                self.data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
     }
 }
 

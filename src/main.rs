@@ -294,6 +294,9 @@ async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Resul
 const ROUTES_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(settings: Settings) -> Result<()> {
+    settings.ensure_dirs()?;
+    // Held until the process exits.
+    let _lock = settings.lock_data_dir()?;
     rack::git::init_process();
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -654,3 +654,79 @@ fn text_a_deploy_key_controls_reaches_terminals_escaped() {
         .any(|e| e["action"].as_str().unwrap_or("").contains(evil_option));
     assert!(exact, "{json}");
 }
+
+#[test]
+fn smaller_gaps_are_closed() {
+    use std::os::unix::fs::PermissionsExt;
+    require_docker();
+    let mut rack = Rack::start();
+    let a = &rack.admin.clone();
+    let data = rack.data_dir();
+    // A data dir left world-readable (as an older scripts/up did) is made
+    // private at start-up.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("state.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    rack.restart();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("state.db")), 0o600);
+    assert_eq!(mode(&data.join("rack.toml")), 0o600);
+
+    // A second server on the same data dir refuses to start.
+    let out = Command::new(crate::harness::RACK)
+        .args(["server", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another rack server is running"),
+        "{stderr}"
+    );
+
+    // An app cannot take another app's default host, present or future.
+    let bystander = deploy_bystander(&rack);
+    rack.ssh(a, "apps:create thief").ok();
+    for host in [
+        format!("{bystander}.localhost"),
+        "later.localhost".to_string(),
+    ] {
+        rack.ssh(a, &format!("domains:add thief {host}"))
+            .err("is the default host of app");
+    }
+    rack.ssh(a, "domains:add thief www.example.com").ok();
+
+    // Reading secrets is audited (names only).
+    rack.ssh(
+        a,
+        &format!("config:set {bystander} TOKEN=s3cret --no-restart"),
+    )
+    .ok();
+    rack.ssh(a, &format!("config {bystander}")).ok();
+    rack.ssh(a, &format!("config:get {bystander} TOKEN")).ok();
+    let events = rack
+        .ssh(a, &format!("events {bystander} --json"))
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        events.contains(&format!("\"config {bystander}\"")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("\"config:get {bystander} TOKEN\"")),
+        "{events}"
+    );
+    assert!(!events.contains("s3cret"));
+
+    // `--json` after ` -- ` belongs to the command run.
+    let out = rack.ssh(a, &format!("run {bystander} -- echo --json"));
+    assert_eq!(out.ok().stdout, "--json\n");
+    assert_still_up(&mut rack, &bystander);
+}
