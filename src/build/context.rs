@@ -23,7 +23,7 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::dockerignore::{DockerIgnore, PatternError};
+use super::dockerignore::{Ancestors, DockerIgnore, PatternError};
 
 /// Size of the chunks handed to the HTTP body.
 const CHUNK: usize = 64 * 1024;
@@ -220,10 +220,22 @@ pub fn write_context_to<W: Write>(
     w: W,
     warn: &dyn Fn(String),
 ) -> Result<(ContextSummary, W), ContextError> {
+    write_cancellable(spec, w, warn, &|| false)
+}
+
+/// [`write_context_to`], stopping with [`ContextError::Aborted`] at the
+/// next entry once `cancelled` says so: the build it feeds was given up.
+fn write_cancellable<W: Write>(
+    spec: &ContextSpec,
+    w: W,
+    warn: &dyn Fn(String),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(ContextSummary, W), ContextError> {
     let counting = CountingWriter { inner: w, bytes: 0 };
     let mut state = Walk {
         ignore: &spec.ignore,
         warn,
+        cancelled,
         summary: ContextSummary::default(),
         extra: HashSet::new(),
     };
@@ -243,7 +255,10 @@ fn write_context(
     writer: ChannelWriter,
     warn: &dyn Fn(String),
 ) -> Result<ContextSummary, ContextError> {
-    match write_context_to(spec, writer, warn) {
+    // The upload went away (build timed out or failed): stop walking even
+    // between writes.
+    let tx = writer.tx.clone();
+    match write_cancellable(spec, writer, warn, &|| tx.is_closed()) {
         Ok((summary, _)) => Ok(summary),
         Err(ContextError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             Err(ContextError::Aborted)
@@ -255,6 +270,7 @@ fn write_context(
 struct Walk<'a> {
     ignore: &'a DockerIgnore,
     warn: &'a dyn Fn(String),
+    cancelled: &'a dyn Fn() -> bool,
     summary: ContextSummary,
     extra: HashSet<String>,
 }
@@ -295,20 +311,27 @@ impl Walk<'_> {
         tar: &mut tar::Builder<W>,
     ) -> Result<(), ContextError> {
         // One frame per open directory: its tree, its path with a trailing
-        // `/`, and the next entry to write.
-        let mut stack: Vec<(Tree<'_>, String, usize)> = vec![(root, String::new(), 0)];
-        while let Some((tree, prefix, next)) = stack.last_mut() {
+        // `/`, the next entry to write
+        // and which ignore patterns its parents matched.
+        let mut stack: Vec<(Tree<'_>, String, usize, Ancestors)> =
+            vec![(root, String::new(), 0, self.ignore.root())];
+        while let Some((tree, prefix, next, anc)) = stack.last_mut() {
+            if (self.cancelled)() {
+                return Err(ContextError::Aborted);
+            }
             let Some(entry) = tree.get(*next).map(|e| e.to_owned()) else {
                 stack.pop();
                 continue;
             };
             *next += 1;
             let prefix = prefix.clone();
-            if let Some(sub) = self.entry(repo, &entry, &prefix, tar)? {
+            let anc = anc.clone();
+            if let Some((sub, path)) = self.entry(repo, &entry, &prefix, &anc, tar)? {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(ContextError::TooDeep(sub.1));
+                    return Err(ContextError::TooDeep(path));
                 }
-                stack.push((sub.0, format!("{}/", sub.1), 0));
+                let below = self.ignore.descend(&anc, &path);
+                stack.push((sub, format!("{path}/"), 0, below));
             }
         }
         Ok(())
@@ -320,6 +343,7 @@ impl Walk<'_> {
         repo: &'r Repository,
         entry: &git2::TreeEntry<'_>,
         prefix: &str,
+        anc: &Ancestors,
         tar: &mut tar::Builder<W>,
     ) -> Result<Option<(Tree<'r>, String)>, ContextError> {
         let name_bytes = entry.name_bytes();
@@ -334,7 +358,7 @@ impl Walk<'_> {
         if self.extra.contains(&path) {
             return Ok(None);
         }
-        let excluded = self.ignore.is_excluded(&path);
+        let excluded = self.ignore.is_excluded_in(&path, anc);
         match entry.filemode() {
             MODE_TREE => {
                 if excluded && !self.ignore.must_descend(&path) {

@@ -730,3 +730,28 @@ fn smaller_gaps_are_closed() {
     assert_eq!(out.ok().stdout, "--json\n");
     assert_still_up(&mut rack, &bystander);
 }
+
+#[test]
+fn a_pathological_dockerignore_builds_in_linear_time() {
+    require_docker();
+    let mut rack = Rack::start();
+    let bystander = deploy_bystander(&rack);
+    let (app, key) = attacker(&rack, "ign");
+    let w = work(&rack, &key, "ign");
+    add_fixture(&w, "procfile-web");
+    // 40 wildcards against names of 250 `a`s, 12 directories deep: a
+    // backtracking matcher never finishes (the build slot stays taken).
+    std::fs::write(
+        w.dir.join(".dockerignore"),
+        format!("{}b\n", "*a".repeat(40)),
+    )
+    .unwrap();
+    let long = "a".repeat(250);
+    let deep: std::path::PathBuf = (0..12).map(|_| long.as_str()).collect();
+    std::fs::create_dir_all(w.dir.join(&deep)).unwrap();
+    std::fs::write(w.dir.join(&deep).join(&long), "x").unwrap();
+    w.git(&["add", "-A"]).ok();
+    w.git(&["commit", "-qm", "wildcards"]).ok();
+    w.git(&["push", "-q", &rack.git_url(&app), "main"]).ok();
+    assert_still_up(&mut rack, &bystander);
+}

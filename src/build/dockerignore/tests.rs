@@ -161,3 +161,19 @@ fn clean_paths() {
     assert_eq!(clean("./"), ".");
     assert_eq!(clean("../x"), "../x");
 }
+
+#[test]
+fn many_wildcards_match_in_linear_time() {
+    // A backtracking matcher takes exponential time here (it never ends).
+    let pattern = format!("{}b", "*a".repeat(30));
+    let ig = ign(&pattern);
+    let name = "a".repeat(20_000);
+    assert!(!ig.is_excluded(&name));
+    assert!(ig.is_excluded(&format!("{name}b")));
+    let deep = format!("{}/x", [name.as_str(); 4].join("/"));
+    assert!(!ig.is_excluded(&deep));
+    // `**/` and `*` together, across segments.
+    let ig = ign(&format!("**/{}c", "*a".repeat(30)));
+    assert!(ig.is_excluded(&format!("d/e/{}c", "a".repeat(5000))));
+    assert!(!ig.is_excluded(&format!("d/e/{}", "a".repeat(5000))));
+}
