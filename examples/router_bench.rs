@@ -39,7 +39,19 @@ async fn main() -> anyhow::Result<()> {
                 Err(_) => 0,
             };
             let (_keep, shutdown) = tokio::sync::watch::channel(false);
-            rack::router::serve(listener, router, None, shutdown, threads).await
+            rack::router::serve(
+                listener,
+                router,
+                None,
+                shutdown,
+                threads,
+                // The benchmark's clients all come from one address.
+                rack::router::RouterLimits {
+                    max_connections_per_ip: usize::MAX,
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Some("hello") if args.len() == 2 => {
             let listener = TcpListener::bind(&args[1]).await?;

@@ -91,6 +91,11 @@ pub struct RouterFile {
     /// Threads serving HTTP, each with its own single-threaded runtime;
     /// 0 (the default) is one per CPU.
     pub threads: Option<usize>,
+    /// Connections one client address may hold open (default 256); a
+    /// trusted proxy's are not counted.
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a client gets to send a request's headers (default 5).
+    pub header_timeout_secs: Option<u64>,
 }
 
 /// `[timers]` in `rack.toml`: bounds on the scheduled jobs of `app.json`.
@@ -261,6 +266,8 @@ pub struct Settings {
     pub keep_releases: usize,
     /// Router threads (`[router] threads`); 0 is one per CPU.
     pub router_threads: usize,
+    /// `[router]`'s bounds on slow and many clients.
+    pub router_limits: crate::router::RouterLimits,
     /// `[timers]`: bounds on `app.json`'s scheduled jobs.
     pub timers: crate::timers::TimerLimits,
     /// `[containers]`: default limits of every app container.
@@ -322,6 +329,16 @@ impl Settings {
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
+        let mut router_limits = crate::router::RouterLimits::default();
+        if let Some(n) = file.router.max_connections_per_ip {
+            if n == 0 {
+                bail!("router.max_connections_per_ip must be at least 1");
+            }
+            router_limits.max_connections_per_ip = n;
+        }
+        if let Some(t) = file.router.header_timeout_secs {
+            router_limits.header_timeout = Duration::from_secs(t.max(1));
+        }
         if router_threads > 1024 {
             bail!("router.threads: expected 0 (one per CPU) to 1024");
         }
@@ -352,6 +369,7 @@ impl Settings {
             limits,
             data_dir,
             router_threads,
+            router_limits,
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
             containers: ContainerLimits::from_file(&file.containers)?,
             test_pause_at: o.test_pause_at,

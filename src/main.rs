@@ -321,6 +321,7 @@ async fn serve(settings: Settings) -> Result<()> {
             rack.settings.trusted_proxy.clone(),
             rx.clone(),
             rack.settings.router_threads,
+            rack.settings.router_limits,
         ));
         match early {
             Ok(r) => r?,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-pub use serve::serve;
+pub use serve::{serve, RouterLimits};
 
 /// Idle keep-alive connections kept per backend. More than the number of
 /// requests a backend serves at once buys nothing; fewer costs reconnects

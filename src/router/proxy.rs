@@ -55,6 +55,9 @@ pub(crate) struct Ctx {
     /// The connection cap; a tunnel takes over a slot from the connection
     /// it was upgraded from.
     pub(crate) slots: Arc<Semaphore>,
+    /// Connections per client address (not for trusted proxies, whose
+    /// clients all share the proxy's address).
+    pub(crate) per_ip: Arc<crate::listener::PerIp>,
 }
 
 pub(crate) async fn handle(

@@ -21,10 +21,28 @@ use crate::listener::{self, Cap};
 /// default `ulimit -n` of 65536 allows, with room for everything else.
 const MAX_CONNECTIONS: usize = 10_000;
 
-/// Time a client gets to send a request's headers, counted from when the
-/// connection starts waiting for them: it also bounds how long an idle
-/// keep-alive connection is kept.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The router's bounds against slow and many clients (`[router]`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Connections one client address may hold open at once.
+    pub max_connections_per_ip: usize,
+    /// Time a client gets to send a request's headers, counted from when
+    /// the connection starts waiting for them: it also bounds how long an
+    /// idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        RouterLimits {
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The answer to a client over its address's connection limit.
+const PER_IP_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 39\r\n\r\ntoo many connections from your address\n";
 
 /// After shutdown, how long running requests get to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -46,6 +64,7 @@ pub async fn serve(
     trusted_proxy: Option<String>,
     shutdown: watch::Receiver<bool>,
     threads: usize,
+    limits: RouterLimits,
 ) -> anyhow::Result<()> {
     let trusted = trusted_proxy
         .as_deref()
@@ -64,7 +83,9 @@ pub async fn serve(
         trusted,
         stop,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        per_ip: crate::listener::PerIp::new(limits.max_connections_per_ip),
     });
+    let header_timeout = limits.header_timeout;
     // Everything fallible before the first thread starts.
     let listener = listener.into_std()?;
     let mut workers = Vec::with_capacity(threads);
@@ -89,7 +110,7 @@ pub async fn serve(
                 let r = runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
                     tokio::spawn(super::watchdog::tick());
-                    accept_loop(listener, ctx, shutdown, abort, &stop_tx).await;
+                    accept_loop(listener, ctx, shutdown, abort, &stop_tx, header_timeout).await;
                     anyhow::Ok(())
                 });
                 // Dropping the runtime here cancels what the grace period
@@ -128,6 +149,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     mut abort: watch::Receiver<bool>,
     stop_tx: &watch::Sender<bool>,
+    header_timeout: Duration,
 ) {
     let cap = Cap {
         slots: ctx.slots.clone(),
@@ -139,15 +161,31 @@ async fn accept_loop(
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
-            (socket, peer, permit) = listener::accept(&listener, &cap) => {
+            (mut socket, peer, permit) = listener::accept(&listener, &cap) => {
+                let proxied = ctx.trusted.as_ref().is_some_and(|t| t.contains(peer.ip()));
+                let ip_slot = match proxied {
+                    true => None,
+                    false => match ctx.per_ip.take(peer.ip()) {
+                        Some(s) => Some(s),
+                        None => {
+                            tracing::debug!(%peer, "connection refused: too many from its address");
+                            tasks.spawn(async move {
+                                use tokio::io::AsyncWriteExt;
+                                let write = socket.write_all(PER_IP_REFUSAL);
+                                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                            });
+                            continue;
+                        }
+                    },
+                };
                 let ctx = ctx.clone();
                 let mut stop = ctx.stop.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
+                    let _permit = (permit, ip_slot);
                     let service = service_fn(move |req| handle(ctx.clone(), peer, req));
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .header_read_timeout(header_timeout)
                         .serve_connection(TokioIo::new(socket), service)
                         .with_upgrades();
                     tokio::pin!(conn);

@@ -196,6 +196,7 @@ async fn start_router(trusted: Option<&str>) -> TestRouter {
         trusted.map(str::to_string),
         rx,
         2,
+        Default::default(),
     ));
     TestRouter {
         router,

@@ -755,3 +755,67 @@ fn a_pathological_dockerignore_builds_in_linear_time() {
     w.git(&["push", "-q", &rack.git_url(&app), "main"]).ok();
     assert_still_up(&mut rack, &bystander);
 }
+
+/// A connection to the router from `from` (another loopback address than
+/// the legitimate client's 127.0.0.1) that sent half a request.
+fn half_request(rt: &tokio::runtime::Runtime, port: u16, from: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: slow.localhost\r\nX-Slow: ")
+            .await
+            .unwrap();
+        s
+    })
+}
+
+/// Everything the router sends on `s` until it closes the connection.
+fn read_to_close(rt: &tokio::runtime::Runtime, s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    rt.block_on(async {
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+#[test]
+fn one_address_holding_half_sent_requests_cannot_starve_the_router() {
+    require_docker();
+    let mut rack =
+        Rack::start_with("[router]\nmax_connections_per_ip = 20\nheader_timeout_secs = 3\n");
+    let bystander = deploy_bystander(&rack);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The attacker, on 127.0.0.2, holds its limit of half-sent requests.
+    let mut held: Vec<_> = (0..20)
+        .map(|_| half_request(&rt, rack.http_port, "127.0.0.2"))
+        .collect();
+    // One more from there is refused at once, with a reason.
+    let mut extra = half_request(&rt, rack.http_port, "127.0.0.2");
+    let refusal = read_to_close(&rt, &mut extra);
+    assert!(
+        refusal.starts_with("HTTP/1.1 503")
+            && refusal.contains("too many connections from your address"),
+        "{refusal:?}"
+    );
+    // Everyone else is served meanwhile.
+    assert_still_up(&mut rack, &bystander);
+    // The held requests are dropped at the header deadline: the router
+    // closes them by itself, and the address may connect again.
+    for s in held.iter_mut() {
+        read_to_close(&rt, s);
+    }
+    drop(held);
+    let mut again = half_request(&rt, rack.http_port, "127.0.0.2");
+    let answer = read_to_close(&rt, &mut again);
+    assert!(!answer.contains("too many connections"), "{answer:?}");
+    assert_still_up(&mut rack, &bystander);
+}
