@@ -187,6 +187,7 @@ pub struct LimitsFile {
     pub max_push_commands_bytes: Option<usize>,
     pub max_sessions_per_connection: Option<usize>,
     pub max_sessions_per_key: Option<usize>,
+    pub max_preauth_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +227,10 @@ pub struct Limits {
     /// Commands, pushes and fetches one key may run at once, across all
     /// its connections.
     pub max_sessions_per_key: usize,
+    /// Connections one address may have open before they authenticate
+    /// (all unauthenticated ones together: three quarters of
+    /// `max_connections`).
+    pub max_preauth_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -244,6 +249,7 @@ impl Default for Limits {
             max_push_commands_bytes: 1024 * 1024,
             max_sessions_per_connection: 8,
             max_sessions_per_key: 16,
+            max_preauth_per_ip: 8,
         }
     }
 }
@@ -326,6 +332,7 @@ impl Settings {
                 .max_sessions_per_connection
                 .unwrap_or(d.max_sessions_per_connection),
             max_sessions_per_key: l.max_sessions_per_key.unwrap_or(d.max_sessions_per_key),
+            max_preauth_per_ip: l.max_preauth_per_ip.unwrap_or(d.max_preauth_per_ip).max(1),
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);

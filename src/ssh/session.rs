@@ -20,6 +20,9 @@ use crate::state::Rack;
 #[derive(Default)]
 pub struct ConnectionState {
     pub authenticated: AtomicBool,
+    /// The connection's places among the unauthenticated ones (its
+    /// address's and the rack's), given back once it authenticates.
+    pub preauth: std::sync::Mutex<Option<Box<dyn Send + Sync>>>,
 }
 
 pub struct Connection {
@@ -128,6 +131,11 @@ impl Handler for Connection {
                 self.fingerprint = Some(fingerprint(key.public_key));
                 self.identity = Some(identity_of(k));
                 self.state.authenticated.store(true, Ordering::SeqCst);
+                self.state
+                    .preauth
+                    .lock()
+                    .expect("preauth slot poisoned")
+                    .take();
                 Ok(Auth::Accept)
             }
             None => Ok(Auth::reject()),

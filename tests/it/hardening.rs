@@ -819,3 +819,46 @@ fn one_address_holding_half_sent_requests_cannot_starve_the_router() {
     assert!(!answer.contains("too many connections"), "{answer:?}");
     assert_still_up(&mut rack, &bystander);
 }
+
+#[test]
+fn one_address_cannot_hold_the_ssh_slots_before_authenticating() {
+    require_docker();
+    let mut rack = Rack::start_with("[limits]\nmax_preauth_per_ip = 4\n");
+    let bystander = deploy_bystander(&rack);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = || {
+        use tokio::io::AsyncReadExt;
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut s = socket
+                .connect(format!("127.0.0.1:{}", rack.port).parse().unwrap())
+                .await
+                .unwrap();
+            let mut first = [0u8; 8];
+            s.read_exact(&mut first).await.unwrap();
+            (s, first)
+        })
+    };
+    // Four connections that never authenticate hold their address's budget.
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, first) = connect();
+            assert_eq!(&first, b"SSH-2.0-");
+            s
+        })
+        .collect();
+    let (mut fifth, first) = connect();
+    let mut rest = read_to_close(&rt, &mut fifth);
+    rest.insert_str(0, &String::from_utf8_lossy(&first));
+    assert!(
+        rest.contains("too many unauthenticated connections from your address"),
+        "{rest:?}"
+    );
+    // A user on another address is not affected.
+    assert_still_up(&mut rack, &bystander);
+    drop(held);
+}
