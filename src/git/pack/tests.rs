@@ -223,3 +223,25 @@ fn too_many_objects_are_refused_from_the_header() {
     let mut s = PackScanner::new(1 << 20, 1 << 30).max_objects(5);
     assert_eq!(s.feed(&header).expect("5 objects are fine"), 12);
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes after a valid pack header: the scanner errs or
+    /// goes on, never panics, and never reports more than it was fed.
+    #[test]
+    fn prop_scanner_never_panics(
+        count in 0u32..8,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+        cut in 1usize..50,
+    ) {
+        let mut data = b"PACK\0\0\0\x02".to_vec();
+        data.extend_from_slice(&count.to_be_bytes());
+        data.extend_from_slice(&body);
+        let mut s = PackScanner::new(1 << 20, 1 << 20).max_objects(4);
+        for chunk in data.chunks(cut) {
+            match s.feed(chunk) {
+                Ok(n) => proptest::prop_assert!(n <= chunk.len()),
+                Err(_) => break,
+            }
+        }
+    }
+}
