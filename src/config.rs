@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub timers: TimersFile,
     #[serde(default)]
     pub containers: ContainersFile,
+    pub volumes: VolumesFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -96,6 +97,22 @@ pub struct RouterFile {
     pub max_connections_per_ip: Option<usize>,
     /// Seconds a client gets to send a request's headers (default 5).
     pub header_timeout_secs: Option<u64>,
+    /// Requests held for an app while its single-writer web process is
+    /// swapped (stop-first rollout); more get 503 at once. Default 1024.
+    pub hold_max_requests: Option<usize>,
+    /// How long a held request waits for the new instance before it gets
+    /// 503 (default 30 s).
+    pub hold_timeout_secs: Option<u64>,
+}
+
+/// `[volumes]` in `rack.toml`: bounds on persistent volumes.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumesFile {
+    /// Volumes one app may have (default 10).
+    pub max_per_app: Option<usize>,
+    /// Largest tar `volumes:import` reads from stdin (default 10 GiB).
+    pub max_import_bytes: Option<u64>,
 }
 
 /// `[timers]` in `rack.toml`: bounds on the scheduled jobs of `app.json`.
@@ -278,6 +295,10 @@ pub struct Settings {
     pub timers: crate::timers::TimerLimits,
     /// `[containers]`: default limits of every app container.
     pub containers: ContainerLimits,
+    /// `[volumes]`: bounds on persistent volumes.
+    pub volumes: crate::volumes::VolumeLimits,
+    /// `[router]`: how requests are held during a stop-first rollout.
+    pub hold: crate::router::HoldLimits,
     /// Test-only pause point of rollouts (`testhook`); never from
     /// `rack.toml`.
     pub test_pause_at: Option<String>,
@@ -379,6 +400,8 @@ impl Settings {
             router_limits,
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
             containers: ContainerLimits::from_file(&file.containers)?,
+            volumes: crate::volumes::VolumeLimits::from_file(&file.volumes)?,
+            hold: crate::router::HoldLimits::from_file(&file.router)?,
             test_pause_at: o.test_pause_at,
         })
     }

@@ -31,3 +31,4 @@ pub mod testhook;
 #[cfg(test)]
 mod testing;
 pub mod timers;
+pub mod volumes;

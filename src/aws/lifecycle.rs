@@ -18,6 +18,11 @@
 //! - `apps:destroy` ([`destroy_app`]): the stack and what lives outside it
 //!   (timer schedules, ECS services and task definitions, SSM parameters,
 //!   the app's state objects).
+//! - a volume of an app ([`ensure_volume`], [`destroy_volume`]): its own
+//!   stack (`aws/volume.yml`, stack `rack-RACK-app-APP-V-NAME`): an
+//!   encrypted EFS file system reachable over NFS from the rack's service
+//!   security group only, with a mount target per subnet; deleted with
+//!   the app.
 //! - `rack uninstall aws` ([`uninstall`]): every app, the rack's config
 //!   parameters, the bucket's objects, the stack, the rack in `rack.toml`.
 //!
@@ -40,6 +45,9 @@ pub const RACK_TEMPLATE: &str = include_str!("../../aws/rack.yml");
 
 /// The app stack's template.
 pub const APP_TEMPLATE: &str = include_str!("../../aws/app.yml");
+
+/// A volume's template: an EFS file system with its mount targets.
+pub const VOLUME_TEMPLATE: &str = include_str!("../../aws/volume.yml");
 
 /// An ALB rule holds at most five host-header values.
 pub const MAX_HOSTS: usize = 5;
@@ -360,6 +368,12 @@ pub async fn destroy_app(ctx: &AwsContext, app: &str, progress: &Progress) -> Re
     scheduler::delete_app_schedules(ctx, app).await?;
     ecs::delete_app_services(ctx, &ctx.stack_name(), app, progress).await?;
     ecs::task_definition::deregister_app(ctx, app).await?;
+    // The volumes, once no task mounts them any more.
+    for name in cfn::stack_names(ctx, &ctx.volume_stack_name(app, "")).await? {
+        if cfn::delete(ctx, &name, progress).await? {
+            progress.detail(format!("deleted stack {name} (a volume and its files)"));
+        }
+    }
     let name = ctx.app_stack_name(app);
     if cfn::delete(ctx, &name, progress).await? {
         progress.detail(format!("deleted stack {name}"));
@@ -370,6 +384,50 @@ pub async fn destroy_app(ctx: &AwsContext, app: &str, progress: &Progress) -> Re
         state::delete_app_objects(ctx, &rack.bucket, app).await?;
     }
     Ok(())
+}
+
+/// The EFS file system of the app's volume `volume`, creating its stack
+/// on first use (an unchanged stack is left alone).
+pub async fn ensure_volume(
+    ctx: &AwsContext,
+    rack: &AwsSection,
+    app: &str,
+    volume: &str,
+    progress: &Progress,
+) -> Result<String> {
+    check_app(app)?;
+    check_app(volume)?;
+    let name = ctx.volume_stack_name(app, volume);
+    let subnet = |i: usize| rack.subnets.get(i).cloned().unwrap_or_default();
+    let params = [
+        ("RackName", ctx.rack.clone()),
+        ("App", app.to_string()),
+        ("Volume", volume.to_string()),
+        ("VpcId", rack.vpc_id.clone()),
+        ("ServiceSecurityGroup", rack.service_security_group.clone()),
+        ("Subnet1", subnet(0)),
+        ("Subnet2", subnet(1)),
+    ];
+    let tags = [
+        ("rack:rack", ctx.rack.clone()),
+        ("rack:role", "volume".to_string()),
+        ("rack:app", app.to_string()),
+        ("rack:volume", volume.to_string()),
+    ];
+    let deployed = cfn::deploy(ctx, &name, VOLUME_TEMPLATE, &params, &tags, progress).await?;
+    output(&deployed.outputs, &name, "FileSystemId", "")
+}
+
+/// Deletes the volume's stack: its file system and every file in it.
+pub async fn destroy_volume(
+    ctx: &AwsContext,
+    app: &str,
+    volume: &str,
+    progress: &Progress,
+) -> Result<bool> {
+    check_app(app)?;
+    check_app(volume)?;
+    cfn::delete(ctx, &ctx.volume_stack_name(app, volume), progress).await
 }
 
 #[cfg(test)]

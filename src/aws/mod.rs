@@ -323,6 +323,13 @@ impl AwsContext {
         format!("rack-{}-app-{}", self.rack, app)
     }
 
+    /// The stack of the app's volume `volume`: `rack-NAME-app-APP-V-VOLUME`
+    /// (app and volume names are lower case, so the `V` keeps two apps'
+    /// volume stacks and the app stacks apart).
+    pub fn volume_stack_name(&self, app: &str, volume: &str) -> String {
+        format!("rack-{}-app-{app}-V-{volume}", self.rack)
+    }
+
     /// The app's ECR repository name: `rack-NAME/APP`.
     pub fn repository_name(&self, app: &str) -> String {
         format!("rack-{}/{}", self.rack, app)

@@ -16,6 +16,7 @@
 //! rack/keys.json                all SSH keys in one mutable object (If-Match)
 //! domains/HOST.json              a host name's claim by one app (If-None-Match)
 //! procfiles/BUILD_ID.json        the Procfile recorded with a build
+//! apps/APP/volumes.json          the app's volumes (If-Match)
 //! rack/NAME.sealed              rack secrets such as the SSH host key,
 //!                                KMS-envelope-sealed (`aws::secrets`)
 //! ```

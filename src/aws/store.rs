@@ -32,6 +32,7 @@ mod events;
 mod keys;
 mod releases;
 mod timers;
+mod volumes;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

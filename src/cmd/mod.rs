@@ -20,6 +20,7 @@ pub mod ps;
 pub mod releases;
 pub mod run;
 pub mod timers;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -183,6 +184,7 @@ groups! {
     Domains(domains::DomainsCmd),
     Run(run::RunCmd),
     Timers(timers::TimersCmd),
+    Volumes(volumes::VolumesCmd),
     Keys(keys::KeysCmd),
     Events(events::EventsCmd),
 }
@@ -224,6 +226,11 @@ pub const HELP: &[HelpLine] = &[
     ("timers:run", "timers:run APP NAME", "run a timer now"),
     ("timers:suspend", "timers:suspend APP [NAME]", "stop firing (kept across deploys)"),
     ("timers:resume", "timers:resume APP [NAME]", "fire again"),
+    ("volumes", "volumes APP", "persistent volumes: name, path, types, size"),
+    ("volumes:create", "volumes:create APP NAME --path PATH [--type TYPE]... [--shared]", "a volume mounted at PATH into TYPE (default web); new release"),
+    ("volumes:destroy", "volumes:destroy APP NAME --confirm NAME", "delete a volume and its files; new release"),
+    ("volumes:export", "volumes:export APP NAME", "the volume's files as a tar on stdout"),
+    ("volumes:import", "volumes:import APP NAME", "unpack a tar from stdin into the volume"),
     ("keys", "keys", "list SSH keys (admin)"),
     ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),

@@ -67,3 +67,37 @@ fn keep_releases_defaults_to_ten_and_must_be_positive() {
     );
     assert!(resolve("[local]\nkeep_releases = 0\n").is_err());
 }
+
+#[test]
+fn volume_and_hold_limits_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let resolve = |text: &str| {
+        std::fs::write(dir.path().join("rack.toml"), text).unwrap();
+        Settings::resolve(Overrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        })
+    };
+    let d = resolve("").unwrap();
+    assert_eq!(d.volumes.max_per_app, 10);
+    assert_eq!(d.volumes.max_import_bytes, 10 << 30);
+    assert_eq!(d.hold.max_requests, 1024);
+    assert_eq!(d.hold.timeout, Duration::from_secs(30));
+    let s = resolve(
+        "[router]\nhold_max_requests = 5\nhold_timeout_secs = 2\n[volumes]\nmax_per_app = 3\nmax_import_bytes = 1000\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (s.hold.max_requests, s.hold.timeout, s.volumes.max_per_app),
+        (5, Duration::from_secs(2), 3)
+    );
+    assert_eq!(s.volumes.max_import_bytes, 1000);
+    for bad in [
+        "[volumes]\nmax_per_app = 0\n",
+        "[volumes]\nmax_import_bytes = 0\n",
+        "[router]\nhold_timeout_secs = 99999\n",
+        "[volumes]\nmax_volumes = 1\n",
+    ] {
+        assert!(resolve(bad).is_err(), "{bad}");
+    }
+}

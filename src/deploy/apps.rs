@@ -290,6 +290,7 @@ impl Deployer {
                 formation.entry(k.clone()).or_insert(0);
             }
         }
+        super::volumes::check_single_writer(app, &formation, &store.volumes(app).await?)?;
         self.reroll(app, formation.clone(), progress).await?;
         Ok(formation)
     }
@@ -347,15 +348,17 @@ impl Deployer {
     }
 
     /// `apps:destroy APP`: under the deploy lock, so no rollout of the app
-    /// is half-way: its processes and infrastructure, this rack's images of
-    /// it, its records, build logs and repository.
+    /// is half-way: its processes, volumes and infrastructure, this rack's
+    /// images of it, its records, build logs and repository.
     pub async fn destroy(&self, app: &str) -> Result<()> {
         let store = &self.provider.store;
         store.app(app).await?;
         let _guard = self.lock(app, &Progress::discard()).await?;
         let state = store.app_state(app).await?;
         let builds = store.builds(app, usize::MAX).await?;
-        if state.current_release.is_some() || !builds.is_empty() {
+        // Volumes may exist with nothing deployed (an import made one).
+        let volumes = !store.volumes(app).await?.is_empty();
+        if state.current_release.is_some() || !builds.is_empty() || volumes {
             let runtime = self.provider.runtime().await.map_err(DeployError::Failed)?;
             // The images of this rack's builds only (another rack on the
             // same engine may hold images of an app of the same name),

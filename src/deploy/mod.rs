@@ -1,7 +1,7 @@
 //! The use cases that change what runs, behind each app's deploy lock:
 //! `Deployer` serves git's push hook ([`PushDeploy`]), `apps:deploy`,
 //! config changes, rollbacks, scaling, restarts, `apps:create`,
-//! `apps:destroy` and the image prune. Each method takes the app's lock
+//! `apps:destroy`, the volumes (`volumes.rs`) and the image prune. Each method takes the app's lock
 //! itself and fails with a [`DeployError`] whose `Display` is the user's
 //! one line (the push's `ng` reason, a command's `error:` line).
 //!
@@ -17,6 +17,7 @@ mod build;
 pub mod recovery;
 pub mod rollout;
 mod timers;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use futures::future::BoxFuture;
 pub use apps::{ConfigChange, Rollback};
 pub use build::BuildJob;
 pub use rollout::{ConfigChoice, NewRelease};
+pub use volumes::NewVolume;
 
 use crate::config::Settings;
 use crate::git::receive::MOVED_WHILE_WAITING;

@@ -25,6 +25,8 @@ impl Deployer {
                 "marked builds interrupted by a restart as failed"
             );
         }
+        // Tars of `volumes:import` a crash left staged.
+        let _ = std::fs::remove_dir_all(self.settings.data_dir.join("tmp"));
         for app in store.list_apps().await? {
             let path = self.settings.repo_path(&app.name);
             if !path.exists() {

@@ -360,6 +360,7 @@ impl Deployer {
             processes,
             health: HealthCheck { kind, timeout },
             hosts: self.hosts(app).await?,
+            volumes: store.volumes(app).await?,
         })
     }
 

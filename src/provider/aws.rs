@@ -279,4 +279,34 @@ impl Runtime for EcsRuntime {
     ) -> Fut<'a, ()> {
         self.inner.set_timers(spec, timers, suspended)
     }
+
+    fn volume_sizes<'a>(
+        &'a self,
+        app: &'a str,
+        names: &'a [String],
+    ) -> Fut<'a, std::collections::BTreeMap<String, Option<u64>>> {
+        self.inner.volume_sizes(app, names)
+    }
+
+    fn destroy_volume<'a>(&'a self, app: &'a str, name: &'a str) -> Fut<'a, ()> {
+        self.inner.destroy_volume(app, name)
+    }
+
+    fn export_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+    ) -> Fut<'a, ()> {
+        self.inner.export_volume(app, name, out)
+    }
+
+    fn import_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        tar: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Fut<'a, ()> {
+        self.inner.import_volume(app, name, tar)
+    }
 }

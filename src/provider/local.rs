@@ -22,7 +22,7 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
     );
     let key = MasterKey::load_or_create(&settings.master_key_path())?;
     let host_key = crate::ssh::hostkey::load_or_create(&settings.host_key_path())?;
-    let router = Router::new();
+    let router = Router::with_hold_limits(settings.hold.clone());
     let (docker, r) = (settings.docker.clone(), router.clone());
     let opts = LocalOptions {
         namespace: settings.namespace.clone(),

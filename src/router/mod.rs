@@ -17,12 +17,16 @@
 //!   before the pick or after it: never halfway);
 //! - `drain` waits until nothing is in flight to the old backends, closes
 //!   their idle pooled connections and stops pooling to them;
+//! - while a single-writer web instance is swapped (`hold`), new requests
+//!   for the app wait in a bounded queue instead of picking a backend, and
+//!   pick once the new backends are in place (`hold.rs`);
 //! - a request whose backend connection fails before anything was sent
 //!   (refused: the instance just stopped) is retried once on another current
 //!   backend; one that was sent but got no response is retried only when it
 //!   is idempotent and has no body.
 
 mod cidr;
+mod hold;
 mod proxy;
 mod serve;
 #[cfg(test)]
@@ -37,7 +41,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+pub use hold::{Hold, HoldLimits};
 pub use serve::{serve, RouterLimits};
+
+use hold::{HoldState, Waiter};
 
 /// Idle keep-alive connections kept per backend. More than the number of
 /// requests a backend serves at once buys nothing; fewer costs reconnects
@@ -63,6 +70,8 @@ struct Inner {
     /// Every backend a request or the table may still hold, by address, so
     /// `drain` can find backends the table no longer names.
     registry: Mutex<HashMap<SocketAddr, Weak<Backend>>>,
+    /// How held requests are bounded.
+    hold_limits: HoldLimits,
 }
 
 #[derive(Default)]
@@ -82,6 +91,8 @@ pub(crate) struct Route {
     app: String,
     backends: Vec<Arc<Backend>>,
     next: AtomicUsize,
+    /// Set while the app's requests are held (`Router::hold`).
+    hold: Option<Arc<HoldState>>,
 }
 
 /// One backend address (a web instance) with its pooled connections and
@@ -111,6 +122,10 @@ pub(crate) enum Pick {
     NoApp,
     NoBackend(String),
     Backend(InFlight),
+    /// The app is held: wait, then pick again.
+    Held(Waiter),
+    /// The app is held and its queue is full.
+    HoldFull,
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -126,6 +141,75 @@ pub(crate) struct Tunnel {
 impl Router {
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// A router whose holds are bounded by `limits` (`[router]`).
+    pub fn with_hold_limits(limits: HoldLimits) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                hold_limits: limits,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    pub(crate) fn hold_limits(&self) -> &HoldLimits {
+        &self.inner.hold_limits
+    }
+
+    /// Holds the app's new requests (see `hold.rs`) until the returned
+    /// `Hold` is dropped. Its backends stay as they are, so requests in
+    /// flight finish and `drain` still sees them. A `set_app` while held
+    /// ends the hold for new requests (they pick the new backends); the
+    /// waiting ones wake when the `Hold` drops.
+    pub fn hold(&self, app: &str) -> Hold {
+        let state = Arc::new(HoldState::new());
+        let mut table = self
+            .inner
+            .table
+            .write()
+            .expect("router table lock poisoned");
+        if let Some(entry) = table.apps.get_mut(app) {
+            entry.route = Arc::new(Route {
+                app: app.to_string(),
+                backends: entry.route.backends.clone(),
+                next: AtomicUsize::new(entry.route.next.load(Ordering::Relaxed)),
+                hold: Some(state.clone()),
+            });
+            table.rebuild_hosts();
+        }
+        Hold {
+            router: self.clone(),
+            app: app.to_string(),
+            state,
+        }
+    }
+
+    /// Ends `state`'s hold of the app's route, if it still holds it.
+    fn unhold(&self, app: &str, state: &Arc<HoldState>) {
+        let mut table = self
+            .inner
+            .table
+            .write()
+            .expect("router table lock poisoned");
+        let Some(entry) = table.apps.get_mut(app) else {
+            return;
+        };
+        if !entry
+            .route
+            .hold
+            .as_ref()
+            .is_some_and(|h| Arc::ptr_eq(h, state))
+        {
+            return;
+        }
+        entry.route = Arc::new(Route {
+            app: app.to_string(),
+            backends: entry.route.backends.clone(),
+            next: AtomicUsize::new(entry.route.next.load(Ordering::Relaxed)),
+            hold: None,
+        });
+        table.rebuild_hosts();
     }
 
     /// Atomically replaces the app's host names and ready web backends
@@ -146,6 +230,7 @@ impl Router {
             app: app.to_string(),
             backends,
             next: AtomicUsize::new(next),
+            hold: None,
         });
         table.apps.insert(
             app.to_string(),
@@ -174,6 +259,7 @@ impl Router {
                     app: app.to_string(),
                     backends: Vec::new(),
                     next: AtomicUsize::new(0),
+                    hold: None,
                 });
                 table
                     .apps
@@ -303,6 +389,12 @@ impl Router {
         let Some(route) = table.hosts.get(host) else {
             return Pick::NoApp;
         };
+        if let Some(hold) = &route.hold {
+            return match hold.enter(self.inner.hold_limits.max_requests) {
+                Some(w) => Pick::Held(w),
+                None => Pick::HoldFull,
+            };
+        }
         let n = route.backends.len();
         if n == 0 {
             return Pick::NoBackend(route.app.clone());

@@ -39,6 +39,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_HEDGE: Duration = Duration::from_millis(250);
 const CONNECT_ATTEMPTS: usize = 3;
 
+/// Holds one request waits through before it gives up (each bounded by
+/// `[router] hold_timeout_secs`): a hold follows another only when deploys
+/// follow each other back to back.
+const MAX_HOLDS: usize = 3;
+
+/// A held request that could not wait longer (or found the queue full).
+fn restarting() -> Response<RespBody> {
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: the app is restarting; try again\n".into(),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -78,20 +94,9 @@ pub(crate) async fn handle(
         ));
     };
     let key = host.to_str().map(normalize_host).unwrap_or_default();
-    let mut guard = match ctx.router.pick(&key, None) {
-        Pick::Backend(g) => g,
-        Pick::NoApp => {
-            return Ok(plain(
-                StatusCode::NOT_FOUND,
-                format!("404 Not Found: no app is served at {}\n", printable(&key)),
-            ));
-        }
-        Pick::NoBackend(app) => {
-            return Ok(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("503 Service Unavailable: app {app} has no running web process\n"),
-            ));
-        }
+    let mut guard = match pick_or_wait(&ctx, &key).await {
+        Ok(g) => g,
+        Err(resp) => return Ok(resp),
     };
 
     let upgrade = upgrade_protocol(req.headers());
@@ -176,6 +181,38 @@ pub(crate) async fn handle(
         parts,
         RespBody::proxied(body, guard, driver),
     ))
+}
+
+/// The backend for a request to `key`: waits while the app is held (a
+/// stop-first rollout), else the answer when there is none.
+async fn pick_or_wait(ctx: &Ctx, key: &str) -> Result<InFlight, Response<RespBody>> {
+    let mut holds = 0;
+    loop {
+        match ctx.router.pick(key, None) {
+            Pick::Backend(g) => return Ok(g),
+            // Held while the app's single web instance is swapped: wait
+            // for the new one (a few holds in a row at most).
+            Pick::Held(w) if holds < MAX_HOLDS => {
+                holds += 1;
+                if !w.wait(ctx.router.hold_limits().timeout).await {
+                    return Err(restarting());
+                }
+            }
+            Pick::Held(_) | Pick::HoldFull => return Err(restarting()),
+            Pick::NoApp => {
+                return Err(plain(
+                    StatusCode::NOT_FOUND,
+                    format!("404 Not Found: no app is served at {}\n", printable(key)),
+                ));
+            }
+            Pick::NoBackend(app) => {
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("503 Service Unavailable: app {app} has no running web process\n"),
+                ));
+            }
+        }
+    }
 }
 
 /// A backend's `101 Switching Protocols`: answers the client in kind and

@@ -917,3 +917,57 @@ async fn backend_closing_every_connection_is_fine() {
         "router connections to the backend left in TIME_WAIT: {time_wait:?}"
     );
 }
+
+/// A held app's requests wait (up to `max_requests` of them; more get 503
+/// at once) and go to the backends in place when the hold ends; one held
+/// past `timeout` gets 503.
+#[tokio::test]
+async fn held_requests_wait_for_the_new_backend_within_bounds() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::with_hold_limits(super::HoldLimits {
+        max_requests: 2,
+        timeout: Duration::from_millis(500),
+    });
+    let (_shutdown, rx) = watch::channel(false);
+    tokio::spawn(serve(
+        listener,
+        router.clone(),
+        None,
+        rx,
+        1,
+        Default::default(),
+    ));
+    let (old, new) = (
+        TestBackend::start("old").await,
+        TestBackend::start("new").await,
+    );
+    router.set_app("h", hosts(&["h.localhost"]), vec![old.addr]);
+    assert_eq!(get_once(addr, "h.localhost", "/").await.1, "old");
+
+    let hold = router.hold("h");
+    let waiting: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get_once(addr, "h.localhost", "/").await }))
+        .collect();
+    while hold.waiting() < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The queue is full: refused at once, not queued.
+    let (status, body) = get_once(addr, "h.localhost", "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("restarting"), "{body}");
+    // Other apps are not held.
+    router.set_app("other", hosts(&["o.localhost"]), vec![old.addr]);
+    assert_eq!(get_once(addr, "o.localhost", "/").await.1, "old");
+    router.set_app("h", hosts(&["h.localhost"]), vec![new.addr]);
+    drop(hold);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), (StatusCode::OK, "new".to_string()));
+    }
+    // A hold that outlasts the timeout answers 503.
+    let hold = router.hold("h");
+    let (status, _) = get_once(addr, "h.localhost", "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    drop(hold);
+    assert_eq!(get_once(addr, "h.localhost", "/").await.1, "new");
+}

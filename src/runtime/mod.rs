@@ -22,7 +22,17 @@
 //!   only retires the process types the release no longer has.
 //!
 //! So a request is served by the committed release alone only once `switch`
-//! returns. (Blue/green target groups switched in `switch` would make aws
+//! returns.
+//!
+//! A process type with a single-writer volume (not `--shared`) runs at most
+//! one instance, and two never run at once: its rollout is stop-first. In
+//! `start` the old instance stops (locally the router first holds the
+//! app's new requests and drains the old instance), then the new one
+//! starts on the same volume and becomes ready; `switch` routes to it and
+//! releases the held requests. A failed `start` or an `abort` starts the
+//! old instance again on the same volume. On ECS the service of such a
+//! type runs with `maximumPercent` 100 and `minimumHealthyPercent` 0, so
+//! ECS stops the old task before it starts the new one. (Blue/green target groups switched in `switch` would make aws
 //! match local, at the price of a second target group and listener-rule
 //! swaps per app.)
 //!
@@ -120,6 +130,28 @@ pub struct ReleaseSpec {
     pub health: HealthCheck,
     /// Host names routed to web: `APP.DOMAIN` first, then the app's domains.
     pub hosts: Vec<String>,
+    /// The app's persistent volumes. Each is mounted at its path into the
+    /// instances of its types (and into every one-off). A type with a
+    /// volume that is not `shared` runs at most one instance and is rolled
+    /// out stop-first (see the module doc).
+    pub volumes: Vec<crate::volumes::Volume>,
+}
+
+impl ReleaseSpec {
+    /// The volumes mounted into instances of `kind`.
+    pub fn volumes_for<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = &'a crate::volumes::Volume> {
+        self.volumes
+            .iter()
+            .filter(move |v| v.types.iter().any(|t| t == kind))
+    }
+
+    /// Whether `kind` is a single-writer type (a non-shared volume).
+    pub fn single_writer(&self, kind: &str) -> bool {
+        self.volumes.iter().any(|v| v.single_writer_for(kind))
+    }
 }
 
 /// Which images of its builds the rack's engine keeps. The deploy pipeline
@@ -302,8 +334,8 @@ pub trait Runtime: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// Removes every instance and network of the app, and on aws all of its
-    /// infrastructure (its images go with `prune_images`: only the caller
+    /// Removes every instance, network and volume of the app, and on aws
+    /// all of its infrastructure (its images go with `prune_images`: only the caller
     /// knows which builds are its own).
     fn destroy<'a>(&'a self, app: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
@@ -370,6 +402,39 @@ pub trait Runtime: Send + Sync {
         timers: &'a [crate::timers::Timer],
         suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// How much disk each of the app's volumes `names` uses, in bytes
+    /// (`None`: not known, or not made yet).
+    fn volume_sizes<'a>(
+        &'a self,
+        app: &'a str,
+        names: &'a [String],
+    ) -> RuntimeFuture<'a, BTreeMap<String, Option<u64>>>;
+
+    /// Removes one volume of the app and its data. The release that no
+    /// longer mounts it is already current; instances of the one before
+    /// may still be stopping.
+    fn destroy_volume<'a>(&'a self, app: &'a str, name: &'a str) -> RuntimeFuture<'a, ()>;
+
+    /// Writes the volume's contents as a tar to `out`, streamed (paths
+    /// relative to the volume's root).
+    fn export_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        out: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> RuntimeFuture<'a, ()>;
+
+    /// Unpacks `tar` into the volume (files in it replace the volume's of
+    /// the same path; others stay). `tar` has passed
+    /// `volumes::archive::sanitize`: relative paths only, links that stay
+    /// inside.
+    fn import_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        tar: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> RuntimeFuture<'a, ()>;
 
     /// After a restart: `current` is every app's current release. Keep its
     /// instances (re-create missing ones), route to them, remove every other

@@ -29,6 +29,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("events", |s| Box::pin(events(s))),
     ("delete_app", |s| Box::pin(delete_app(s))),
     ("timers", |s| Box::pin(timers(s))),
+    ("volumes", |s| Box::pin(volumes(s))),
 ];
 
 /// Runs every check, each on a store from `fresh` (given the check's name).
@@ -412,4 +413,39 @@ async fn timers(s: &dyn Store) {
     assert!(s.timer_states("else").await.unwrap().is_empty());
     s.delete_timer_states("app").await.unwrap();
     assert!(s.timer_states("app").await.unwrap().is_empty());
+}
+
+/// Volumes are per app and name: a second of one name is a Conflict,
+/// removing a missing one NotFound, and they go with the app.
+async fn volumes(s: &dyn Store) {
+    use crate::volumes::Volume;
+    s.create_app("app").await.unwrap();
+    s.create_app("other").await.unwrap();
+    assert!(s.volumes("app").await.unwrap().is_empty());
+    let v = |name: &str, path: &str| Volume {
+        name: name.into(),
+        path: path.into(),
+        types: vec!["web".into()],
+        shared: false,
+        created_at: now_rfc3339(),
+    };
+    let (data, uploads) = (v("data", "/data"), v("uploads", "/srv/uploads"));
+    s.add_volume("app", &uploads).await.unwrap();
+    s.add_volume("app", &data).await.unwrap();
+    assert!(matches!(
+        s.add_volume("app", &v("data", "/elsewhere")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Another app may use the same name: names are per app.
+    s.add_volume("other", &data).await.unwrap();
+    assert_eq!(s.volumes("app").await.unwrap(), vec![data.clone(), uploads]);
+    s.remove_volume("app", "uploads").await.unwrap();
+    assert!(matches!(
+        s.remove_volume("app", "uploads").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.volumes("app").await.unwrap(), vec![data.clone()]);
+    s.delete_app("app").await.unwrap();
+    assert!(s.volumes("app").await.unwrap().is_empty());
+    assert_eq!(s.volumes("other").await.unwrap(), vec![data]);
 }

@@ -24,6 +24,7 @@ pub use records::{
 pub use sqlite::SqliteStore;
 pub use traits::{
     AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
+    VolumeStore,
 };
 
 /// One import for code that calls store methods on a concrete store
@@ -32,6 +33,7 @@ pub use traits::{
 pub mod prelude {
     pub use super::traits::{
         AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
+        VolumeStore,
     };
 }
 

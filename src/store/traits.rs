@@ -10,6 +10,7 @@ use super::{
     EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
 };
 use crate::timers::{Timer, TimerState};
+use crate::volumes::Volume;
 
 /// SSH keys: admins and per-app deploy keys.
 #[async_trait::async_trait]
@@ -184,15 +185,41 @@ pub trait TimerStore: Send + Sync {
     async fn delete_timer_states(&self, app: &str) -> Result<()>;
 }
 
+/// An app's persistent volumes (the records: where the data lives is the
+/// runtime's business). They go with the app (`delete_app`).
+#[async_trait::async_trait]
+pub trait VolumeStore: Send + Sync {
+    /// The app's volumes, by name.
+    async fn volumes(&self, app: &str) -> Result<Vec<Volume>>;
+    /// Records a new volume; a name the app already has is a Conflict.
+    async fn add_volume(&self, app: &str, volume: &Volume) -> Result<()>;
+    /// Forgets one volume; NotFound when the app has none of that name.
+    async fn remove_volume(&self, app: &str, name: &str) -> Result<()>;
+}
+
 /// Durable state behind one interface: every part above. Implemented for
 /// any type that implements them all; used as `Arc<dyn Store>` (a method
 /// of a part is callable on `dyn Store` without importing the part).
 pub trait Store:
-    KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
+    KeyStore
+    + AppStore
+    + ConfigStore
+    + BuildStore
+    + ReleaseStore
+    + EventStore
+    + TimerStore
+    + VolumeStore
 {
 }
 
 impl<T> Store for T where
-    T: KeyStore + AppStore + ConfigStore + BuildStore + ReleaseStore + EventStore + TimerStore
+    T: KeyStore
+        + AppStore
+        + ConfigStore
+        + BuildStore
+        + ReleaseStore
+        + EventStore
+        + TimerStore
+        + VolumeStore
 {
 }

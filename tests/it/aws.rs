@@ -790,3 +790,98 @@ pub fn readme_block(tmp: &std::path::Path, path: &str, block: &str) {
         out.stdout
     );
 }
+
+/// A volume on aws through the real binary: an EFS file system in a stack
+/// of its own, mounted into the web task definition by `volumes:create`'s
+/// release; the single-writer rule refuses web=2; `volumes:destroy` and
+/// `apps:destroy` delete the stacks.
+#[test]
+fn aws_volumes_are_efs_file_systems_mounted_into_the_task_definition() {
+    require_docker();
+    let name = format!("iv{}", std::process::id() % 100_000);
+    let mut rack = Rack::unstarted("", aws_env());
+    install(&rack, &name);
+    no_rollout_wait(&mut rack);
+    let admin = rack.admin.clone();
+    let app = "files";
+    let (ecs, _ssm, _s3, cfn, _logs) = rt().block_on(clients());
+    rack.ssh(&admin, &format!("apps:create {app}")).ok();
+    let w = work(&rack, &admin, "w");
+    add_fixture(&w, "dockerfile-httpd");
+    w.git(&["push", &rack.git_url(app), "main"]).ok();
+    rack.ssh(&admin, &format!("volumes:create {app} data --path /data"))
+        .ok();
+    rack.ssh(
+        &admin,
+        &format!("volumes:create {app} cache --path /cache --shared"),
+    )
+    .ok();
+    let stack = |v: &str| format!("rack-{name}-app-{app}-V-{v}");
+    let fs_id = |v: &str| {
+        rt().block_on(async {
+            let s = cfn
+                .describe_stacks()
+                .stack_name(stack(v))
+                .send()
+                .await
+                .ok()?;
+            let s = s.stacks().first()?.clone();
+            if format!("{:?}", s.stack_status()).contains("Delete") {
+                return None;
+            }
+            s.outputs()
+                .iter()
+                .find(|o| o.output_key() == Some("FileSystemId"))
+                .and_then(|o| o.output_value().map(str::to_string))
+        })
+    };
+    let (data_fs, cache_fs) = (fs_id("data").unwrap(), fs_id("cache").unwrap());
+    let family = format!("rack-{name}_{app}_web");
+    rt().block_on(async {
+        let td = latest_td(&ecs, &family).await;
+        let mut got: Vec<(String, String)> = td
+            .volumes()
+            .iter()
+            .map(|v| {
+                let efs = v.efs_volume_configuration().unwrap();
+                (
+                    v.name().unwrap().to_string(),
+                    efs.file_system_id().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("cache".to_string(), cache_fs.clone()),
+                ("data".to_string(), data_fs.clone())
+            ]
+        );
+        let mut paths: Vec<&str> = td.container_definitions()[0]
+            .mount_points()
+            .iter()
+            .filter_map(|m| m.container_path())
+            .collect();
+        paths.sort();
+        assert_eq!(paths, ["/cache", "/data"]);
+    });
+    rack.ssh(&admin, &format!("ps:scale {app} web=2"))
+        .err("runs at most 1 instance");
+    rack.ssh(
+        &admin,
+        &format!("volumes:destroy {app} data --confirm data"),
+    )
+    .ok();
+    assert_eq!(fs_id("data"), None, "the data volume's stack is deleted");
+    rt().block_on(async {
+        let td = latest_td(&ecs, &family).await;
+        assert_eq!(td.volumes().len(), 1);
+    });
+    rack.ssh(&admin, &format!("ps:scale {app} web=2")).ok();
+    rack.ssh(&admin, &format!("apps:destroy {app} --confirm {app}"))
+        .ok();
+    assert_eq!(fs_id("cache"), None, "apps:destroy deletes the volumes");
+    rack.stop();
+    rack_aws(&rack, &["uninstall", "aws", "--rack", &name]).ok();
+}

@@ -391,8 +391,8 @@ impl Drop for Rack {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Leave the engine as we found it: this rack's containers and
-        // networks go (images stay: they are the build cache).
+        // Leave the engine as we found it: this rack's containers,
+        // volumes and networks go (images stay: they are the build cache).
         let ids = Command::new("docker")
             .args([
                 "ps",
@@ -410,6 +410,27 @@ impl Drop for Rack {
                 let _ = Command::new("docker")
                     .args(["rm", "-f"])
                     .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(o) = Command::new("docker")
+            .args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=rack.ns={}", self.ns),
+            ])
+            .output()
+        {
+            let vols: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !vols.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["volume", "rm", "-f"])
+                    .args(&vols)
                     .output();
             }
         }

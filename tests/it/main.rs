@@ -17,3 +17,4 @@ mod releases;
 mod secrets;
 mod timers;
 mod up;
+mod volumes;

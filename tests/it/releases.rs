@@ -344,7 +344,7 @@ fn ns_containers(rack: &Rack) -> Vec<String> {
 
 /// `git push` in the background; returns once the push output shows
 /// `marker` (the push is then blocked at a test pause point).
-fn push_until(rack: &Rack, w: &Work, app: &str, marker: &str) -> std::process::Child {
+pub fn push_until(rack: &Rack, w: &Work, app: &str, marker: &str) -> std::process::Child {
     use std::io::Read;
     let mut child = std::process::Command::new("git")
         .args(["push", &rack.git_url(app), "main"])

@@ -131,6 +131,31 @@ pub struct ServiceSpec<'a> {
     pub count: u32,
     /// The web type's place behind the app's target group.
     pub web: Option<WebTarget<'a>>,
+    /// A type with a single-writer volume: its old task stops before the
+    /// new one starts (maximum 100 %, minimum healthy 0 %), so two never
+    /// run on the volume at once.
+    pub single_writer: bool,
+}
+
+/// How a service of `spec` rolls: start-first (minimum healthy 100 %,
+/// maximum 200 %), or stop-first for a single-writer type; the circuit
+/// breaker rolls a failing deployment back either way.
+fn deployment(spec: &ServiceSpec<'_>) -> DeploymentConfiguration {
+    let (min, max) = if spec.single_writer {
+        (0, 100)
+    } else {
+        (100, 200)
+    };
+    DeploymentConfiguration::builder()
+        .minimum_healthy_percent(min)
+        .maximum_percent(max)
+        .deployment_circuit_breaker(
+            DeploymentCircuitBreaker::builder()
+                .enable(true)
+                .rollback(true)
+                .build(),
+        )
+        .build()
 }
 
 /// Where the load balancer sends the web type's requests.
@@ -153,8 +178,16 @@ pub async fn put_service(
 ) -> Result<Option<String>> {
     let name = service_name(spec.app, spec.kind);
     if let Some(s) = existing {
-        let count = Some(spec.count as i32);
-        update_service(ctx, cluster, &name, Some(spec.task_definition), count).await?;
+        ctx.ecs
+            .update_service()
+            .cluster(cluster)
+            .service(&name)
+            .task_definition(spec.task_definition)
+            .desired_count(spec.count as i32)
+            .deployment_configuration(deployment(spec))
+            .send()
+            .await
+            .map_err(|e| AwsError::api("ECS.UpdateService", e))?;
         return Ok(s.task_definition().map(str::to_string));
     }
     let mut req = ctx
@@ -166,18 +199,7 @@ pub async fn put_service(
         .desired_count(spec.count as i32)
         .launch_type(LaunchType::Fargate)
         .network_configuration(network)
-        .deployment_configuration(
-            DeploymentConfiguration::builder()
-                .minimum_healthy_percent(100)
-                .maximum_percent(200)
-                .deployment_circuit_breaker(
-                    DeploymentCircuitBreaker::builder()
-                        .enable(true)
-                        .rollback(true)
-                        .build(),
-                )
-                .build(),
-        )
+        .deployment_configuration(deployment(spec))
         .tags(Tag::builder().key("rack:app").value(spec.app).build())
         .tags(Tag::builder().key("rack:type").value(spec.kind).build());
     if let Some(web) = &spec.web {

@@ -4,8 +4,9 @@
 //! everything that makes its tasks what they are.
 
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode,
-    PortMapping, Secret, Tag, TaskDefinitionField, TransportProtocol,
+    Compatibility, ContainerDefinition, EfsTransitEncryption, EfsVolumeConfiguration, KeyValuePair,
+    LogConfiguration, LogDriver, MountPoint, NetworkMode, PortMapping, Secret, Tag,
+    TaskDefinitionField, TransportProtocol, Volume,
 };
 use serde_json::json;
 
@@ -96,6 +97,17 @@ pub struct TaskSpec {
     /// Tags that describe the revision but are no reason for a new one
     /// (`rack:release`, `rack:build`: a scale keeps the revision).
     pub tags: Vec<(String, String)>,
+    /// EFS file systems mounted into the container.
+    pub volumes: Vec<EfsMount>,
+}
+
+/// One volume of the app in a task: its EFS file system at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EfsMount {
+    /// The volume's name (the task definition's volume name).
+    pub name: String,
+    pub file_system_id: String,
+    pub path: String,
 }
 
 impl TaskSpec {
@@ -110,6 +122,16 @@ impl TaskSpec {
             "roles": [&self.execution_role_arn, &self.task_role_arn],
             "logs": self.log_group,
         });
+        // Only a task with volumes says so: the fingerprints of the ones
+        // without stay what they were.
+        let mut doc = doc;
+        if !self.volumes.is_empty() {
+            doc["efs"] = json!(self
+                .volumes
+                .iter()
+                .map(|v| format!("{}={}:{}", v.name, v.file_system_id, v.path))
+                .collect::<Vec<_>>());
+        }
         format!("{:016x}", fnv64(doc.to_string().as_bytes()))
     }
 
@@ -146,6 +168,15 @@ impl TaskSpec {
         if let Some(cmd) = &self.command {
             c = c.command("/bin/sh").command("-c").command(cmd);
         }
+        for v in &self.volumes {
+            c = c.mount_points(
+                MountPoint::builder()
+                    .source_volume(&v.name)
+                    .container_path(&v.path)
+                    .read_only(false)
+                    .build(),
+            );
+        }
         if let Some(port) = self.web_port {
             c = c.port_mappings(
                 PortMapping::builder()
@@ -178,6 +209,27 @@ pub fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
 
 /// Registers `spec` as a new revision, or returns `current` when that
 /// revision was registered from the same spec.
+impl TaskSpec {
+    /// The task's volumes: one EFS file system each, encrypted in transit.
+    fn efs_volumes(&self) -> Result<Vec<Volume>> {
+        self.volumes
+            .iter()
+            .map(|v| {
+                let efs = EfsVolumeConfiguration::builder()
+                    .file_system_id(&v.file_system_id)
+                    .root_directory("/")
+                    .transit_encryption(EfsTransitEncryption::Enabled)
+                    .build()
+                    .map_err(|e| AwsError::Invalid(e.to_string()))?;
+                Ok(Volume::builder()
+                    .name(&v.name)
+                    .efs_volume_configuration(efs)
+                    .build())
+            })
+            .collect()
+    }
+}
+
 pub async fn register_or_reuse(
     ctx: &AwsContext,
     spec: &TaskSpec,
@@ -209,6 +261,7 @@ pub async fn register_or_reuse(
         .execution_role_arn(&spec.execution_role_arn)
         .task_role_arn(&spec.task_role_arn)
         .set_tags(Some(tags.collect()))
+        .set_volumes(Some(spec.efs_volumes()?))
         .send()
         .await
         .map_err(|e| AwsError::api("ECS.RegisterTaskDefinition", e))?;

@@ -110,3 +110,22 @@ fn waiter_waits_while_our_deployment_is_not_listed() {
     let state = state_of(&[("PRIMARY", OLD, Completed, "")]);
     assert_eq!(state, Rollout::InProgress);
 }
+
+#[test]
+fn single_writer_services_roll_stop_first() {
+    let spec = |single_writer| ServiceSpec {
+        app: "a",
+        kind: "web",
+        task_definition: "td",
+        count: 1,
+        web: None,
+        single_writer,
+    };
+    let d = deployment(&spec(true));
+    assert_eq!(d.minimum_healthy_percent(), Some(0));
+    assert_eq!(d.maximum_percent(), Some(100));
+    let d = deployment(&spec(false));
+    assert_eq!(d.minimum_healthy_percent(), Some(100));
+    assert_eq!(d.maximum_percent(), Some(200));
+    assert!(d.deployment_circuit_breaker().unwrap().rollback());
+}

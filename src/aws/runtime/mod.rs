@@ -13,8 +13,11 @@
 //!   limits rounded up to a Fargate size, logs to the app's log group;
 //! - one ECS service `APP_TYPE` in the rack's cluster (web attached to the
 //!   app's target group), desired count = the type's count, rolling
-//!   (minimum healthy 100%, maximum 200%) with the deployment circuit
-//!   breaker rolling back a failing deployment.
+//!   (minimum healthy 100%, maximum 200%; stop-first, 0% and 100%, for a
+//!   type with a single-writer volume) with the deployment circuit
+//!   breaker rolling back a failing deployment;
+//! - the app's volumes: an EFS file system each ([`volumes`]), mounted
+//!   into the task definitions of their types and of one-offs and timers.
 //!
 //! `start` updates the services and (unless `wait_for_rollout` is off)
 //! waits until each service's PRIMARY deployment, running the new task
@@ -41,9 +44,16 @@ mod oneoff;
 mod ps;
 mod rollout;
 mod timers;
+mod volumes;
 
-use std::collections::HashSet;
+/// What `volumes:export`/`import` answer on aws.
+const NO_VOLUME_COPY: &str =
+    "volumes:export and volumes:import are not available on the aws provider yet: copy files with `run` (e.g. tar over its output)";
+
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use aws_sdk_ecs::types::NetworkConfiguration;
 use futures::future::BoxFuture;
@@ -55,7 +65,8 @@ use super::section::AwsSection;
 use super::{AwsContext, AwsError, Result};
 use crate::progress::Progress;
 use crate::runtime::{
-    LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Runtime, RuntimeError, Started,
+    LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, Runtime, RuntimeError,
+    RuntimeFuture, Started,
 };
 
 /// Default time a rollout may take before it counts as failed.
@@ -209,6 +220,38 @@ impl Runtime for AwsRuntime {
         suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move { Ok(self.set_timers_inner(spec, timers, suspended).await?) })
+    }
+
+    fn volume_sizes<'a>(
+        &'a self,
+        app: &'a str,
+        names: &'a [String],
+    ) -> RuntimeFuture<'a, BTreeMap<String, Option<u64>>> {
+        Box::pin(async move { Ok(self.volume_sizes_inner(app, names).await?) })
+    }
+
+    fn destroy_volume<'a>(&'a self, app: &'a str, name: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move { Ok(self.destroy_volume_inner(app, name).await?) })
+    }
+
+    /// Reading an EFS file system takes a task that mounts it; not built
+    /// yet.
+    fn export_volume<'a>(
+        &'a self,
+        _app: &'a str,
+        _name: &'a str,
+        _out: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async { Err(RuntimeError::Other(NO_VOLUME_COPY.into())) })
+    }
+
+    fn import_volume<'a>(
+        &'a self,
+        _app: &'a str,
+        _name: &'a str,
+        _tar: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async { Err(RuntimeError::Other(NO_VOLUME_COPY.into())) })
     }
 
     fn recover<'a>(

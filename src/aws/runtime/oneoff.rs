@@ -14,6 +14,7 @@ use crate::aws::lifecycle;
 use crate::aws::logs::{self, GroupReader, StreamReader};
 use crate::aws::state::now_ms;
 use crate::aws::Result;
+use crate::progress::Progress;
 use crate::runtime::{
     LogLine, LogOptions, OneOff, OneOffIo, ProcessSpec, ReleaseSpec, RuntimeError,
 };
@@ -105,7 +106,8 @@ impl AwsRuntime {
                 .nano_cpus
                 .or(spec.processes.first().and_then(|p| p.nano_cpus)),
         };
-        let td_spec = self.task_spec(spec, &p, &app_out, &secrets)?;
+        let volumes = self.efs_mounts(spec, None, &Progress::discard()).await?;
+        let td_spec = self.task_spec(spec, &p, &app_out, &secrets, volumes)?;
         let td = task_definition::register_or_reuse(&self.ctx, &td_spec, None).await?;
         let task = tasks::OneOffTask {
             task_definition: &td,

@@ -48,6 +48,7 @@ impl AwsRuntime {
         p: &ProcessSpec,
         app_out: &AppOutputs,
         secrets: &[(String, String)],
+        volumes: Vec<task_definition::EfsMount>,
     ) -> Result<TaskSpec> {
         let (cpu, memory) =
             ecs::fargate_size(p.nano_cpus, p.memory_bytes).map_err(AwsError::Invalid)?;
@@ -83,6 +84,7 @@ impl AwsRuntime {
                 ("rack:release".into(), spec.version.to_string()),
                 ("rack:build".into(), spec.build_id.clone()),
             ],
+            volumes,
         })
     }
 
@@ -95,8 +97,10 @@ impl AwsRuntime {
         app_out: &AppOutputs,
         secrets: &[(String, String)],
         existing: Option<&Service>,
+        progress: &Progress,
     ) -> Result<Change> {
-        let td_spec = self.task_spec(spec, p, app_out, secrets)?;
+        let volumes = self.efs_mounts(spec, Some(&p.kind), progress).await?;
+        let td_spec = self.task_spec(spec, p, app_out, secrets, volumes)?;
         let current = existing.and_then(|s| s.task_definition());
         let td = task_definition::register_or_reuse(&self.ctx, &td_spec, current).await?;
         let web = (p.kind == "web").then(|| WebTarget {
@@ -110,6 +114,7 @@ impl AwsRuntime {
             task_definition: &td,
             count: p.count,
             web,
+            single_writer: spec.single_writer(&p.kind),
         };
         let previous = ecs::put_service(
             &self.ctx,
@@ -152,7 +157,7 @@ impl AwsRuntime {
         let mut changes = Vec::new();
         for (p, existing) in spec.processes.iter().zip(existing) {
             match self
-                .roll_type(spec, p, &app_out, &secrets, existing.as_ref())
+                .roll_type(spec, p, &app_out, &secrets, existing.as_ref(), progress)
                 .await
             {
                 Ok(c) => {

@@ -111,6 +111,7 @@ impl Fixture {
             ],
             health: HealthCheck::default(),
             hosts: vec![format!("{}.example.com", self.app)],
+            volumes: Vec::new(),
         }
     }
 
@@ -559,4 +560,114 @@ async fn a_release_schedules_its_timers_on_its_task_definition_and_destroy_remov
         .await
         .unwrap()
         .is_empty());
+}
+
+/// moto's EFS file systems, as its REST API lists them (the rack itself
+/// reaches EFS only through CloudFormation).
+async fn efs_file_system_ids() -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = testing::moto_url();
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /2015-02-01/file-systems HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/elasticfilesystem/aws4_request, SignedHeaders=host, Signature=x\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["FileSystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["FileSystemId"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn volumes_are_efs_file_systems_mounted_into_their_types_and_removed_with_them() {
+    use crate::volumes::Volume;
+    let Some(fx) = Fixture::new("vol").await else {
+        return;
+    };
+    let rt = fx.runtime();
+    let vol = |name: &str, path: &str, kind: &str| Volume {
+        name: name.into(),
+        path: path.into(),
+        types: vec![kind.into()],
+        shared: false,
+        created_at: String::new(),
+    };
+    let mut v1 = fx.spec(1, "one", &[], 1);
+    v1.volumes = vec![
+        vol("data", "/data", "web"),
+        vol("cache", "/cache", "worker"),
+    ];
+    let started = rt.start(&v1, &Progress::discard()).await.unwrap();
+    rt.switch(&v1, started, &Progress::discard()).await.unwrap();
+
+    let stack = |v: &str| fx.ctx.volume_stack_name(&fx.app, v);
+    let fs_of = |v: &'static str| {
+        let name = stack(v);
+        let ctx = fx.ctx.clone();
+        async move {
+            let s = crate::aws::cfn::describe(&ctx, &name)
+                .await
+                .unwrap()
+                .unwrap();
+            crate::aws::cfn::outputs(&s)["FileSystemId"].clone()
+        }
+    };
+    let (data_fs, cache_fs) = (fs_of("data").await, fs_of("cache").await);
+    assert_ne!(data_fs, cache_fs);
+    let listed = efs_file_system_ids().await;
+    assert!(
+        listed.contains(&data_fs) && listed.contains(&cache_fs),
+        "{listed:?}"
+    );
+
+    // web mounts data (and only data) from its EFS file system.
+    let (td, _) = fx.service("web").await;
+    let td = fx.task_definition(&td).await;
+    let vols = td.volumes();
+    assert_eq!(vols.len(), 1, "{vols:?}");
+    assert_eq!(vols[0].name(), Some("data"));
+    let efs = vols[0].efs_volume_configuration().unwrap();
+    assert_eq!(efs.file_system_id(), data_fs);
+    let mp = td.container_definitions()[0].mount_points();
+    assert_eq!(mp.len(), 1);
+    assert_eq!(mp[0].source_volume(), Some("data"));
+    assert_eq!(mp[0].container_path(), Some("/data"));
+    let (wtd, _) = fx.service("worker").await;
+    let wtd = fx.task_definition(&wtd).await;
+    assert_eq!(wtd.volumes().len(), 1);
+    assert_eq!(
+        wtd.volumes()[0]
+            .efs_volume_configuration()
+            .unwrap()
+            .file_system_id(),
+        cache_fs
+    );
+
+    // A second release reuses the file systems.
+    let mut v2 = fx.spec(2, "two", &[], 1);
+    v2.volumes = v1.volumes.clone();
+    let started = rt.start(&v2, &Progress::discard()).await.unwrap();
+    rt.switch(&v2, started, &Progress::discard()).await.unwrap();
+    assert_eq!(fs_of("data").await, data_fs);
+
+    // volumes:destroy removes the stack and the file system.
+    rt.destroy_volume(&fx.app, "data").await.unwrap();
+    assert!(crate::aws::cfn::describe(&fx.ctx, &stack("data"))
+        .await
+        .unwrap()
+        .is_none_or(|s| crate::aws::cfn::status(&s) == "DELETE_COMPLETE"));
+    let listed = efs_file_system_ids().await;
+    assert!(!listed.contains(&data_fs), "{listed:?}");
+    assert!(listed.contains(&cache_fs));
+    // apps:destroy removes the rest.
+    rt.destroy(&fx.app).await.unwrap();
+    assert!(!efs_file_system_ids().await.contains(&cache_fs));
 }

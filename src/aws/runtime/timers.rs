@@ -6,6 +6,7 @@ use super::AwsRuntime;
 use crate::aws::ecs::task_definition;
 use crate::aws::scheduler::{self, EcsTarget};
 use crate::aws::{lifecycle, AwsError, Result};
+use crate::progress::Progress;
 use crate::runtime::{ProcessSpec, ReleaseSpec};
 use crate::timers::Timer;
 
@@ -42,7 +43,8 @@ impl AwsRuntime {
             memory_bytes: size.and_then(|p| p.memory_bytes),
             nano_cpus: size.and_then(|p| p.nano_cpus),
         };
-        let td_spec = self.task_spec(spec, &p, &app_out, &secrets)?;
+        let volumes = self.efs_mounts(spec, None, &Progress::discard()).await?;
+        let td_spec = self.task_spec(spec, &p, &app_out, &secrets, volumes)?;
         let td = task_definition::register_or_reuse(&self.ctx, &td_spec, None).await?;
         let target = EcsTarget {
             cluster_arn: &self.rack.cluster_arn,

@@ -260,7 +260,9 @@ impl LocalRuntime {
     }
 
     /// The host config every rack container gets: init, rotated logs, the
-    /// app network, limits; no mounts, no privileges, no published ports.
+    /// app network, limits; no mounts (callers add the app's own volumes,
+    /// `volumes.rs`; never a bind mount), no privileges, no published
+    /// ports.
     pub(super) fn host_config(
         &self,
         net: &str,
@@ -331,6 +333,8 @@ impl LocalRuntime {
             (L_NUMBER.to_string(), w.number.to_string()),
             (L_PORT.to_string(), port.to_string()),
         ]);
+        let mut host = self.host_config(net, p.memory_bytes, p.nano_cpus, true);
+        host.mounts = Some(self.mounts_for(spec, Some(&p.kind)).await?);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             env: Some(self.env_for(spec, port)),
@@ -339,7 +343,7 @@ impl LocalRuntime {
                 .as_ref()
                 .map(|c| vec!["/bin/sh".to_string(), "-c".to_string(), c.clone()]),
             labels: Some(labels),
-            host_config: Some(self.host_config(net, p.memory_bytes, p.nano_cpus, true)),
+            host_config: Some(host),
             networking_config: Some(self.networking(net)),
             ..Default::default()
         };

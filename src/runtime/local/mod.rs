@@ -11,6 +11,11 @@
 //! - `logs.rs`: merged, time-ordered logs of an app's instances, following
 //!   across deploys.
 //! - `oneoff.rs`: `run` (attach, tty, resize, timeout, always removed).
+//! - `recover.rs`: start-up recovery of the current releases.
+//! - `volumes.rs`: the apps' named Docker volumes, their mounts, export and
+//!   import.
+//! - `swap.rs`: the stop-first rollout of single-writer process types
+//!   (router hold, old instance stopped first, restored on failure).
 //!
 //! What this module does NOT know: git, builds, the store, releases beyond
 //! the `ReleaseSpec` it is handed. It never decides which release is
@@ -20,10 +25,13 @@ mod docker;
 mod health;
 mod logs;
 mod oneoff;
+mod recover;
+mod swap;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,9 +43,11 @@ use tokio::sync::mpsc;
 
 use crate::progress::Progress;
 use crate::router::Router;
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::runtime::{
-    HealthKind, LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, RolloutHandle,
-    Runtime, RuntimeError, Started,
+    LogLine, LogOptions, OneOff, OneOffIo, ProcessInfo, ReleaseSpec, RolloutHandle, Runtime,
+    RuntimeError, RuntimeFuture, Started,
 };
 
 use docker::{Instance, NewInstance};
@@ -86,9 +96,10 @@ impl Default for LocalOptions {
     }
 }
 
-/// The containers a `start` created: `Started::handle` of this runtime.
+/// The containers a `start` created, and the old single-writer instances
+/// it stopped first: `Started::handle` of this runtime.
 #[derive(Debug, Default)]
-struct Containers(Vec<String>);
+struct Containers(Vec<String>, Option<swap::Swap>);
 
 impl LocalRuntime {
     /// The ids of the containers `started` names.
@@ -177,6 +188,39 @@ impl LocalRuntime {
         spec: &ReleaseSpec,
         progress: &Progress,
     ) -> Result<Started, RuntimeError> {
+        let swap = self.stop_old(spec, progress).await?;
+        match self.start_new(spec, progress).await {
+            Ok(ids) => Ok(Started {
+                app: spec.app.clone(),
+                deploy_id: spec.deploy_id.clone(),
+                handle: RolloutHandle::new(Containers(ids, swap)),
+            }),
+            Err(e) => {
+                if let Some(swap) = swap {
+                    // Single writer: this rollout's instances are gone
+                    // before the old one starts again.
+                    if let Ok(list) = self.list(Some(&spec.app)).await {
+                        let ids: Vec<String> = list
+                            .into_iter()
+                            .filter(|i| i.deploy == spec.deploy_id && !i.oneoff)
+                            .map(|i| i.id)
+                            .collect();
+                        self.remove_all(&ids).await;
+                    }
+                    self.restore(swap, progress).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates, starts and waits for every instance of `spec`; returns
+    /// their ids. On failure none of them is left running.
+    async fn start_new(
+        &self,
+        spec: &ReleaseSpec,
+        progress: &Progress,
+    ) -> Result<Vec<String>, RuntimeError> {
         let t0 = Instant::now();
         let (net, port) = futures::try_join!(self.ensure_network(&spec.app), self.port_for(spec))?;
         let mut guard = RemoveOnDrop::new(self.clone());
@@ -259,12 +303,7 @@ impl LocalRuntime {
         }
         tracing::info!(app = %spec.app, deploy = %spec.deploy_id, instances = created.len(),
             ms = t0.elapsed().as_millis() as u64, "instances ready");
-        let instances = std::mem::take(&mut guard.ids);
-        Ok(Started {
-            app: spec.app.clone(),
-            deploy_id: spec.deploy_id.clone(),
-            handle: RolloutHandle::new(Containers(instances)),
-        })
+        Ok(std::mem::take(&mut guard.ids))
     }
 
     // ---- switch -------------------------------------------------------------
@@ -294,6 +333,10 @@ impl LocalRuntime {
         self.inner
             .router
             .set_app(&spec.app, spec.hosts.clone(), backends);
+        // A stop-first rollout's held requests go to the new instance now.
+        if let Some(mut swap) = started.handle.take::<Containers>().and_then(|c| c.1) {
+            swap.release();
+        }
         crate::testhook::pause_at(
             self.inner.opts.pause_at.as_deref(),
             "after_switch",
@@ -384,176 +427,7 @@ impl LocalRuntime {
         let ids: Vec<String> = list.into_iter().map(|i| i.id).collect();
         self.remove_all(&ids).await;
         self.remove_network(app).await?;
-        Ok(())
-    }
-
-    // ---- recover ------------------------------------------------------------
-
-    async fn recover_impl(
-        &self,
-        current: &[ReleaseSpec],
-        progress: &Progress,
-    ) -> Result<(), RuntimeError> {
-        let all = self.list(None).await?;
-        let mut keep: HashSet<String> = HashSet::new();
-        let mut by_app: HashMap<&str, &ReleaseSpec> = HashMap::new();
-        for spec in current {
-            by_app.insert(spec.app.as_str(), spec);
-        }
-        // Per current release: the instances to keep (one per type/number).
-        let mut plan: Vec<Plan<'_>> = Vec::new();
-        for spec in current {
-            let mut have: BTreeMap<(String, u32), Instance> = BTreeMap::new();
-            for i in all
-                .iter()
-                .filter(|i| i.app == spec.app && i.deploy == spec.deploy_id && !i.oneoff)
-            {
-                let wanted = spec
-                    .processes
-                    .iter()
-                    .any(|p| p.kind == i.kind && i.number >= 1 && i.number <= p.count);
-                let alive = i.state != "dead" && i.state != "removing";
-                if wanted && alive && !have.contains_key(&(i.kind.clone(), i.number)) {
-                    have.insert((i.kind.clone(), i.number), i.clone());
-                }
-            }
-            let mut missing = Vec::new();
-            for (pi, p) in spec.processes.iter().enumerate() {
-                for n in 1..=p.count {
-                    if !have.contains_key(&(p.kind.clone(), n)) {
-                        missing.push((pi, n));
-                    }
-                }
-            }
-            let kept: Vec<Instance> = have.into_values().collect();
-            keep.extend(kept.iter().map(|i| i.id.clone()));
-            plan.push((spec, kept, missing));
-        }
-        let strays: Vec<String> = all
-            .iter()
-            .filter(|i| !keep.contains(&i.id))
-            .map(|i| i.id.clone())
-            .collect();
-        if !strays.is_empty() {
-            progress.stage(format!("Removing {} stray container(s)", strays.len()));
-        }
-        let remove = async {
-            join_all(strays.iter().map(|id| self.stop_and_remove(id))).await;
-        };
-        let converge = join_all(plan.into_iter().map(|(spec, kept, missing)| async move {
-            if let Err(e) = self.converge(spec, kept, missing, progress).await {
-                progress.stage(format!("{}: {e}", spec.app));
-                tracing::error!(app = %spec.app, error = %e, "recovering");
-            }
-        }));
-        futures::join!(remove, converge);
-        Ok(())
-    }
-
-    /// Brings one current release back to its formation and routes to it.
-    async fn converge(
-        &self,
-        spec: &ReleaseSpec,
-        kept: Vec<Instance>,
-        missing: Vec<(usize, u32)>,
-        progress: &Progress,
-    ) -> Result<(), RuntimeError> {
-        let net = self.ensure_network(&spec.app).await?;
-        let port = self.port_for(spec).await?;
-        let mut ids: Vec<(String, String, bool)> = Vec::new();
-        for i in &kept {
-            if i.state != "running" && i.state != "restarting" {
-                self.start_container(&i.id)
-                    .await
-                    .map_err(|e| RuntimeError::Engine(format!("starting {}: {e}", i.source())))?;
-            }
-            ids.push((i.id.clone(), i.source(), i.kind == "web"));
-        }
-        if !missing.is_empty() {
-            progress.stage(format!(
-                "{}: re-creating {} missing instance(s)",
-                spec.app,
-                missing.len()
-            ));
-        }
-        for (pi, n) in missing {
-            let p = &spec.processes[pi];
-            let id = self
-                .create_instance(
-                    spec,
-                    &net,
-                    port,
-                    &NewInstance {
-                        process: p,
-                        number: n,
-                    },
-                )
-                .await?;
-            if let Err(e) = self.start_container(&id).await {
-                self.remove_all(std::slice::from_ref(&id)).await;
-                return Err(RuntimeError::Engine(format!(
-                    "starting {}.{n}: {e}",
-                    p.kind
-                )));
-            }
-            ids.push((id, format!("{}.{n}", p.kind), p.kind == "web"));
-        }
-        // Route to every web instance that answers; wait for them in
-        // parallel (running ones answer on the first probe).
-        let deadline = Instant::now() + spec.health.timeout;
-        let host = spec.hosts.first().cloned();
-        let web: Vec<&(String, String, bool)> = ids.iter().filter(|(_, _, w)| *w).collect();
-        let results = join_all(web.iter().map(|(id, source, _)| {
-            let probe = Probe {
-                check: match &spec.health.kind {
-                    // Recovery routes to what runs; no new settle period.
-                    HealthKind::None => Check::Settle(Duration::ZERO),
-                    k => Check::for_web(k, Duration::ZERO),
-                },
-                port,
-                host: host.as_deref(),
-                deadline,
-                timeout: spec.health.timeout,
-            };
-            async move {
-                let r = self.wait_ready(id, source, &probe).await;
-                (id.clone(), source.clone(), r)
-            }
-        }))
-        .await;
-        let mut ready = Vec::new();
-        for (id, source, r) in &results {
-            match r {
-                Ok(()) => ready.push(id.clone()),
-                Err(reason) => {
-                    progress.stage(format!("{}: {source} not ready: {reason}", spec.app))
-                }
-            }
-        }
-        let instances = self.list(Some(&spec.app)).await?;
-        let addr_of = |id: &str| {
-            instances
-                .iter()
-                .find(|i| i.id == id)
-                .and_then(Instance::addr)
-        };
-        let mut backends: Vec<SocketAddr> = ready.iter().filter_map(|id| addr_of(id)).collect();
-        if backends.is_empty() {
-            // Better a flaky instance than none: route to what runs.
-            backends = results
-                .iter()
-                .filter_map(|(id, _, _)| addr_of(id))
-                .collect();
-        }
-        self.inner
-            .router
-            .set_app(&spec.app, spec.hosts.clone(), backends.clone());
-        progress.stage(format!(
-            "{}: v{} serving on {} web instance(s)",
-            spec.app,
-            spec.version,
-            backends.len()
-        ));
+        self.destroy_app_volumes(app).await?;
         Ok(())
     }
 
@@ -562,10 +436,6 @@ impl LocalRuntime {
         join_all(ids.iter().map(|id| self.force_remove(id))).await;
     }
 }
-
-/// Recovery of one current release: the instances kept, and the
-/// (process index, number) pairs to re-create.
-type Plan<'a> = (&'a ReleaseSpec, Vec<Instance>, Vec<(usize, u32)>);
 
 /// Runs every future; the first `Err` wins (the others are dropped).
 async fn first_error<T, E>(
@@ -655,8 +525,11 @@ impl Runtime for LocalRuntime {
 
     fn abort(&self, started: Started) -> BoxFuture<'_, ()> {
         async move {
-            let ids = started.handle.take::<Containers>().unwrap_or_default();
-            self.remove_all(&ids.0).await
+            let Containers(ids, swap) = started.handle.take::<Containers>().unwrap_or_default();
+            self.remove_all(&ids).await;
+            if let Some(swap) = swap {
+                self.restore(swap, &Progress::discard()).await;
+            }
         }
         .boxed()
     }
@@ -733,6 +606,36 @@ impl Runtime for LocalRuntime {
         _suspended: &'a [String],
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn volume_sizes<'a>(
+        &'a self,
+        app: &'a str,
+        names: &'a [String],
+    ) -> RuntimeFuture<'a, BTreeMap<String, Option<u64>>> {
+        self.volume_sizes_impl(app, names).boxed()
+    }
+
+    fn destroy_volume<'a>(&'a self, app: &'a str, name: &'a str) -> RuntimeFuture<'a, ()> {
+        self.destroy_volume_impl(app, name).boxed()
+    }
+
+    fn export_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        out: &'a mut (dyn AsyncWrite + Send + Unpin),
+    ) -> RuntimeFuture<'a, ()> {
+        self.export_volume_impl(app, name, out).boxed()
+    }
+
+    fn import_volume<'a>(
+        &'a self,
+        app: &'a str,
+        name: &'a str,
+        tar: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> RuntimeFuture<'a, ()> {
+        self.import_volume_impl(app, name, tar).boxed()
     }
 
     fn recover<'a>(

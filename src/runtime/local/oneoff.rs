@@ -76,6 +76,7 @@ impl LocalRuntime {
             cmd.nano_cpus.or(limits.and_then(|p| p.nano_cpus)),
             false,
         );
+        host.mounts = Some(self.mounts_for(spec, None).await?);
         if let Some((cols, rows)) = tty {
             host.console_size = Some(vec![rows as usize, cols as usize]);
         }

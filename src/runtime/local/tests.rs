@@ -139,6 +139,7 @@ fn spec(app: &str, version: i64, deploy: &str, procs: &[(&str, &str, u32)]) -> R
             timeout: Duration::from_secs(20),
         },
         hosts: vec![format!("{app}.localhost")],
+        volumes: Vec::new(),
     }
 }
 

@@ -59,6 +59,7 @@ impl AppStore for SqliteStore {
                 "domains",
                 "builds",
                 "releases",
+                "volumes",
             ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE app = ?1"), [&name])?;
             }

@@ -16,6 +16,7 @@ mod keys;
 mod releases;
 mod schema;
 mod timers;
+mod volumes;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -100,6 +100,13 @@ const MIGRATIONS: &[&str] = &[
         state TEXT NOT NULL,
         PRIMARY KEY (app, name)
      );",
+    // volumes: an app's persistent volumes, each row the record as JSON
+    "CREATE TABLE IF NOT EXISTS volumes (
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        PRIMARY KEY (app, name)
+     );",
 ];
 
 /// Applies the migrations this database has not seen, in one transaction.
