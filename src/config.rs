@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub timers: TimersFile,
     #[serde(default)]
     pub containers: ContainersFile,
+    #[serde(default)]
     pub volumes: VolumesFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
