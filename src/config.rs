@@ -22,6 +22,8 @@ pub struct Overrides {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// The Prometheus endpoint's address (`--metrics`); none: off.
+    pub metrics: Option<String>,
     /// Test-only: the hidden `rack server --test-pause-at` (`testhook`).
     pub test_pause_at: Option<String>,
 }
@@ -37,6 +39,8 @@ pub struct FileConfig {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// Address of the Prometheus endpoint (`/metrics`); off when absent.
+    pub metrics: Option<String>,
     /// Prefix of the Docker containers and networks this rack owns (and the
     /// only ones it ever touches); racks sharing one engine need different
     /// ones. Default `rack`.
@@ -206,6 +210,7 @@ pub struct LimitsFile {
     pub max_sessions_per_connection: Option<usize>,
     pub max_sessions_per_key: Option<usize>,
     pub max_preauth_per_ip: Option<usize>,
+    pub update_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +254,9 @@ pub struct Limits {
     /// (all unauthenticated ones together: three quarters of
     /// `max_connections`).
     pub max_preauth_per_ip: usize,
+    /// How long `rack update` waits for the new process to be ready (its
+    /// migrations included) before it stops it and keeps the old one.
+    pub update_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -268,6 +276,7 @@ impl Default for Limits {
             max_sessions_per_connection: 8,
             max_sessions_per_key: 16,
             max_preauth_per_ip: 8,
+            update_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -282,6 +291,8 @@ pub struct Settings {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// The Prometheus endpoint (`--metrics`, `metrics` in `rack.toml`).
+    pub metrics: Option<String>,
     pub limits: Limits,
     pub build: crate::build::BuildOptions,
     pub namespace: String,
@@ -355,6 +366,10 @@ impl Settings {
                 .unwrap_or(d.max_sessions_per_connection),
             max_sessions_per_key: l.max_sessions_per_key.unwrap_or(d.max_sessions_per_key),
             max_preauth_per_ip: l.max_preauth_per_ip.unwrap_or(d.max_preauth_per_ip).max(1),
+            update_timeout: l
+                .update_timeout_secs
+                .map(|s| Duration::from_secs(s.max(1)))
+                .unwrap_or(d.update_timeout),
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
@@ -395,6 +410,7 @@ impl Settings {
             rack: o.rack.or(file.rack),
             trusted_proxy: o.trusted_proxy.or(file.trusted_proxy),
             docker: o.docker.or(file.docker),
+            metrics: o.metrics.or(file.metrics).filter(|m| !m.is_empty()),
             limits,
             data_dir,
             router_threads,
@@ -418,6 +434,10 @@ impl Settings {
     }
     pub fn repos_dir(&self) -> PathBuf {
         self.data_dir.join("repos")
+    }
+    /// Where `rack update` reaches the running server.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
@@ -497,8 +517,9 @@ impl Settings {
 
     /// Takes the data dir's exclusive lock (`DATA_DIR/rack.lock`), held
     /// until the returned file is dropped: two `rack server` on one data
-    /// dir would break each other's state.
-    pub fn lock_data_dir(&self) -> Result<std::fs::File> {
+    /// dir would break each other's state. `wait`: until the holder lets go
+    /// (else fail at once).
+    pub fn lock_data_dir(&self, wait: bool) -> Result<std::fs::File> {
         let path = self.data_dir.join("rack.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -508,7 +529,12 @@ impl Settings {
             .with_context(|| format!("opening {}", path.display()))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        let how = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
             return Ok(file);
         }
         let e = std::io::Error::last_os_error();

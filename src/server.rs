@@ -42,6 +42,7 @@ pub async fn run(
         (limits.max_connections - limits.max_connections / 4).max(1),
     ));
     let mut tasks = JoinSet::new();
+    rack.stopping.send_replace(false);
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
     loop {
@@ -66,6 +67,7 @@ pub async fn run(
                 let preauth = limits.preauth_timeout;
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::get().ssh_sessions);
                     let state = Arc::new(ConnectionState::default());
                     *state.preauth.lock().expect("fresh") = Some(Box::new(slots));
                     let handler = Connection::new(rack, Some(peer), state.clone(), key_sessions);
@@ -76,6 +78,7 @@ pub async fn run(
                             return;
                         }
                         Err(_) => {
+                            crate::metrics::refusal(crate::metrics::Refusal::preauth_timeout);
                             tracing::info!(%peer, "closed: no SSH identification in time");
                             return;
                         }
@@ -94,6 +97,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    rack.stopping.send_replace(true);
     tracing::info!(
         sessions = tasks.len(),
         "shutting down; waiting for running sessions"

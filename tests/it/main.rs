@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod http;
 mod oneoff;
+mod ops;
 mod readme;
 mod releases;
 mod secrets;
