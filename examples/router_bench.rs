@@ -43,7 +43,19 @@ async fn main() -> anyhow::Result<()> {
                 Err(_) => 0,
             };
             let (_keep, shutdown) = tokio::sync::watch::channel(false);
-            rack::router::serve(listener, router, None, shutdown, threads).await
+            rack::router::serve(
+                listener,
+                router,
+                None,
+                shutdown,
+                threads,
+                // The benchmark's clients all come from one address.
+                rack::router::RouterLimits {
+                    max_connections_per_ip: usize::MAX,
+                    ..Default::default()
+                },
+            )
+            .await
         }
         Some("tls") if args.len() >= 7 => {
             let http = TcpListener::bind(&args[1]).await?;
@@ -68,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
                 http,
                 https: Some(https),
             };
-            rack::router::serve_listeners(listeners, router, None, shutdown, threads).await
+            let limits = rack::router::RouterLimits {
+                max_connections_per_ip: usize::MAX,
+                ..Default::default()
+            };
+            rack::router::serve_listeners(listeners, router, None, shutdown, threads, limits).await
         }
         Some("hello") if args.len() == 2 => {
             let listener = TcpListener::bind(&args[1]).await?;

@@ -61,6 +61,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub acme: AcmeFile,
     #[serde(default)]
+    pub containers: ContainersFile,
+    #[serde(default)]
     pub volumes: VolumesFile,
     #[serde(default)]
     pub resources: ResourcesFile,
@@ -102,6 +104,11 @@ pub struct RouterFile {
     /// Threads serving HTTP, each with its own single-threaded runtime;
     /// 0 (the default) is one per CPU.
     pub threads: Option<usize>,
+    /// Connections one client address may hold open (default 256); a
+    /// trusted proxy's are not counted.
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a client gets to send a request's headers (default 5).
+    pub header_timeout_secs: Option<u64>,
     /// Requests held for an app while its single-writer web process is
     /// swapped (stop-first rollout); more get 503 at once. Default 1024.
     pub hold_max_requests: Option<usize>,
@@ -208,6 +215,69 @@ impl Acme {
     }
 }
 
+/// `[containers]` in `rack.toml`: what every app, release-phase, one-off
+/// and timer container gets when the app sets no `resources.*` of its own.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersFile {
+    /// Memory, e.g. "1g" (the default), or "unlimited".
+    pub memory: Option<String>,
+    /// CPUs, e.g. 2 (the default); 0 is unlimited.
+    pub cpus: Option<f64>,
+    /// Processes and threads per container (default 4096).
+    pub pids: Option<i64>,
+}
+
+/// The rack-wide default limits of containers (`[containers]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerLimits {
+    pub memory_bytes: Option<i64>,
+    /// CPUs × 1e9 (Docker's NanoCpus).
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+impl Default for ContainerLimits {
+    fn default() -> Self {
+        ContainerLimits {
+            memory_bytes: Some(1 << 30),
+            nano_cpus: Some(2_000_000_000),
+            pids: Some(4096),
+        }
+    }
+}
+
+impl ContainerLimits {
+    fn from_file(f: &ContainersFile) -> Result<ContainerLimits> {
+        let mut l = ContainerLimits::default();
+        if let Some(m) = &f.memory {
+            l.memory_bytes = if m == "unlimited" {
+                None
+            } else {
+                match crate::appsettings::parse_memory(m) {
+                    Some(v) if v >= 6 * 1024 * 1024 => Some(v as i64),
+                    _ => {
+                        bail!("containers.memory: expected a size of at least 6m, or \"unlimited\"")
+                    }
+                }
+            };
+        }
+        if let Some(c) = f.cpus {
+            if !(0.0..=256.0).contains(&c) {
+                bail!("containers.cpus: expected a number of CPUs such as 1.5 (0: unlimited)");
+            }
+            l.nano_cpus = (c > 0.0).then_some((c * 1e9) as i64);
+        }
+        if let Some(p) = f.pids {
+            if p < 16 {
+                bail!("containers.pids: expected at least 16");
+            }
+            l.pids = Some(p);
+        }
+        Ok(l)
+    }
+}
+
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
@@ -219,6 +289,12 @@ pub struct LimitsFile {
     pub shutdown_grace_secs: Option<u64>,
     pub max_pack_bytes: Option<u64>,
     pub max_object_bytes: Option<u64>,
+    pub max_pack_objects: Option<u32>,
+    pub max_ref_bytes: Option<usize>,
+    pub max_push_commands_bytes: Option<usize>,
+    pub max_sessions_per_connection: Option<usize>,
+    pub max_sessions_per_key: Option<usize>,
+    pub max_preauth_per_ip: Option<usize>,
     pub update_timeout_secs: Option<u64>,
 }
 
@@ -247,6 +323,22 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     pub max_pack_bytes: u64,
     pub max_object_bytes: u64,
+    /// Objects in one pushed pack.
+    pub max_pack_objects: u32,
+    /// Length of a pushed ref name.
+    pub max_ref_bytes: usize,
+    /// All the ref updates of one push together, read before anything is
+    /// checked against the repo.
+    pub max_push_commands_bytes: usize,
+    /// Channels one SSH connection may have open (running or not).
+    pub max_sessions_per_connection: usize,
+    /// Commands, pushes and fetches one key may run at once, across all
+    /// its connections.
+    pub max_sessions_per_key: usize,
+    /// Connections one address may have open before they authenticate
+    /// (all unauthenticated ones together: three quarters of
+    /// `max_connections`).
+    pub max_preauth_per_ip: usize,
     /// How long `rack update` waits for the new process to be ready (its
     /// migrations included) before it stops it and keeps the old one.
     pub update_timeout: Duration,
@@ -263,6 +355,12 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(30),
             max_pack_bytes: 2 * 1024 * 1024 * 1024,
             max_object_bytes: 100 * 1024 * 1024,
+            max_pack_objects: 1_000_000,
+            max_ref_bytes: 1024,
+            max_push_commands_bytes: 1024 * 1024,
+            max_sessions_per_connection: 8,
+            max_sessions_per_key: 16,
+            max_preauth_per_ip: 8,
             update_timeout: Duration::from_secs(120),
         }
     }
@@ -292,8 +390,12 @@ pub struct Settings {
     pub keep_releases: usize,
     /// Router threads (`[router] threads`); 0 is one per CPU.
     pub router_threads: usize,
+    /// `[router]`'s bounds on slow and many clients.
+    pub router_limits: crate::router::RouterLimits,
     /// `[timers]`: bounds on `app.json`'s scheduled jobs.
     pub timers: crate::timers::TimerLimits,
+    /// `[containers]`: default limits of every app container.
+    pub containers: ContainerLimits,
     /// `[volumes]`: bounds on persistent volumes.
     pub volumes: crate::volumes::VolumeLimits,
     /// `[router]`: how requests are held during a stop-first rollout.
@@ -345,6 +447,16 @@ impl Settings {
                 .unwrap_or(d.shutdown_grace),
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
+            max_pack_objects: l.max_pack_objects.unwrap_or(d.max_pack_objects),
+            max_ref_bytes: l.max_ref_bytes.unwrap_or(d.max_ref_bytes),
+            max_push_commands_bytes: l
+                .max_push_commands_bytes
+                .unwrap_or(d.max_push_commands_bytes),
+            max_sessions_per_connection: l
+                .max_sessions_per_connection
+                .unwrap_or(d.max_sessions_per_connection),
+            max_sessions_per_key: l.max_sessions_per_key.unwrap_or(d.max_sessions_per_key),
+            max_preauth_per_ip: l.max_preauth_per_ip.unwrap_or(d.max_preauth_per_ip).max(1),
             update_timeout: l
                 .update_timeout_secs
                 .map(|s| Duration::from_secs(s.max(1)))
@@ -352,6 +464,16 @@ impl Settings {
         };
         let build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
+        let mut router_limits = crate::router::RouterLimits::default();
+        if let Some(n) = file.router.max_connections_per_ip {
+            if n == 0 {
+                bail!("router.max_connections_per_ip must be at least 1");
+            }
+            router_limits.max_connections_per_ip = n;
+        }
+        if let Some(t) = file.router.header_timeout_secs {
+            router_limits.header_timeout = Duration::from_secs(t.max(1));
+        }
         if router_threads > 1024 {
             bail!("router.threads: expected 0 (one per CPU) to 1024");
         }
@@ -387,7 +509,9 @@ impl Settings {
             limits,
             data_dir,
             router_threads,
+            router_limits,
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
+            containers: ContainerLimits::from_file(&file.containers)?,
             volumes: crate::volumes::VolumeLimits::from_file(&file.volumes)?,
             hold: crate::router::HoldLimits::from_file(&file.router)?,
             resources: crate::resources::ResourceSettings::from_file(&file.resources)?,
@@ -463,16 +587,60 @@ impl Settings {
         }
     }
 
+    /// Creates the data dir and its subdirectories, and makes them (and
+    /// the files at its top: the state, keys, `rack.toml`) readable by
+    /// this user only, whatever mode an earlier install left.
     pub fn ensure_dirs(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         for dir in [self.data_dir.clone(), self.repos_dir(), self.logs_dir()] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", dir.display()))?;
+        }
+        for entry in std::fs::read_dir(&self.data_dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private", entry.path().display()))?;
+            }
         }
         Ok(())
+    }
+
+    /// Takes the data dir's exclusive lock (`DATA_DIR/rack.lock`), held
+    /// until the returned file is dropped: two `rack server` on one data
+    /// dir would break each other's state. `wait`: until the holder lets go
+    /// (else fail at once).
+    pub fn lock_data_dir(&self, wait: bool) -> Result<std::fs::File> {
+        let path = self.data_dir.join("rack.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        let how = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            bail!(
+                "another rack server is running on {}",
+                self.data_dir.display()
+            );
+        }
+        Err(e).with_context(|| format!("locking {}", path.display()))
     }
 }
 

@@ -93,8 +93,23 @@ fn bind_shared(addr: &str) -> Result<tokio::net::TcpListener> {
 /// Runs the server until it is stopped or has handed over.
 pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     crate::git::init_process();
+    settings.ensure_dirs()?;
     let mut sockets = Sockets::bind_or_inherit(&settings)?;
     let predecessor = sockets.predecessor.take();
+    // One server per data dir. A successor (`rack update`) runs beside the
+    // process that holds the lock and takes it once that one has gone.
+    let _lock = match predecessor {
+        None => Some(settings.lock_data_dir(false)?),
+        Some(_) => {
+            let s = settings.clone();
+            tokio::task::spawn_blocking(move || match s.lock_data_dir(true) {
+                // Held until this process exits.
+                Ok(file) => std::mem::forget(file),
+                Err(e) => tracing::error!(error = %e, "taking the data dir's lock"),
+            });
+            None
+        }
+    };
     let control_path = settings.control_socket_path();
     // Bound with SO_REUSEPORT: a successor (`update`) binds it too while
     // this process still serves.
@@ -134,6 +149,7 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
             rack.settings.trusted_proxy.clone(),
             http_stop.clone(),
             rack.settings.router_threads,
+            rack.settings.router_limits,
         ))
     };
     let (router, mut ssh_task) = match predecessor {

@@ -17,6 +17,7 @@ pub mod git;
 pub mod handover;
 pub mod housekeeping;
 pub mod images;
+pub mod lines;
 mod listener;
 pub mod metrics;
 pub mod names;

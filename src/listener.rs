@@ -5,8 +5,9 @@
 //!
 //! Does not know: what is served on the connections.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -65,5 +66,56 @@ pub(crate) async fn accept(
         };
         let _ = socket.set_nodelay(true);
         return (socket, peer, permit);
+    }
+}
+
+/// Connections open at once per client address, so that one client cannot
+/// take every slot of a listener from everyone else.
+#[derive(Debug)]
+pub(crate) struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    pub fn new(max: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more connection of `ip`, `None` when it has its
+    /// limit already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("per-IP counts poisoned");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in [`PerIp`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().expect("per-IP counts poisoned");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }

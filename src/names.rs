@@ -74,6 +74,45 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// Text someone else controls (app and build output, push options, error
+/// messages quoting a Dockerfile), made safe for a terminal: control
+/// characters but tab become visible escapes (`\u{1b}`, `\r`, `\n`), so
+/// nothing can move the cursor, retitle the window or forge a line.
+/// Machine output (`--json`) keeps the exact text instead.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t';
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`escape_controls`] for a stream of lines in bytes (a build log read in
+/// chunks): ASCII control bytes but newline and tab become `\xNN`.
+pub fn escape_control_bytes(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bad = |c: u8| (c < 0x20 && c != b'\n' && c != b'\t') || c == 0x7f;
+    if !b.iter().any(|&c| bad(c)) {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len() + 8);
+    for &c in b {
+        if bad(c) {
+            out.extend_from_slice(format!("\\x{c:02x}").as_bytes());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// SSH key names: `^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`.
 pub fn validate_key_name(name: &str) -> Result<(), String> {
     let ok = well_formed(

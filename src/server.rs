@@ -33,6 +33,14 @@ pub async fn run(
         name: "ssh",
         quiet: false,
     };
+    let key_sessions = ssh::KeySessions::new(limits.max_sessions_per_key);
+    // Unauthenticated connections: a few per address, and at most three
+    // quarters of all slots, so neither one address nor many can lock out
+    // keys.
+    let preauth_ip = listener::PerIp::new(limits.max_preauth_per_ip);
+    let preauth_pool = Arc::new(Semaphore::new(
+        (limits.max_connections - limits.max_connections / 4).max(1),
+    ));
     let mut tasks = JoinSet::new();
     rack.stopping.send_replace(false);
     let housekeeper = crate::housekeeping::Housekeeper::start();
@@ -40,15 +48,30 @@ pub async fn run(
     let keeper = crate::resources::schedule::Keeper::start(rack.clone());
     loop {
         tokio::select! {
-            (socket, peer, permit) = listener::accept(&listener, &cap) => {
+            (mut socket, peer, permit) = listener::accept(&listener, &cap) => {
+                let slots = preauth_ip
+                    .take(peer.ip())
+                    .zip(preauth_pool.clone().try_acquire_owned().ok());
+                let Some(slots) = slots else {
+                    tracing::warn!(%peer, "connection refused: too many unauthenticated connections");
+                    tasks.spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let write = socket.write_all(b"rack: too many unauthenticated connections from your address; try again shortly\r\n");
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+                        drop(permit);
+                    });
+                    continue;
+                };
                 let config = config.clone();
                 let rack = rack.clone();
+                let key_sessions = key_sessions.clone();
                 let preauth = limits.preauth_timeout;
                 tasks.spawn(async move {
                     let _permit = permit;
                     let _open = crate::metrics::GaugeGuard::new(&crate::metrics::get().ssh_sessions);
                     let state = Arc::new(ConnectionState::default());
-                    let handler = Connection::new(rack, Some(peer), state.clone());
+                    *state.preauth.lock().expect("fresh") = Some(Box::new(slots));
+                    let handler = Connection::new(rack, Some(peer), state.clone(), key_sessions);
                     let session = match tokio::time::timeout(preauth, russh::server::run_stream(config, PreauthDeadline::new(socket, state.clone(), preauth), handler)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {

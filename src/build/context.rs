@@ -23,7 +23,7 @@ use git2::{ObjectType, Oid, Repository, Tree};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::dockerignore::{DockerIgnore, PatternError};
+use super::dockerignore::{Ancestors, DockerIgnore, PatternError};
 
 /// Size of the chunks handed to the HTTP body.
 const CHUNK: usize = 64 * 1024;
@@ -37,6 +37,10 @@ pub const CONTEXT_MTIME: u64 = 946_684_800;
 /// Root files read into memory for inspection (Dockerfile, .dockerignore,
 /// detection files) are capped at this size.
 const MAX_INSPECT_BYTES: usize = 1024 * 1024;
+
+/// Directories nest at most this deep in a context: git's own
+/// `core.maxTreeDepth` default, which receive-pack enforces already.
+const MAX_DEPTH: usize = 2048;
 
 const MODE_TREE: i32 = 0o040000;
 const MODE_BLOB: i32 = 0o100644;
@@ -55,6 +59,8 @@ pub enum ContextError {
     Io(#[from] io::Error),
     #[error("{0} is too large to inspect (over {MAX_INSPECT_BYTES} bytes)")]
     TooLarge(String),
+    #[error("{0}: the tree nests deeper than {MAX_DEPTH} levels")]
+    TooDeep(String),
     #[error("the build context upload was aborted")]
     Aborted,
 }
@@ -214,10 +220,22 @@ pub fn write_context_to<W: Write>(
     w: W,
     warn: &dyn Fn(String),
 ) -> Result<(ContextSummary, W), ContextError> {
+    write_cancellable(spec, w, warn, &|| false)
+}
+
+/// [`write_context_to`], stopping with [`ContextError::Aborted`] at the
+/// next entry once `cancelled` says so: the build it feeds was given up.
+fn write_cancellable<W: Write>(
+    spec: &ContextSpec,
+    w: W,
+    warn: &dyn Fn(String),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(ContextSummary, W), ContextError> {
     let counting = CountingWriter { inner: w, bytes: 0 };
     let mut state = Walk {
         ignore: &spec.ignore,
         warn,
+        cancelled,
         summary: ContextSummary::default(),
         extra: HashSet::new(),
     };
@@ -225,7 +243,7 @@ pub fn write_context_to<W: Write>(
     let repo = Repository::open(&spec.repo_path)?;
     let tree = open_commit(&repo, spec.commit)?.tree()?;
     state.write_extras(&mut tar, &spec.extra_files)?;
-    state.walk(&repo, &tree, "", &mut tar)?;
+    state.walk(&repo, tree, &mut tar)?;
     let mut counting = tar.into_inner()?;
     counting.flush()?;
     state.summary.bytes = counting.bytes;
@@ -237,7 +255,10 @@ fn write_context(
     writer: ChannelWriter,
     warn: &dyn Fn(String),
 ) -> Result<ContextSummary, ContextError> {
-    match write_context_to(spec, writer, warn) {
+    // The upload went away (build timed out or failed): stop walking even
+    // between writes.
+    let tx = writer.tx.clone();
+    match write_cancellable(spec, writer, warn, &|| tx.is_closed()) {
         Ok((summary, _)) => Ok(summary),
         Err(ContextError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             Err(ContextError::Aborted)
@@ -249,6 +270,7 @@ fn write_context(
 struct Walk<'a> {
     ignore: &'a DockerIgnore,
     warn: &'a dyn Fn(String),
+    cancelled: &'a dyn Fn() -> bool,
     summary: ContextSummary,
     extra: HashSet<String>,
 }
@@ -279,72 +301,107 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Writes `root` depth first, in tree order. Iterative: a tree nested
+    /// tens of thousands of levels deep must not overflow the thread's
+    /// stack (receive-pack refuses such trees; this holds for any repo).
     fn walk<W: Write>(
         &mut self,
         repo: &Repository,
-        tree: &Tree<'_>,
-        prefix: &str,
+        root: Tree<'_>,
         tar: &mut tar::Builder<W>,
     ) -> Result<(), ContextError> {
-        for entry in tree.iter() {
-            let name_bytes = entry.name_bytes();
-            if name_bytes.eq_ignore_ascii_case(b".git") {
-                continue;
+        // One frame per open directory: its tree, its path with a trailing
+        // `/`, the next entry to write
+        // and which ignore patterns its parents matched.
+        let mut stack: Vec<(Tree<'_>, String, usize, Ancestors)> =
+            vec![(root, String::new(), 0, self.ignore.root())];
+        while let Some((tree, prefix, next, anc)) = stack.last_mut() {
+            if (self.cancelled)() {
+                return Err(ContextError::Aborted);
             }
-            // Matching works on text; the tar keeps the exact bytes.
-            let name = String::from_utf8_lossy(name_bytes);
-            let path = format!("{prefix}{name}");
-            let raw_path: Vec<u8> = [prefix.as_bytes(), name_bytes].concat();
-            let tar_path = Path::new(OsStr::from_bytes(&raw_path));
-            if self.extra.contains(&path) {
+            let Some(entry) = tree.get(*next).map(|e| e.to_owned()) else {
+                stack.pop();
                 continue;
-            }
-            let excluded = self.ignore.is_excluded(&path);
-            match entry.filemode() {
-                MODE_TREE => {
-                    if excluded && !self.ignore.must_descend(&path) {
-                        continue;
-                    }
-                    if !excluded {
-                        let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                        tar.append_data(&mut h, tar_path, io::empty())?;
-                        self.summary.entries += 1;
-                    }
-                    let sub = repo.find_tree(entry.id())?;
-                    self.walk(repo, &sub, &format!("{path}/"), tar)?;
+            };
+            *next += 1;
+            let prefix = prefix.clone();
+            let anc = anc.clone();
+            if let Some((sub, path)) = self.entry(repo, &entry, &prefix, &anc, tar)? {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(ContextError::TooDeep(path));
                 }
-                MODE_COMMIT => {
-                    if !excluded {
-                        (self.warn)(format!(
-                            "warning: skipping submodule {path}: submodules are not part of the build context"
-                        ));
-                        self.summary.skipped_submodules.push(path);
-                    }
-                }
-                _ if excluded => {}
-                MODE_LINK => {
-                    let blob = repo.find_blob(entry.id())?;
-                    let target = Path::new(OsStr::from_bytes(blob.content()));
-                    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-                    tar.append_link(&mut h, tar_path, target)?;
-                    self.summary.entries += 1;
-                }
-                mode @ (MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_BLOB_EXEC) => {
-                    let blob = repo.find_blob(entry.id())?;
-                    let perm = if mode == MODE_BLOB_EXEC { 0o755 } else { 0o644 };
-                    let data = blob.content();
-                    let mut h = header(tar::EntryType::Regular, perm, data.len() as u64);
-                    tar.append_data(&mut h, tar_path, data)?;
-                    self.summary.entries += 1;
-                }
-                other => {
-                    (self.warn)(format!(
-                        "warning: skipping {path}: unknown git file mode {other:o}"
-                    ));
-                }
+                let below = self.ignore.descend(&anc, &path);
+                stack.push((sub, format!("{path}/"), 0, below));
             }
         }
         Ok(())
+    }
+
+    /// Writes one tree entry; returns the subtree to descend into.
+    fn entry<'r, W: Write>(
+        &mut self,
+        repo: &'r Repository,
+        entry: &git2::TreeEntry<'_>,
+        prefix: &str,
+        anc: &Ancestors,
+        tar: &mut tar::Builder<W>,
+    ) -> Result<Option<(Tree<'r>, String)>, ContextError> {
+        let name_bytes = entry.name_bytes();
+        if name_bytes.eq_ignore_ascii_case(b".git") {
+            return Ok(None);
+        }
+        // Matching works on text; the tar keeps the exact bytes.
+        let name = String::from_utf8_lossy(name_bytes);
+        let path = format!("{prefix}{name}");
+        let raw_path: Vec<u8> = [prefix.as_bytes(), name_bytes].concat();
+        let tar_path = Path::new(OsStr::from_bytes(&raw_path));
+        if self.extra.contains(&path) {
+            return Ok(None);
+        }
+        let excluded = self.ignore.is_excluded_in(&path, anc);
+        match entry.filemode() {
+            MODE_TREE => {
+                if excluded && !self.ignore.must_descend(&path) {
+                    return Ok(None);
+                }
+                if !excluded {
+                    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                    tar.append_data(&mut h, tar_path, io::empty())?;
+                    self.summary.entries += 1;
+                }
+                return Ok(Some((repo.find_tree(entry.id())?, path)));
+            }
+            MODE_COMMIT => {
+                if !excluded {
+                    (self.warn)(format!(
+                        "warning: skipping submodule {path}: submodules are not part of the build context"
+                    ));
+                    self.summary.skipped_submodules.push(path);
+                }
+            }
+            _ if excluded => {}
+            MODE_LINK => {
+                let blob = repo.find_blob(entry.id())?;
+                let target = Path::new(OsStr::from_bytes(blob.content()));
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                tar.append_link(&mut h, tar_path, target)?;
+                self.summary.entries += 1;
+            }
+            mode @ (MODE_BLOB | MODE_BLOB_GROUP_WRITABLE | MODE_BLOB_EXEC) => {
+                let blob = repo.find_blob(entry.id())?;
+                let perm = if mode == MODE_BLOB_EXEC { 0o755 } else { 0o644 };
+                let data = blob.content();
+                let mut h = header(tar::EntryType::Regular, perm, data.len() as u64);
+                tar.append_data(&mut h, tar_path, data)?;
+                self.summary.entries += 1;
+            }
+            other => {
+                (self.warn)(format!(
+                    "warning: skipping {path}: unknown git file mode {other:o}"
+                ));
+            }
+        }
+        Ok(None)
     }
 }
 

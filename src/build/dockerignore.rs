@@ -200,38 +200,67 @@ impl Pattern {
     }
 }
 
-/// Backtracking matcher over the compiled tokens (anchored at both ends), the
-/// equivalent of the regexp moby builds from the pattern.
+/// Matches the compiled tokens against the whole of `s` (anchored at both
+/// ends, the equivalent of the regexp moby builds from the pattern) by
+/// simulating the pattern's automaton: every position of the pattern that
+/// the text so far can reach is tracked at once, so the time is linear in
+/// the text times the pattern's length whatever the wildcards (a
+/// backtracking matcher is exponential in the number of `*`: `*a*a*a*b`
+/// against a long name of `a`s).
 fn match_toks(toks: &[Tok], s: &[char]) -> bool {
-    let Some((t, rest)) = toks.split_first() else {
-        return s.is_empty();
-    };
-    match t {
-        Tok::Lit(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|&c| c != '/') && match_toks(rest, &s[1..]),
-        Tok::Class { negated, items } => {
-            s.first()
-                .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
-                && match_toks(rest, &s[1..])
-        }
-        Tok::Star => {
-            for n in 0..=s.len() {
-                if match_toks(rest, &s[n..]) {
-                    return true;
+    let n = toks.len();
+    // `at[k]`: before token k; `inside[k]`: within the `.*/` of a `**/`
+    // token k, which may end at any `/`.
+    let mut at = vec![false; n + 1];
+    let mut inside = vec![false; n + 1];
+    at[0] = true;
+    follow_empty(toks, &mut at);
+    let mut next_at = vec![false; n + 1];
+    let mut next_inside = vec![false; n + 1];
+    for &c in s {
+        next_at.iter_mut().for_each(|b| *b = false);
+        next_inside.iter_mut().for_each(|b| *b = false);
+        let mut alive = false;
+        for k in 0..n {
+            if inside[k] {
+                next_inside[k] = true;
+                next_at[k + 1] |= c == '/';
+                alive = true;
+            }
+            if !at[k] {
+                continue;
+            }
+            alive = true;
+            match &toks[k] {
+                Tok::Lit(x) => next_at[k + 1] |= c == *x,
+                Tok::One => next_at[k + 1] |= c != '/',
+                Tok::Class { negated, items } => {
+                    next_at[k + 1] |= items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
                 }
-                if n < s.len() && s[n] == '/' {
-                    break;
+                Tok::Star => next_at[k] |= c != '/',
+                Tok::AnyAll => next_at[k] = true,
+                Tok::AnyDirs => {
+                    next_inside[k] = true;
+                    next_at[k + 1] |= c == '/';
                 }
             }
-            false
         }
-        Tok::AnyAll => (0..=s.len()).any(|n| match_toks(rest, &s[n..])),
-        Tok::AnyDirs => {
-            // Empty, or any prefix ending in `/`.
-            if match_toks(rest, s) {
-                return true;
-            }
-            (0..s.len()).any(|n| s[n] == '/' && match_toks(rest, &s[n + 1..]))
+        if !alive {
+            return false;
+        }
+        follow_empty(toks, &mut next_at);
+        std::mem::swap(&mut at, &mut next_at);
+        std::mem::swap(&mut inside, &mut next_inside);
+    }
+    at[n]
+}
+
+/// Adds the positions reachable without reading a character: past `*`,
+/// `**` and `**/`, which may match nothing.
+fn follow_empty(toks: &[Tok], at: &mut [bool]) {
+    for k in 0..toks.len() {
+        if at[k] && matches!(toks[k], Tok::Star | Tok::AnyAll | Tok::AnyDirs) {
+            at[k + 1] = true;
         }
     }
 }
@@ -260,6 +289,11 @@ fn clean(p: &str) -> String {
         (false, false) => joined,
     }
 }
+
+/// Which patterns match a directory or one of its parents (per pattern, in
+/// order): what the directory's entries inherit.
+#[derive(Debug, Clone, Default)]
+pub struct Ancestors(Vec<bool>);
 
 /// A compiled `.dockerignore`.
 #[derive(Debug, Clone, Default)]
@@ -337,27 +371,47 @@ impl DockerIgnore {
     /// the context: the last pattern matching the path or one of its parent
     /// directories decides.
     pub fn is_excluded(&self, path: &str) -> bool {
-        let parents: Vec<&str> = match path.rfind('/') {
-            Some(i) => path[..i].split('/').collect(),
-            None => Vec::new(),
-        };
+        let mut anc = self.root();
+        if let Some(end) = path.rfind('/') {
+            for (i, b) in path[..end].bytes().enumerate() {
+                if b == b'/' {
+                    anc = self.descend(&anc, &path[..i]);
+                }
+            }
+            anc = self.descend(&anc, &path[..end]);
+        }
+        self.is_excluded_in(path, &anc)
+    }
+
+    /// What the root's entries inherit: nothing.
+    pub fn root(&self) -> Ancestors {
+        Ancestors(vec![false; self.patterns.len()])
+    }
+
+    /// What the entries of directory `dir` inherit, from what `dir`'s own
+    /// entry inherited (`parent`): a walk computes it once per directory,
+    /// so each entry is then matched against its own path only.
+    pub fn descend(&self, parent: &Ancestors, dir: &str) -> Ancestors {
+        Ancestors(
+            self.patterns
+                .iter()
+                .zip(&parent.0)
+                .map(|(p, &m)| m || p.matches(dir))
+                .collect(),
+        )
+    }
+
+    /// [`is_excluded`](Self::is_excluded) for an entry of a directory whose
+    /// [`Ancestors`] are known.
+    pub fn is_excluded_in(&self, path: &str, parent: &Ancestors) -> bool {
         let mut matched = false;
-        for p in &self.patterns {
+        for (p, &inherited) in self.patterns.iter().zip(&parent.0) {
             // An inclusion that already matched, or an exclusion when nothing
             // matched yet, cannot change the answer.
             if p.exclusion != matched {
                 continue;
             }
-            let mut m = p.matches(path);
-            if !m {
-                for i in 1..=parents.len() {
-                    if p.matches(&parents[..i].join("/")) {
-                        m = true;
-                        break;
-                    }
-                }
-            }
-            if m {
+            if inherited || p.matches(path) {
                 matched = !p.exclusion;
             }
         }

@@ -116,29 +116,29 @@ where
     result.map(|()| ended)
 }
 
-/// Joins chunks into complete lines.
+/// Joins chunks into complete lines, cleaned, each at most
+/// [`crate::lines::MAX_LINE_BYTES`] long (a longer one is cut).
 #[derive(Debug, Default)]
 pub struct LineSplitter {
-    buf: String,
+    buf: crate::lines::LineBuf,
 }
 
 impl LineSplitter {
     /// Feeds a chunk; returns the lines it completed, cleaned.
     pub fn push(&mut self, chunk: &str) -> Vec<String> {
-        self.buf.push_str(chunk);
         let mut out = Vec::new();
-        while let Some(i) = self.buf.find('\n') {
-            let line: String = self.buf.drain(..=i).collect();
-            out.push(clean_line(&line[..line.len() - 1]));
-        }
+        self.buf.push(chunk.as_bytes(), &mut |l| {
+            out.push(clean_line(&String::from_utf8_lossy(l)))
+        });
         out
     }
 
     /// What is left after the last newline (at the end of the stream).
     pub fn finish(&mut self) -> Option<String> {
-        let rest = std::mem::take(&mut self.buf);
-        let line = clean_line(&rest);
-        (!line.is_empty()).then_some(line)
+        let mut rest = None;
+        self.buf
+            .finish(&mut |l| rest = Some(clean_line(&String::from_utf8_lossy(l))));
+        rest.filter(|l| !l.is_empty())
     }
 }
 

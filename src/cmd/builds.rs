@@ -82,7 +82,9 @@ pub async fn logs<R>(
                     break;
                 }
                 pos += n as u64;
-                ctx.stdout.write_all(&buf[..n]).await.map_err(io_err)?;
+                // Lines quoting a Dockerfile or its output, for a terminal.
+                let safe = crate::names::escape_control_bytes(&buf[..n]);
+                ctx.stdout.write_all(&safe).await.map_err(io_err)?;
             }
             ctx.stdout.flush().await.map_err(io_err)?;
         }

@@ -131,9 +131,12 @@ commands! {
     ConfigCmd(ctx) {
         "config" | "config:show" => Show { app: String }
             parse Args::just_app; access Access::Admin; app app;
+            // Reading secrets is recorded too (names, never values).
+            audit format!("config {app}");
             run show(ctx, &app);
         "config:get" => Get { app: String, key: String }
             parse Args::app_word; access Access::Admin; app app;
+            audit format!("config:get {app} {key}");
             run get(ctx, &app, &key);
         "config:set" => Set {
             app: String,

@@ -49,6 +49,16 @@ async fn push_hosts<R>(ctx: &Ctx<'_, R>, app: &str) -> Result<(), CmdError> {
 pub async fn add<R>(ctx: &Ctx<'_, R>, app: &str, host: &str) -> Result<Output, CmdError> {
     let host = validate_host(host)?;
     ctx.store().app(app).await?;
+    // `APP.DOMAIN` is app APP's own host, whether APP exists yet or not.
+    let suffix = format!(".{}", ctx.rack.settings.domain.to_ascii_lowercase());
+    if let Some(owner) = host.strip_suffix(&suffix) {
+        if owner != app && crate::names::validate_app(owner).is_ok() {
+            return Err(CmdError::Usage(format!(
+                "{host} is the default host of app '{owner}'; add a name outside {} instead",
+                &suffix[1..]
+            )));
+        }
+    }
     ctx.store().add_domain(app, &host).await?;
     push_hosts(ctx, app).await?;
     // A new host gets its certificate ordered.

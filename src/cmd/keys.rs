@@ -69,6 +69,15 @@ pub async fn register(
         )
     })?;
     key.set_comment("");
+    // A scope names apps that exist: a key for an app created later would
+    // otherwise be waiting for it.
+    for app in apps {
+        if store.get_app(app).await?.is_none() {
+            return Err(CmdError::Usage(format!(
+                "no app named '{app}': create it first"
+            )));
+        }
+    }
     let record = KeyRecord {
         name: name.to_string(),
         fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),

@@ -382,10 +382,18 @@ impl Command {
     /// Parses shell words (already split, never passed to a shell). Returns
     /// the command and whether `--json` was asked for.
     pub fn parse(words: Vec<String>) -> Result<(Command, bool), CmdError> {
-        let json = words.iter().skip(1).any(|w| w == "--json");
-        let mut iter = words.into_iter();
-        let name = iter.next().unwrap_or_else(|| "help".to_string());
-        let rest: Vec<String> = iter.filter(|w| w != "--json").collect();
+        // Words after ` -- ` (the command of `run`) are the user's, verbatim.
+        let end = words.iter().position(|w| w == "--").unwrap_or(words.len());
+        let json = words[..end].iter().skip(1).any(|w| w == "--json");
+        let mut iter = words.into_iter().enumerate();
+        let name = iter
+            .next()
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| "help".to_string());
+        let rest: Vec<String> = iter
+            .filter(|(i, w)| *i >= end || w != "--json")
+            .map(|(_, w)| w)
+            .collect();
         let mut a = Args {
             words: rest.into_iter(),
         };

@@ -88,7 +88,8 @@ impl Output {
 fn cell(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
+        // Tables and info blocks go to a terminal; `--json` keeps the text.
+        Some(Value::String(s)) => crate::names::escape_controls(s).into_owned(),
         Some(Value::Array(a)) => {
             let parts: Vec<String> = a.iter().map(|x| cell(Some(x))).collect();
             if parts.is_empty() {
@@ -99,7 +100,7 @@ fn cell(v: Option<&Value>) -> String {
         }
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| format!("{k}={}", cell(Some(v))))
+            .map(|(k, v)| format!("{}={}", crate::names::escape_controls(k), cell(Some(v))))
             .collect::<Vec<_>>()
             .join(" "),
         Some(other) => other.to_string(),

@@ -45,7 +45,12 @@ pub async fn logs<R>(
             }
         };
         let Some(line) = line else { break };
-        let text = format!("{} | {}\n", line.source, line.text);
+        // The app's output, for a terminal: its escapes made visible.
+        let text = format!(
+            "{} | {}\n",
+            crate::names::escape_controls(&line.source),
+            crate::names::escape_controls(&line.text)
+        );
         if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err()
         {
             break; // the client went away: dropping rx stops the producer
@@ -79,12 +84,15 @@ pub async fn run<R: AsyncRead + Unpin>(
         Some(t) => (Some((t.cols, t.rows)), Some(t.resize)),
         None => (None, None),
     };
+    let (memory_bytes, nano_cpus) = ctx.rack.deployer.oneoff_limits(app, "run").await?;
     let cmd = OneOff {
         argv,
         tty: tty_size,
         resize,
         timeout: None,
         labels: BTreeMap::new(),
+        memory_bytes,
+        nano_cpus,
     };
     stream(ctx, true, |io| runtime.run(&spec, cmd, io)).await
 }

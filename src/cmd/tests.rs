@@ -81,3 +81,16 @@ fn run_takes_one_command_line_for_the_shell() {
     let (c, _) = Command::parse(split_line("run a -- env; cat /secret").unwrap()).unwrap();
     assert_eq!(c.audit_line().unwrap(), "run a env;");
 }
+
+proptest::proptest! {
+    /// Any exec line: split, then parsed into a command or a usage error,
+    /// never a panic.
+    #[test]
+    fn prop_any_command_line_parses_or_errs(line in "\\PC{0,120}") {
+        if let Ok(words) = crate::cmd::run::split_line(&line) {
+            if !words.is_empty() {
+                let _ = crate::cmd::Command::parse(words);
+            }
+        }
+    }
+}

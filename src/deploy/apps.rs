@@ -324,9 +324,18 @@ impl Deployer {
             }
         }
         let path = self.settings.repo_path(app);
-        let made = tokio::task::spawn_blocking(move || crate::git::init_bare(&path))
-            .await
-            .map_err(|e| DeployError::Failed(format!("creating the repository: {e}")))?;
+        // A directory left by an app of this name whose delete failed half
+        // way is stray (the record did not exist): never its history.
+        let made = tokio::task::spawn_blocking(move || {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::warn!(path = %path.display(), "removed a stray repository"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::git::GitError::Io(e)),
+            }
+            crate::git::init_bare(&path)
+        })
+        .await
+        .map_err(|e| DeployError::Failed(format!("creating the repository: {e}")))?;
         if let Err(e) = made {
             // Leave nothing half-made: the app exists only with its repo.
             let _ = store.delete_app(app).await;

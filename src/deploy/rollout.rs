@@ -113,8 +113,10 @@ impl Deployer {
         };
 
         if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
+            // A store failure here failed `spec_for` just above already.
+            let limits = self.oneoff_limits(app, "release").await.unwrap_or_default();
             let phase = Instant::now();
-            let ran = release_phase(&*runtime, &spec, cmd, progress).await;
+            let ran = release_phase(&*runtime, &spec, cmd, limits, progress).await;
             crate::metrics::stage_took(crate::metrics::Stage::release_phase, phase.elapsed());
             if let Err(e) = ran {
                 let _ = store
@@ -257,6 +259,7 @@ async fn release_phase(
     runtime: &dyn Runtime,
     spec: &ReleaseSpec,
     command: &str,
+    (memory_bytes, nano_cpus): (Option<i64>, Option<i64>),
     progress: &Progress,
 ) -> Result<(), RuntimeError> {
     progress.stage(format!("Running release command: {command}"));
@@ -267,6 +270,8 @@ async fn release_phase(
         resize: None,
         timeout: Some(RELEASE_PHASE_TIMEOUT),
         labels: BTreeMap::from([("rack.release-phase".to_string(), spec.version.to_string())]),
+        memory_bytes,
+        nano_cpus,
     };
     let (w2, mut r2) = tokio::io::duplex(64 * 1024);
     let io = OneOffIo {
@@ -277,13 +282,8 @@ async fn release_phase(
     let pump = |r: &mut tokio::io::DuplexStream| {
         let progress = progress.clone();
         let mut r = std::mem::replace(r, tokio::io::duplex(1).0);
-        async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(&mut r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                progress.detail(line);
-            }
-        }
+        // Bounded lines: a release command may write without newlines.
+        async move { crate::lines::for_each_line(&mut r, |line| progress.detail(line)).await }
     };
     let (code, _, _) = tokio::join!(runtime.run(spec, cmd, io), pump(&mut r), pump(&mut r2));
     match code? {
@@ -296,7 +296,32 @@ async fn release_phase(
 
 const RELEASE_PHASE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
+/// `resources.KIND.memory` and `resources.KIND.cpu` of an app's settings,
+/// as bytes and CPUs × 1e9.
+fn resources(settings: &BTreeMap<String, String>, kind: &str) -> (Option<i64>, Option<i64>) {
+    (
+        settings
+            .get(&format!("resources.{kind}.memory"))
+            .and_then(|m| crate::appsettings::parse_memory(m))
+            .map(|b| b as i64),
+        settings
+            .get(&format!("resources.{kind}.cpu"))
+            .and_then(|c| c.parse::<f64>().ok())
+            .map(|c| (c * 1e9) as i64),
+    )
+}
+
 impl Deployer {
+    /// The memory and CPU limits of a one-off of `kind` (`run`, `release`,
+    /// `timer`): the app's `resources.KIND.*`, else its `resources.web.*`
+    /// (else the runtime's rack-wide default).
+    pub async fn oneoff_limits(&self, app: &str, kind: &str) -> Result<(Option<i64>, Option<i64>)> {
+        let settings = self.provider.store.app(app).await?.settings;
+        let own = resources(&settings, kind);
+        let web = resources(&settings, "web");
+        Ok((own.0.or(web.0), own.1.or(web.1)))
+    }
+
     /// The complete description of `release` for the runtime. Fails with
     /// the store's or the config's own error (`DeployError::Store`,
     /// `DeployError::Config`), whose text says what is missing.
@@ -322,14 +347,8 @@ impl Deployer {
                 kind: kind.clone(),
                 command: procfile.as_ref().and_then(|p| p.get(kind).cloned()),
                 count: *count,
-                memory_bytes: settings
-                    .get(&format!("resources.{kind}.memory"))
-                    .and_then(|m| crate::appsettings::parse_memory(m))
-                    .map(|b| b as i64),
-                nano_cpus: settings
-                    .get(&format!("resources.{kind}.cpu"))
-                    .and_then(|c| c.parse::<f64>().ok())
-                    .map(|c| (c * 1e9) as i64),
+                memory_bytes: resources(&settings, kind).0,
+                nano_cpus: resources(&settings, kind).1,
             })
             .collect();
         let timeout = settings

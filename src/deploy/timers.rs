@@ -161,7 +161,10 @@ impl Deployer {
             .spec_for(runtime, &release, &formation, new_deploy_id())
             .await?;
         spec.env.set("RACK_TIMER", &timer.name);
+        let (memory_bytes, nano_cpus) = self.oneoff_limits(app, "timer").await?;
         let cmd = OneOff {
+            memory_bytes,
+            nano_cpus,
             argv: vec!["/bin/sh".into(), "-c".into(), timer.command.clone()],
             tty: None,
             resize: None,

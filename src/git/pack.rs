@@ -15,6 +15,8 @@ pub enum ScanError {
     ObjectTooLarge { size: u64, limit: u64 },
     /// The pack is larger than the limit.
     PackTooLarge { limit: u64 },
+    /// The pack announces more objects than the limit.
+    TooManyObjects { count: u32, limit: u32 },
     /// Not a pack git would write.
     Corrupt(String),
 }
@@ -27,6 +29,10 @@ impl std::fmt::Display for ScanError {
                 "an object of {} exceeds the limit of {} for a single object",
                 human(*size),
                 human(*limit)
+            ),
+            ScanError::TooManyObjects { count, limit } => write!(
+                f,
+                "the pack has {count} objects, over the limit of {limit} objects in one push"
             ),
             ScanError::PackTooLarge { limit } => {
                 write!(
@@ -80,6 +86,7 @@ pub struct PackScanner {
     state: State,
     max_object: u64,
     max_pack: u64,
+    max_objects: u32,
     consumed: u64,
     objects: u32,
     seen: u32,
@@ -107,6 +114,7 @@ impl PackScanner {
             state: State::Header,
             max_object,
             max_pack,
+            max_objects: u32::MAX,
             consumed: 0,
             objects: 0,
             seen: 0,
@@ -121,6 +129,12 @@ impl PackScanner {
             entry_offset: 0,
             entries: Vec::new(),
         }
+    }
+
+    /// Refuses a pack announcing more than `n` objects, from its header.
+    pub fn max_objects(mut self, n: u32) -> Self {
+        self.max_objects = n;
+        self
     }
 
     /// Offset and type (1 commit, 2 tree, 3 blob, 4 tag; 0 unknown) of every
@@ -180,6 +194,12 @@ impl PackScanner {
                         }
                         self.objects =
                             u32::from_be_bytes(self.buf[8..12].try_into().expect("4 bytes"));
+                        if self.objects > self.max_objects {
+                            return Err(ScanError::TooManyObjects {
+                                count: self.objects,
+                                limit: self.max_objects,
+                            });
+                        }
                         self.buf.clear();
                         self.state = if self.objects == 0 {
                             State::Trailer(HASH_LEN)

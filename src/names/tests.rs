@@ -30,3 +30,16 @@ fn config_keys() {
         assert!(validate_config_key(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn control_characters_are_escaped_for_terminals() {
+    assert_eq!(escape_controls("plain\ttext é"), "plain\ttext é");
+    assert_eq!(
+        escape_controls("a\u{1b}]0;t\u{7}\rb\nc\u{9b}"),
+        "a\\u{1b}]0;t\\u{7}\\rb\\nc\\u{9b}"
+    );
+    assert_eq!(
+        &*escape_control_bytes(b"line\x1b[2K\r\n\tnext\x7f\n"),
+        b"line\\x1b[2K\\x0d\n\tnext\\x7f\n"
+    );
+}

@@ -29,6 +29,9 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
     let opts = LocalOptions {
         namespace: settings.namespace.clone(),
         pause_at: settings.test_pause_at.clone(),
+        pids_limit: settings.containers.pids,
+        default_memory: settings.containers.memory_bytes,
+        default_nano_cpus: settings.containers.nano_cpus,
         ..Default::default()
     };
     // One LocalRuntime for releases and resources: resources join the

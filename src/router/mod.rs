@@ -44,7 +44,7 @@ use tokio::sync::{watch, Notify};
 
 pub use hold::{Hold, HoldLimits};
 pub(crate) use serve::stopped;
-pub use serve::{serve, serve_listeners, Listeners};
+pub use serve::{serve, serve_listeners, Listeners, RouterLimits};
 pub use tls::{crypto_provider, install_default_provider, HttpsPolicy, Tls};
 
 use hold::{HoldState, Waiter};

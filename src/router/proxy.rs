@@ -74,6 +74,11 @@ pub(crate) struct Ctx {
     /// The HTTPS listener's port, for redirects (None: no HTTPS listener;
     /// redirects then name the default port).
     pub(crate) https_port: Option<u16>,
+    /// Connections per client address (not for trusted proxies, whose
+    /// clients all share the proxy's address).
+    pub(crate) per_ip: Arc<crate::listener::PerIp>,
+    /// `[router] header_timeout_secs`.
+    pub(crate) header_timeout: std::time::Duration,
 }
 
 /// The app a response came from (none: no app serves the host), for the

@@ -24,10 +24,34 @@ use crate::listener::{self, Cap};
 /// default `ulimit -n` of 65536 allows, with room for everything else.
 const MAX_CONNECTIONS: usize = 10_000;
 
-/// Time a client gets to send a request's headers, counted from when the
-/// connection starts waiting for them: it also bounds how long an idle
-/// keep-alive connection is kept.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The router's bounds against slow and many clients (`[router]`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Connections one client address may hold open at once (HTTP and
+    /// HTTPS together).
+    pub max_connections_per_ip: usize,
+    /// Time a client gets to send a request's headers, counted from when
+    /// the connection starts waiting for them: it also bounds how long an
+    /// idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        RouterLimits {
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The answer to a plain-HTTP client over its address's connection limit
+/// (a TLS client cannot read it: its connection is just closed).
+const PER_IP_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 39\r\n\r\ntoo many connections from your address\n";
+
+/// How often an idle HTTP/2 connection is pinged, and how long a ping may
+/// go unanswered.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Time a client gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,12 +86,13 @@ pub async fn serve(
     trusted_proxy: Option<String>,
     shutdown: watch::Receiver<bool>,
     threads: usize,
+    limits: RouterLimits,
 ) -> anyhow::Result<()> {
     let listeners = Listeners {
         http: listener,
         https: None,
     };
-    serve_listeners(listeners, router, trusted_proxy, shutdown, threads).await
+    serve_listeners(listeners, router, trusted_proxy, shutdown, threads, limits).await
 }
 
 /// The router's listeners: plain HTTP, and HTTPS (TLS with the router's
@@ -85,6 +110,7 @@ pub async fn serve_listeners(
     trusted_proxy: Option<String>,
     shutdown: watch::Receiver<bool>,
     threads: usize,
+    limits: RouterLimits,
 ) -> anyhow::Result<()> {
     let trusted = trusted_proxy
         .as_deref()
@@ -112,6 +138,8 @@ pub async fn serve_listeners(
         stop,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         https_port,
+        per_ip: crate::listener::PerIp::new(limits.max_connections_per_ip),
+        header_timeout: limits.header_timeout,
     });
     // Everything fallible before the first thread starts.
     let listener = listeners.http.into_std()?;
@@ -204,16 +232,23 @@ async fn accept_loop(
     loop {
         tokio::select! {
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
+                let Some(ip_slot) = per_ip_slot(&ctx, socket, peer, &mut tasks, PER_IP_REFUSAL) else {
+                    continue;
+                };
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
-                    serve_http(ctx, socket, peer).await;
+                    let _permit = (permit, ip_slot.1);
+                    serve_http(ctx, ip_slot.0, peer).await;
                 });
             }
             (socket, peer, permit) = accept_tls(https.as_ref(), &tls_cap) => {
+                let Some(ip_slot) = per_ip_slot(&ctx, socket, peer, &mut tasks, b"") else {
+                    continue;
+                };
+                let socket = ip_slot.0;
                 let (ctx, acceptor) = (ctx.clone(), https.as_ref().map(|h| h.1.clone()));
                 tasks.spawn(async move {
-                    let _permit = permit;
+                    let _permit = (permit, ip_slot.1);
                     if let Some(acceptor) = acceptor {
                         serve_https(ctx, acceptor, socket, peer).await;
                     }
@@ -236,6 +271,33 @@ async fn accept_loop(
 }
 
 /// The next connection on the HTTPS listener; never, without one.
+/// The client address's connection slot (none needed for a trusted proxy,
+/// whose clients all share its address), or `None` when the address is at
+/// its limit: the connection then gets `refusal` and is closed.
+fn per_ip_slot(
+    ctx: &Ctx,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    tasks: &mut JoinSet<()>,
+    refusal: &'static [u8],
+) -> Option<(TcpStream, Option<crate::listener::IpSlot>)> {
+    if ctx.trusted.as_ref().is_some_and(|t| t.contains(peer.ip())) {
+        return Some((socket, None));
+    }
+    match ctx.per_ip.take(peer.ip()) {
+        Some(slot) => Some((socket, Some(slot))),
+        None => {
+            tracing::debug!(%peer, "connection refused: too many from its address");
+            tasks.spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let write = socket.write_all(refusal);
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            });
+            None
+        }
+    }
+}
+
 async fn accept_tls(
     https: Option<&(TcpListener, TlsAcceptor)>,
     cap: &Cap,
@@ -275,11 +337,12 @@ async fn metered(
 
 /// One plain HTTP/1.1 connection (with upgrades).
 async fn serve_http(ctx: Arc<Ctx>, socket: TcpStream, peer: SocketAddr) {
+    let header_timeout = ctx.header_timeout;
     let mut stop = ctx.stop.clone();
     let service = service_fn(move |req| metered(ctx.clone(), peer, false, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -301,6 +364,7 @@ async fn serve_http(ctx: Arc<Ctx>, socket: TcpStream, peer: SocketAddr) {
 /// One HTTPS connection: the handshake (bounded in time), then HTTP/2 or
 /// HTTP/1.1 as ALPN chose.
 async fn serve_https(ctx: Arc<Ctx>, acceptor: TlsAcceptor, socket: TcpStream, peer: SocketAddr) {
+    let header_timeout = ctx.header_timeout;
     let mut stop = ctx.stop.clone();
     let stream = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => match r {
@@ -318,13 +382,13 @@ async fn serve_https(ctx: Arc<Ctx>, acceptor: TlsAcceptor, socket: TcpStream, pe
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_H2_STREAMS)
-        .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
-        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+        .keep_alive_interval(Some(H2_KEEPALIVE))
+        .keep_alive_timeout(H2_KEEPALIVE);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let ended = tokio::select! {

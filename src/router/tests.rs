@@ -196,6 +196,7 @@ async fn start_router(trusted: Option<&str>) -> TestRouter {
         trusted.map(str::to_string),
         rx,
         2,
+        Default::default(),
     ));
     TestRouter {
         router,
@@ -929,7 +930,14 @@ async fn held_requests_wait_for_the_new_backend_within_bounds() {
         timeout: Duration::from_millis(500),
     });
     let (_shutdown, rx) = watch::channel(false);
-    tokio::spawn(serve(listener, router.clone(), None, rx, 1));
+    tokio::spawn(serve(
+        listener,
+        router.clone(),
+        None,
+        rx,
+        1,
+        Default::default(),
+    ));
     let (old, new) = (
         TestBackend::start("old").await,
         TestBackend::start("new").await,

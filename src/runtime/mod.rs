@@ -252,6 +252,11 @@ pub struct OneOff {
     pub timeout: Option<Duration>,
     /// Extra labels (e.g. `rack.release-phase`).
     pub labels: BTreeMap<String, String>,
+    /// Memory and CPU limits of this one-off (`Deployer::oneoff_limits`:
+    /// the app's `resources.*`); `None`: the runtime's default.
+    pub memory_bytes: Option<i64>,
+    /// CPUs × 1e9.
+    pub nano_cpus: Option<i64>,
 }
 
 pub struct OneOffIo {

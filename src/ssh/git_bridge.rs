@@ -70,6 +70,9 @@ where
                 limits: ReceiveLimits {
                     max_pack_bytes: limits.max_pack_bytes,
                     max_object_bytes: limits.max_object_bytes,
+                    max_pack_objects: limits.max_pack_objects,
+                    max_ref_bytes: limits.max_ref_bytes,
+                    max_commands_bytes: limits.max_push_commands_bytes,
                     ..ReceiveLimits::default()
                 },
             };
@@ -99,6 +102,13 @@ where
                 }
                 Err(e) => {
                     tracing::warn!(app, error = %e, "receive-pack");
+                    // A push refused for what it sent: say why (git shows
+                    // the SSH stderr as is).
+                    if let git::GitError::Protocol(why) = &e {
+                        // Built by the parser, which escaped what it quotes.
+                        let line = format!("error: {why}\n");
+                        let _ = stderr.write_all(line.as_bytes()).await;
+                    }
                     let _ = rack
                         .provider
                         .store
@@ -141,6 +151,10 @@ async fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::Recei
     } else {
         format!("error: {}", failures.join("; "))
     };
+    let (action, result) = (
+        truncate(action, MAX_AUDIT_BYTES),
+        truncate(result, MAX_AUDIT_BYTES),
+    );
     if let Err(e) = rack
         .provider
         .store
@@ -149,6 +163,25 @@ async fn audit_push(rack: &Rack, who: &Identity, app: &str, outcome: &git::Recei
     {
         tracing::error!(error = %e, "writing audit event");
     }
+}
+
+/// An audit line's action and result are cut at this size: a push may
+/// name thousands of refs and push options.
+const MAX_AUDIT_BYTES: usize = 4096;
+
+/// `s` cut at `max` bytes (on a character boundary), saying how much went.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!(" ... ({dropped} more bytes)"));
+    s
 }
 
 fn short(oid: &git2::Oid) -> String {

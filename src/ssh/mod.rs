@@ -9,6 +9,7 @@
 mod git_bridge;
 pub mod hostkey;
 mod session;
+mod sessions;
 mod stream;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use russh::{MethodKind, MethodSet};
 use crate::state::Rack;
 
 pub use session::{Connection, ConnectionState};
+pub use sessions::KeySessions;
 pub use stream::PreauthDeadline;
 
 /// The russh configuration: public key only, no probe delay, keepalives.

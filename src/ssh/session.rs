@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
@@ -12,6 +12,7 @@ use russh::server::{
 use russh::{Channel, ChannelId};
 use tokio::io::AsyncWriteExt;
 
+use super::sessions::{KeySessions, SessionGuard};
 use crate::cmd::{self, Identity};
 use crate::state::Rack;
 
@@ -19,6 +20,9 @@ use crate::state::Rack;
 #[derive(Default)]
 pub struct ConnectionState {
     pub authenticated: AtomicBool,
+    /// The connection's places among the unauthenticated ones (its
+    /// address's and the rack's), given back once it authenticates.
+    pub preauth: std::sync::Mutex<Option<Box<dyn Send + Sync>>>,
 }
 
 pub struct Connection {
@@ -26,7 +30,15 @@ pub struct Connection {
     peer: Option<SocketAddr>,
     state: Arc<ConnectionState>,
     identity: Option<Identity>,
+    /// The authenticated key's fingerprint: every exec looks the key up
+    /// again by it, so a removed key runs nothing more on a connection it
+    /// opened before.
+    fingerprint: Option<String>,
+    /// Channels opened, not yet exec'd.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Sessions of this connection running now.
+    live: Arc<AtomicUsize>,
+    key_sessions: Arc<KeySessions>,
     /// `GIT_PROTOCOL` from env requests; every other variable is ignored.
     git_protocol: HashMap<ChannelId, String>,
     /// A pty request waiting for its answer until we know the command:
@@ -39,13 +51,21 @@ pub struct Connection {
 const NO_SHELL: &str = "rack offers no shell";
 
 impl Connection {
-    pub fn new(rack: Arc<Rack>, peer: Option<SocketAddr>, state: Arc<ConnectionState>) -> Self {
+    pub fn new(
+        rack: Arc<Rack>,
+        peer: Option<SocketAddr>,
+        state: Arc<ConnectionState>,
+        key_sessions: Arc<KeySessions>,
+    ) -> Self {
         Connection {
             rack,
             peer,
             state,
             identity: None,
+            fingerprint: None,
             channels: HashMap::new(),
+            live: Arc::new(AtomicUsize::new(0)),
+            key_sessions,
             git_protocol: HashMap::new(),
             pending_pty: HashMap::new(),
             resizers: HashMap::new(),
@@ -53,14 +73,7 @@ impl Connection {
     }
 
     async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<crate::store::KeyRecord> {
-        let fp = key.fingerprint(HashAlg::Sha256).to_string();
-        match self.rack.provider.store.key_by_fingerprint(&fp).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::error!(error = %e, "looking up a key");
-                None
-            }
-        }
+        lookup(&self.rack, &fingerprint(key)).await
     }
 
     fn hint(&self) -> String {
@@ -117,12 +130,14 @@ impl Handler for Connection {
         match self.lookup(key.public_key).await {
             Some(k) => {
                 tracing::info!(key = %k.name, peer = ?self.peer, "authenticated");
-                self.identity = Some(Identity {
-                    key_name: k.name,
-                    admin: k.admin,
-                    apps: k.apps,
-                });
+                self.fingerprint = Some(fingerprint(key.public_key));
+                self.identity = Some(identity_of(k));
                 self.state.authenticated.store(true, Ordering::SeqCst);
+                self.state
+                    .preauth
+                    .lock()
+                    .expect("preauth slot poisoned")
+                    .take();
                 Ok(Auth::Accept)
             }
             None => {
@@ -138,7 +153,11 @@ impl Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.identity.is_none() || self.channels.len() >= 8 {
+        // Open channels and running sessions together: a multiplexed
+        // connection cannot run more than this at once.
+        let open = self.channels.len() + self.live.load(Ordering::SeqCst);
+        if self.identity.is_none() || open >= self.rack.settings.limits.max_sessions_per_connection
+        {
             return Ok(()); // dropping `reply` refuses the channel
         }
         self.channels.insert(channel.id(), channel);
@@ -277,17 +296,31 @@ impl Handler for Connection {
                 session.channel_failure(channel)?;
             }
         }
-        let (Some(identity), Some(ch)) = (self.identity.clone(), self.channels.remove(&channel))
-        else {
+        let (Some(identity), Some(fp), Some(ch)) = (
+            self.identity.clone(),
+            self.fingerprint.clone(),
+            self.channels.remove(&channel),
+        ) else {
             session.channel_failure(channel)?;
             return Ok(());
+        };
+        let guard = match self.key_sessions.start(&identity.key_name, &self.live) {
+            Ok(g) => g,
+            Err(limit) => {
+                self.channels.insert(channel, ch);
+                let msg = format!(
+                    "key '{}' already runs {limit} sessions at once, its limit; wait for one to end\n",
+                    identity.key_name
+                );
+                return self.refuse_channel(channel, session, msg);
+            }
         };
         session.channel_success(channel)?;
         let rack = self.rack.clone();
         let git_protocol = self.git_protocol.remove(&channel);
         let line = data.to_vec();
         tokio::spawn(async move {
-            run_exec(rack, identity, line, ch, git_protocol, tty).await;
+            run_exec(rack, fp, line, ch, git_protocol, tty, guard).await;
         });
         Ok(())
     }
@@ -297,58 +330,62 @@ impl Handler for Connection {
 /// exit status; the session loop is never blocked by a command.
 async fn run_exec(
     rack: Arc<Rack>,
-    who: Identity,
+    fingerprint: String,
     line: Vec<u8>,
     channel: Channel<Msg>,
     git_protocol: Option<String>,
     tty: Option<cmd::Tty>,
+    _session: SessionGuard,
 ) {
     let (mut read_half, write_half) = channel.split();
     let mut stdout = write_half.make_writer();
     let mut stderr = write_half.make_writer_ext(Some(1));
     let stdin = read_half.make_reader();
-    let code = match parse_line(&rack, &line) {
-        Err(msg) => {
-            let _ = stderr.write_all(format!("error: {msg}\n").as_bytes()).await;
-            2
+    // The key as it is now, not as it was when the connection opened.
+    let code = match lookup(&rack, &fingerprint).await.map(identity_of) {
+        None => {
+            let msg = "error: this key is no longer registered with the rack\n";
+            let _ = stderr.write_all(msg.as_bytes()).await;
+            1
         }
-        Ok((text, words)) => match crate::git::parse_exec(&text) {
-            Ok(Some(service)) => {
-                tracing::info!(key = %who.key_name, ?service, "git");
-                super::git_bridge::run(
-                    &rack,
-                    &who,
-                    service,
-                    git_protocol.as_deref(),
-                    stdin,
-                    &mut stdout,
-                    &mut stderr,
-                )
-                .await
+        Some(who) => match parse_line(&rack, &line) {
+            Err(msg) => {
+                let _ = stderr.write_all(format!("error: {msg}\n").as_bytes()).await;
+                2
             }
-            Err(e) => {
-                // A git client reads this as `fatal: remote error: ...`.
-                let _ = stdout
-                    .write_all(&crate::git::err_response(&e.to_string()))
-                    .await;
-                let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
-                1
-            }
-            Ok(None) => {
-                tracing::info!(key = %who.key_name, command = %words[0], "exec");
-                cmd::run(
-                    &rack,
-                    &who,
-                    words,
-                    cmd::Io {
+            Ok((text, words)) => match crate::git::parse_exec(&text) {
+                Ok(Some(service)) => {
+                    tracing::info!(key = %who.key_name, ?service, "git");
+                    super::git_bridge::run(
+                        &rack,
+                        &who,
+                        service,
+                        git_protocol.as_deref(),
+                        stdin,
+                        &mut stdout,
+                        &mut stderr,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    // A git client reads this as `fatal: remote error: ...`.
+                    let _ = stdout
+                        .write_all(&crate::git::err_response(&e.to_string()))
+                        .await;
+                    let _ = stderr.write_all(format!("error: {e}\n").as_bytes()).await;
+                    1
+                }
+                Ok(None) => {
+                    tracing::info!(key = %who.key_name, command = %words[0], "exec");
+                    let io = cmd::Io {
                         stdin,
                         stdout: &mut stdout,
                         stderr: &mut stderr,
                         tty,
-                    },
-                )
-                .await
-            }
+                    };
+                    cmd::run(&rack, &who, words, io).await
+                }
+            },
         },
     };
     let _ = stdout.flush().await;
@@ -356,6 +393,28 @@ async fn run_exec(
     let _ = write_half.exit_status(code).await;
     let _ = write_half.eof().await;
     let _ = write_half.close().await;
+}
+
+fn fingerprint(key: &russh::keys::PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+async fn lookup(rack: &Rack, fingerprint: &str) -> Option<crate::store::KeyRecord> {
+    match rack.provider.store.key_by_fingerprint(fingerprint).await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "looking up a key");
+            None
+        }
+    }
+}
+
+fn identity_of(k: crate::store::KeyRecord) -> Identity {
+    Identity {
+        key_name: k.name,
+        admin: k.admin,
+        apps: k.apps,
+    }
 }
 
 fn clamp_dim(v: u32) -> u16 {

@@ -325,10 +325,25 @@ async fn events(s: &dyn Store) {
         .is_empty());
 }
 
-/// `delete_app` removes the app and frees its domains; events stay.
+/// `delete_app` removes the app, frees its domains and takes it out of
+/// every key's scope; events stay.
 async fn delete_app(s: &dyn Store) {
     s.create_app("app").await.unwrap();
     s.create_app("other").await.unwrap();
+    let key = |name: &str, fp: &str, apps: &[&str]| KeyRecord {
+        name: name.into(),
+        fingerprint: fp.into(),
+        public_key: format!("ssh-ed25519 {fp}"),
+        admin: false,
+        apps: apps.iter().map(|a| a.to_string()).collect(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    s.add_key(&key("ci", "SHA256:ci", &["app", "other"]))
+        .await
+        .unwrap();
+    s.add_key(&key("ci2", "SHA256:ci2", &["other"]))
+        .await
+        .unwrap();
     s.add_domain("other", "www.example.com").await.unwrap();
     s.put_config_version("other", &sealed_config(1, "A"))
         .await
@@ -338,6 +353,17 @@ async fn delete_app(s: &dyn Store) {
         .unwrap();
     s.delete_app("other").await.unwrap();
     assert!(s.get_app("other").await.unwrap().is_none());
+    let scopes: Vec<(String, Vec<String>)> = s
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.name, k.apps))
+        .collect();
+    assert_eq!(
+        scopes,
+        vec![("ci".into(), vec!["app".into()]), ("ci2".into(), vec![])]
+    );
     s.add_domain("app", "www.example.com").await.unwrap();
     assert_eq!(s.events(None, None, 10).await.unwrap().len(), 1);
     assert!(matches!(

@@ -26,8 +26,7 @@ pub use records::{
 pub use sqlite::SqliteStore;
 pub use traits::{
     AppStore, BuildStore, CertStore, ConfigStore, EventStore, KeyStore, ReleaseStore,
-    ResourceStore, Store,
-    TimerStore, VolumeStore,
+    ResourceStore, Store, TimerStore, VolumeStore,
 };
 
 /// One import for code that calls store methods on a concrete store

@@ -291,9 +291,21 @@ fn offline_key_administration() {
         k1.public().as_bytes(),
     )
     .ok();
-    rack_cli(
+    // A deploy key names an app that exists.
+    let early = rack_cli(
         &data,
         &["keys", "add", "two", "--app", "web"],
+        k2.public().as_bytes(),
+    );
+    assert_ne!(early.code, 0);
+    assert!(
+        early.stderr.contains("no app named 'web'"),
+        "{}",
+        early.stderr
+    );
+    rack_cli(
+        &data,
+        &["keys", "add", "two", "--admin"],
         k2.public().as_bytes(),
     )
     .ok();
@@ -314,9 +326,9 @@ fn offline_key_administration() {
     let list = rack_cli(&data, &["keys", "list", "--json"], b"");
     let list = list.ok().json();
     assert_eq!(list.as_array().unwrap().len(), 2);
+    rack_cli(&data, &["keys", "remove", "two"], b"").ok();
     let last = rack_cli(&data, &["keys", "remove", "one"], b"");
     assert!(last.stderr.contains("last admin key"), "{}", last.stderr);
-    rack_cli(&data, &["keys", "remove", "two"], b"").ok();
     assert!(rack_cli(&data, &["version"], b"")
         .ok()
         .stdout

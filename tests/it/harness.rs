@@ -359,6 +359,19 @@ impl Rack {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The server process's id (panics when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("rack server running").id()
+    }
+
+    /// Whether the server process is still running (not exited, not killed).
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
     /// Waits until the server's log has a line containing `needle`.
     #[track_caller]
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {

@@ -7,6 +7,7 @@ mod builds;
 mod client;
 mod commands;
 mod git;
+mod hardening;
 mod harness;
 mod hostile;
 mod http;

@@ -91,15 +91,20 @@ impl AwsRuntime {
     /// Starts the one-off task: a task definition of type `run` with the
     /// release's config and the first type's size; returns its ARN and
     /// the app's log group.
-    async fn start_one_off(&self, spec: &ReleaseSpec, argv: &[String]) -> Result<(String, String)> {
+    async fn start_one_off(&self, spec: &ReleaseSpec, cmd: &OneOff) -> Result<(String, String)> {
+        let argv = &cmd.argv;
         let app_out = lifecycle::app_outputs(&self.ctx, &spec.app).await?;
         let secrets = self.put_parameters(spec).await?;
         let p = ProcessSpec {
             kind: "run".into(),
             command: None,
             count: 0,
-            memory_bytes: spec.processes.first().and_then(|p| p.memory_bytes),
-            nano_cpus: spec.processes.first().and_then(|p| p.nano_cpus),
+            memory_bytes: cmd
+                .memory_bytes
+                .or(spec.processes.first().and_then(|p| p.memory_bytes)),
+            nano_cpus: cmd
+                .nano_cpus
+                .or(spec.processes.first().and_then(|p| p.nano_cpus)),
         };
         let volumes = self.efs_mounts(spec, None, &Progress::discard()).await?;
         let td_spec = self.task_spec(spec, &p, &app_out, &secrets, volumes)?;
@@ -123,7 +128,7 @@ impl AwsRuntime {
         if cmd.argv.is_empty() {
             return Err(RuntimeError::Other("nothing to run".into()));
         }
-        let (task, log_group) = self.start_one_off(spec, &cmd.argv).await?;
+        let (task, log_group) = self.start_one_off(spec, &cmd).await?;
         let task_id = tasks::task_id(&task).to_string();
         let note = format!("rack: one-off task {task_id} started\n");
         let _ = io.stderr.write_all(note.as_bytes()).await;

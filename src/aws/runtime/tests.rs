@@ -308,6 +308,8 @@ async fn releases_become_task_definitions_with_secrets_and_services() {
                 resize: None,
                 timeout: Some(Duration::from_secs(30)),
                 labels: Default::default(),
+                memory_bytes: None,
+                nano_cpus: None,
             },
             OneOffIo {
                 stdin: None,

@@ -98,6 +98,9 @@ impl AppStore for S3Store {
 
     async fn delete_app(&self, name: &str) -> Result<()> {
         let head = self.head(name).await?;
+        // First: should the rest fail, no key keeps a scope over a name
+        // that may be created again.
+        self.unscope_app(name).await?;
         for host in &head.domains {
             // Best effort: the app goes regardless (a claim left behind keeps
             // naming the deleted app until removed by hand).

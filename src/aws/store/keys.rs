@@ -29,6 +29,26 @@ impl S3Store {
         .await
     }
 
+    /// Takes `app` out of every key's scope (the app is being deleted: a
+    /// re-created app of the same name must not be open to old keys).
+    pub(super) async fn unscope_app(&self, app: &str) -> Result<()> {
+        if !self
+            .keys()
+            .await?
+            .iter()
+            .any(|k| k.apps.iter().any(|a| a == app))
+        {
+            return Ok(());
+        }
+        self.update_keys(|k| {
+            for key in k.keys.iter_mut() {
+                key.apps.retain(|a| a != app);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn keys(&self) -> Result<Vec<KeyRecord>> {
         Ok(self
             .state

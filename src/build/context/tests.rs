@@ -332,3 +332,46 @@ async fn dropped_receiver_aborts_producer() {
     let r = ctx.done.await.expect("join");
     assert!(matches!(r, Err(ContextError::Aborted)), "{r:?}");
 }
+
+/// A commit whose tree nests `levels` directories `d/d/.../f`.
+fn deep_commit(repo: &Repository, levels: usize) -> Oid {
+    let blob = repo.blob(b"x").expect("blob");
+    let mut tb = repo.treebuilder(None).expect("treebuilder");
+    tb.insert("f", blob, MODE_BLOB).expect("insert");
+    let mut tree = tb.write().expect("tree");
+    for _ in 0..levels {
+        let mut tb = repo.treebuilder(None).expect("treebuilder");
+        tb.insert("d", tree, MODE_TREE).expect("insert");
+        tree = tb.write().expect("tree");
+    }
+    let tree = repo.find_tree(tree).expect("tree");
+    let sig = git2::Signature::now("t", "t@example.org").expect("sig");
+    repo.commit(None, &sig, &sig, "deep", &tree, &[])
+        .expect("commit")
+}
+
+#[test]
+fn deep_trees_are_walked_without_recursion_and_refused_past_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = Repository::init_bare(dir.path()).expect("init");
+    let spec_of = |commit| ContextSpec {
+        repo_path: dir.path().into(),
+        commit,
+        ignore: DockerIgnore::default(),
+        extra_files: vec![],
+    };
+    // 20,000 levels: a recursive walk overflows the test thread's stack.
+    let deep = deep_commit(&repo, 20_000);
+    let err = write_context_to(&spec_of(deep), io::sink(), &|_| {})
+        .map(|_| ())
+        .expect_err("too deep");
+    assert!(
+        matches!(err, ContextError::TooDeep(_)),
+        "{err}: should be TooDeep"
+    );
+    assert!(err.to_string().contains("deeper than 2048 levels"), "{err}");
+    // At the limit the whole tree is written.
+    let ok = deep_commit(&repo, MAX_DEPTH - 1);
+    let (summary, _) = write_context_to(&spec_of(ok), io::sink(), &|_| {}).expect("tar");
+    assert_eq!(summary.entries, MAX_DEPTH as u64);
+}

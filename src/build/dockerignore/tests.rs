@@ -161,3 +161,78 @@ fn clean_paths() {
     assert_eq!(clean("./"), ".");
     assert_eq!(clean("../x"), "../x");
 }
+
+#[test]
+fn many_wildcards_match_in_linear_time() {
+    // A backtracking matcher takes exponential time here (it never ends).
+    let pattern = format!("{}b", "*a".repeat(30));
+    let ig = ign(&pattern);
+    let name = "a".repeat(20_000);
+    assert!(!ig.is_excluded(&name));
+    assert!(ig.is_excluded(&format!("{name}b")));
+    let deep = format!("{}/x", [name.as_str(); 4].join("/"));
+    assert!(!ig.is_excluded(&deep));
+    // `**/` and `*` together, across segments.
+    let ig = ign(&format!("**/{}c", "*a".repeat(30)));
+    assert!(ig.is_excluded(&format!("d/e/{}c", "a".repeat(5000))));
+    assert!(!ig.is_excluded(&format!("d/e/{}", "a".repeat(5000))));
+}
+
+/// The backtracking matcher this module used before: exponential in the
+/// number of wildcards, but obviously right; the oracle for the automaton.
+fn backtrack(toks: &[Tok], s: &[char]) -> bool {
+    let Some((t, rest)) = toks.split_first() else {
+        return s.is_empty();
+    };
+    match t {
+        Tok::Lit(c) => s.first() == Some(c) && backtrack(rest, &s[1..]),
+        Tok::One => s.first().is_some_and(|&c| c != '/') && backtrack(rest, &s[1..]),
+        Tok::Class { negated, items } => {
+            s.first()
+                .is_some_and(|&c| items.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated)
+                && backtrack(rest, &s[1..])
+        }
+        Tok::Star => {
+            for n in 0..=s.len() {
+                if backtrack(rest, &s[n..]) {
+                    return true;
+                }
+                if n < s.len() && s[n] == '/' {
+                    break;
+                }
+            }
+            false
+        }
+        Tok::AnyAll => (0..=s.len()).any(|n| backtrack(rest, &s[n..])),
+        Tok::AnyDirs => {
+            backtrack(rest, s) || (0..s.len()).any(|n| s[n] == '/' && backtrack(rest, &s[n + 1..]))
+        }
+    }
+}
+
+proptest::proptest! {
+    /// The automaton answers as the backtracking matcher did, on short
+    /// patterns and paths over a small alphabet (where backtracking is
+    /// cheap), and parsing never panics.
+    #[test]
+    fn prop_automaton_matches_like_backtracking(
+        pattern in "(a|b|/|\\*|\\*\\*|\\?|\\[ab\\]|\\[!a\\]){1,8}",
+        path in "[ab/]{0,12}",
+    ) {
+        if let Ok(p) = Pattern::compile(clean(&pattern), false, &pattern) {
+            let chars: Vec<char> = path.chars().collect();
+            proptest::prop_assert_eq!(
+                match_toks(&p.toks, &chars),
+                backtrack(&p.toks, &chars),
+                "pattern {:?} path {:?}", pattern, path
+            );
+        }
+    }
+
+    #[test]
+    fn prop_any_dockerignore_parses_or_errs(text in "\\PC{0,200}", path in "\\PC{0,40}") {
+        if let Ok(ig) = DockerIgnore::parse(&text) {
+            let _ = ig.is_excluded(&path);
+        }
+    }
+}

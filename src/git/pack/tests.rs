@@ -208,3 +208,40 @@ fn human_sizes() {
     assert_eq!(human(100 * 1024 * 1024), "100.0 MiB");
     assert_eq!(human(2 * 1024 * 1024 * 1024), "2.0 GiB");
 }
+
+#[test]
+fn too_many_objects_are_refused_from_the_header() {
+    let mut header = b"PACK\0\0\0\x02".to_vec();
+    header.extend_from_slice(&5u32.to_be_bytes());
+    let mut s = PackScanner::new(1 << 20, 1 << 30).max_objects(4);
+    match s.feed(&header) {
+        Err(e @ ScanError::TooManyObjects { count: 5, limit: 4 }) => {
+            assert!(e.to_string().contains("over the limit of 4 objects"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut s = PackScanner::new(1 << 20, 1 << 30).max_objects(5);
+    assert_eq!(s.feed(&header).expect("5 objects are fine"), 12);
+}
+
+proptest::proptest! {
+    /// Arbitrary bytes after a valid pack header: the scanner errs or
+    /// goes on, never panics, and never reports more than it was fed.
+    #[test]
+    fn prop_scanner_never_panics(
+        count in 0u32..8,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+        cut in 1usize..50,
+    ) {
+        let mut data = b"PACK\0\0\0\x02".to_vec();
+        data.extend_from_slice(&count.to_be_bytes());
+        data.extend_from_slice(&body);
+        let mut s = PackScanner::new(1 << 20, 1 << 20).max_objects(4);
+        for chunk in data.chunks(cut) {
+            match s.feed(chunk) {
+                Ok(n) => proptest::prop_assert!(n <= chunk.len()),
+                Err(_) => break,
+            }
+        }
+    }
+}

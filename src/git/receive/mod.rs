@@ -47,6 +47,12 @@ pub struct ReceiveLimits {
     pub max_pack_bytes: u64,
     /// Largest single object (after delta resolution), as GitHub does.
     pub max_object_bytes: u64,
+    /// Objects one pack may hold (its header says how many).
+    pub max_pack_objects: u32,
+    /// Longest ref name a command may name.
+    pub max_ref_bytes: usize,
+    /// All the commands (and shallow lines) of one push together.
+    pub max_commands_bytes: usize,
     /// An empty side-band packet goes out after this long without output.
     pub keepalive: Duration,
 }
@@ -56,6 +62,9 @@ impl Default for ReceiveLimits {
         ReceiveLimits {
             max_pack_bytes: 2 << 30,
             max_object_bytes: 100 << 20,
+            max_pack_objects: 1_000_000,
+            max_ref_bytes: 1024,
+            max_commands_bytes: 1 << 20,
             keepalive: Duration::from_secs(5),
         }
     }

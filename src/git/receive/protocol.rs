@@ -11,6 +11,9 @@ use super::{ATOMIC_FAILED, UNPACKER_ERROR};
 use crate::git::pktline;
 use crate::git::GitError;
 
+/// The `ng` reason of a ref name git itself would refuse.
+pub(super) const FUNNY_REFNAME: &str = "funny refname";
+
 /// Bounds on what one push may send.
 const MAX_COMMANDS: usize = 10_000;
 const MAX_SHALLOW: usize = 100_000;
@@ -86,9 +89,10 @@ pub(super) fn parse_oid(hex: &[u8]) -> Result<Oid, GitError> {
 
 pub(super) fn parse_command(line: &[u8]) -> Result<Cmd, GitError> {
     let bad = || {
+        let shown = &line[..line.len().min(120)];
         GitError::Protocol(format!(
             "bad command '{}'",
-            crate::names::printable(&String::from_utf8_lossy(line))
+            crate::names::printable(&String::from_utf8_lossy(shown))
         ))
     };
     if line.len() < 83 || line[40] != b' ' || line[81] != b' ' {
@@ -155,18 +159,39 @@ pub(super) fn advertisement(a: &Advert) -> Vec<u8> {
 }
 
 /// What the client sends before the pack: shallow lines, then commands
-/// (capabilities ride on the first one), up to a flush.
+/// (capabilities ride on the first one), up to a flush. Each line is
+/// checked as it arrives, so a push over a bound is refused before the
+/// rest of it is read, and nothing kept is larger than the bounds.
 #[derive(Debug, Default)]
 pub(super) struct CommandList {
     pub caps: ClientCaps,
     pub shallow: Vec<Oid>,
     pub cmds: Vec<Cmd>,
+    /// Bytes of the lines so far.
+    bytes: usize,
+    max_ref_bytes: usize,
+    max_bytes: usize,
 }
 
 impl CommandList {
+    pub fn new(max_ref_bytes: usize, max_bytes: usize) -> Self {
+        CommandList {
+            max_ref_bytes,
+            max_bytes,
+            ..CommandList::default()
+        }
+    }
+
     /// One pkt-line of the list (the flush that ends it is the caller's).
     pub fn add_line(&mut self, line: &[u8]) -> Result<(), GitError> {
         let line = strip_lf(line);
+        self.bytes += line.len();
+        if self.bytes > self.max_bytes {
+            return Err(GitError::Protocol(format!(
+                "the push's ref updates exceed {} bytes; push fewer refs at once",
+                self.max_bytes
+            )));
+        }
         if let Some(hex) = line.strip_prefix(b"shallow ") {
             if self.shallow.len() >= MAX_SHALLOW {
                 return Err(GitError::Protocol("too many shallow lines".into()));
@@ -193,7 +218,17 @@ impl CommandList {
                 self.caps = parse_caps(c)?;
             }
         }
-        self.cmds.push(parse_command(cmd_part)?);
+        if cmd_part.len() > 82 + self.max_ref_bytes {
+            return Err(GitError::Protocol(format!(
+                "a ref name is longer than {} bytes",
+                self.max_ref_bytes
+            )));
+        }
+        let mut cmd = parse_command(cmd_part)?;
+        if !cmd.refname.starts_with("refs/") || !git2::Reference::is_valid_name(&cmd.refname) {
+            cmd.error = Some(FUNNY_REFNAME.into());
+        }
+        self.cmds.push(cmd);
         Ok(())
     }
 

@@ -106,8 +106,10 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
     let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
+    let max_objects = limits.max_pack_objects;
     let mut task = tokio::task::spawn_blocking(move || {
-        let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
+        let scanner = PackScanner::new(max_obj, max_pack).max_objects(max_objects);
+        let r = index_pack(&repo, &qdir, scanner, rx);
         housekeeping::release_free_memory();
         r
     });
@@ -152,8 +154,7 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
 fn index_pack(
     repo: &Path,
     qdir: &Path,
-    max_obj: u64,
-    max_pack: u64,
+    mut scanner: PackScanner,
     mut rx: mpsc::Receiver<Bytes>,
 ) -> Result<Vec<(u64, u8)>, PackFailure> {
     let fail = |message: String, read_on: bool| PackFailure { message, read_on };
@@ -169,7 +170,6 @@ fn index_pack(
         git2::Indexer::new(Some(&odb), &pack_dir, 0, false)
             .map_err(|e| fail(e.message().to_string(), false))?,
     );
-    let mut scanner = PackScanner::new(max_obj, max_pack);
     while let Some(chunk) = rx.blocking_recv() {
         let mut off = 0;
         while off < chunk.len() && !scanner.is_done() {

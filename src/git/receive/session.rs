@@ -49,7 +49,7 @@ where
     }
     // 2. Shallow lines and commands.
     let mut reader = PktReader::new(BufReader::with_capacity(PACK_READ_CHUNK, input));
-    let Some(list) = read_commands(&mut reader).await? else {
+    let Some(list) = read_commands(&mut reader, &req.limits).await? else {
         return Ok(ReceiveOutcome::default());
     };
     // 3. Push options.
@@ -129,8 +129,9 @@ fn read_advert(path: &std::path::Path) -> Result<Advert, GitError> {
 /// client has nothing to push.
 async fn read_commands<R: AsyncRead + Unpin>(
     reader: &mut PktReader<R>,
+    limits: &super::ReceiveLimits,
 ) -> Result<Option<CommandList>, GitError> {
-    let mut list = CommandList::default();
+    let mut list = CommandList::new(limits.max_ref_bytes, limits.max_commands_bytes);
     loop {
         let pkt = match reader.read_packet().await? {
             // A client that hangs up after the advertisement (ls-remote

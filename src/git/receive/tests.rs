@@ -81,3 +81,30 @@ fn receive_pack_is_send() {
     let fut = receive_pack(req, tokio::io::empty(), tokio::io::sink(), &hook);
     assert_send(&fut);
 }
+
+proptest::proptest! {
+    /// Whatever a client sends as command lines, parsing never panics and
+    /// never keeps more than its bounds.
+    #[test]
+    fn prop_command_lines_are_bounded(lines in proptest::collection::vec(
+        proptest::collection::vec(proptest::num::u8::ANY, 0..200), 0..20)
+    ) {
+        let mut list = super::protocol::CommandList::new(64, 1000);
+        let mut total = 0;
+        for l in &lines {
+            total += l.len();
+            if list.add_line(l).is_err() {
+                break;
+            }
+            proptest::prop_assert!(total <= 1000 + 1);
+        }
+        for c in &list.cmds {
+            proptest::prop_assert!(c.refname.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn prop_raw_trees_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        let _ = bad_tree_entry(&data);
+    }
+}

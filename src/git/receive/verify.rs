@@ -6,6 +6,7 @@
 //! Reads only; writes nothing to the repository. Does not know the socket
 //! or the deploy hook.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use git2::{ObjectType, Oid};
@@ -15,6 +16,12 @@ use super::shallow::read_shallow;
 use super::{DELETE_DEPLOY, NOT_A_COMMIT, STALE};
 use crate::git::refs::ref_value;
 use crate::git::GitError;
+
+/// Trees may nest at most this deep (path components from the root), as
+/// git's own `core.maxTreeDepth` default: deeper trees are refused in
+/// receive-pack so that nothing downstream (the build context walk, git
+/// itself) ever meets one.
+pub const MAX_TREE_DEPTH: u32 = 2048;
 
 /// What `check_push` found.
 pub(super) struct Checked {
@@ -55,13 +62,25 @@ pub(super) fn check_push(
         boundary.extend_from_slice(client_shallow);
         let order = pack_order(&qdir.join("pack"))?;
         match check_pack(&q, &main.odb()?, order, entries, &boundary)? {
-            Ok(s) => shallow = s,
+            Ok(PackFacts {
+                shallow: s,
+                too_deep,
+            }) => {
+                shallow = s;
+                // Refused per command, so the client sees the reason on
+                // its `! [remote rejected]` line.
+                if let Some(reason) = too_deep {
+                    for c in cmds.iter_mut().filter(|c| !c.is_delete()) {
+                        c.error = Some(reason.clone());
+                    }
+                }
+            }
             Err(e) => pack_error = Some(e),
         }
     }
     let mut seen = std::collections::HashSet::new();
     let all_odb = all.odb()?;
-    for c in cmds.iter_mut() {
+    for c in cmds.iter_mut().filter(|c| c.error.is_none()) {
         c.error = check_command(&main, &all, &all_odb, c, deploy_ref, &mut seen);
     }
     Ok(Checked {
@@ -80,7 +99,7 @@ fn check_command(
     seen: &mut std::collections::HashSet<String>,
 ) -> Option<String> {
     if !c.refname.starts_with("refs/") || !git2::Reference::is_valid_name(&c.refname) {
-        return Some("funny refname".into());
+        return Some(super::protocol::FUNNY_REFNAME.into());
     }
     if !seen.insert(c.refname.clone()) {
         return Some("duplicate ref in one push".into());
@@ -173,18 +192,21 @@ fn pack_order(pack_dir: &Path) -> Result<Vec<(u64, Oid)>, GitError> {
 /// `Ok(Err(reason))` refuses the pack. Same guarantee as libgit2's indexer
 /// verification (and git's `check_connected`), but the repo's ODB is only
 /// asked about the ids the pack does not have: the boundary.
+///
+/// Also measures how deep the pack's trees nest ([`MAX_TREE_DEPTH`]),
+/// counting the repo trees they include.
 fn check_pack(
     q: &git2::Odb<'_>,
     main: &git2::Odb<'_>,
     order: Vec<(u64, Oid)>,
     entries: &[(u64, u8)],
     shallow: &[Oid],
-) -> Result<Result<Vec<Oid>, String>, GitError> {
+) -> Result<Result<PackFacts, String>, GitError> {
     use std::collections::HashSet;
-    // Raw ids: hashing and comparing an `Oid` goes through libgit2.
-    type Id = [u8; 20];
     let id_of = |oid: &Oid| -> Id { oid.as_bytes().try_into().expect("sha1 ids") };
     let in_pack: HashSet<Id> = order.iter().map(|(_, oid)| id_of(oid)).collect();
+    // Each pack tree's subtrees, for the depth check.
+    let mut pack_trees: HashMap<Id, Vec<Id>> = HashMap::new();
     let boundary: HashSet<Id> = shallow.iter().map(id_of).collect();
     // Ids named by pack objects but not in the pack.
     let mut outside: HashSet<Id> = HashSet::new();
@@ -223,17 +245,23 @@ fn check_pack(
                     )));
                 }
                 let mut d = data;
+                let mut subtrees = Vec::new();
                 while !d.is_empty() {
                     // Well-formed: bad_tree_entry checked it.
                     let sp = d.iter().position(|&b| b == b' ').unwrap_or(0);
                     let rest = &d[sp + 1..];
                     let nul = rest.iter().position(|&b| b == 0).unwrap_or(0);
+                    let id = &rest[nul + 1..nul + 21];
                     // Submodules (gitlinks) point into other repositories.
                     if &d[..sp] != b"160000" {
-                        need(&rest[nul + 1..nul + 21]);
+                        need(id);
+                    }
+                    if &d[..sp] == b"40000" {
+                        subtrees.push(id.try_into().expect("20 bytes"));
                     }
                     d = &rest[nul + 21..];
                 }
+                pack_trees.insert(id_of(&oid), subtrees);
             }
             ObjectType::Commit => {
                 let Some((tree, parents)) = commit_links(data) else {
@@ -266,7 +294,103 @@ fn check_pack(
             return Ok(Err(format!("missing necessary objects ({oid})")));
         }
     }
-    Ok(Ok(record))
+    let too_deep = too_deep(&pack_trees, main, MAX_TREE_DEPTH)?.map(|id| {
+        format!(
+            "tree {} nests deeper than {MAX_TREE_DEPTH} levels (git's core.maxTreeDepth)",
+            &hex(&id)[..12]
+        )
+    });
+    Ok(Ok(PackFacts {
+        shallow: record,
+        too_deep,
+    }))
+}
+
+/// A raw object id: hashing and comparing an `Oid` goes through libgit2.
+type Id = [u8; 20];
+
+/// What `check_pack` found in a pack it accepts.
+struct PackFacts {
+    /// Shallow boundaries to record.
+    shallow: Vec<Oid>,
+    /// Why the pack's trees nest too deep, if they do.
+    too_deep: Option<String>,
+}
+
+fn hex(id: &Id) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first tree (of the pack, or one of the repo's that a pack tree
+/// includes) whose subtrees nest more than `limit` levels, if any.
+/// Iterative, with each tree's height computed once: the walk's memory is
+/// bounded by the number of trees, its stack by `limit`.
+pub(super) fn too_deep(
+    pack_trees: &HashMap<Id, Vec<Id>>,
+    main: &git2::Odb<'_>,
+    limit: u32,
+) -> Result<Option<Id>, GitError> {
+    let mut height: HashMap<Id, u32> = HashMap::new();
+    // Subtrees of the repo's trees that pack trees include.
+    let mut repo_trees: HashMap<Id, Vec<Id>> = HashMap::new();
+    for &root in pack_trees.keys() {
+        if height.contains_key(&root) {
+            continue;
+        }
+        let mut stack: Vec<(Id, usize)> = vec![(root, 0)];
+        while let Some(&(id, next)) = stack.last() {
+            if !pack_trees.contains_key(&id) && !repo_trees.contains_key(&id) {
+                repo_trees.insert(id, repo_subtrees(main, &id)?);
+            }
+            let kids = pack_trees
+                .get(&id)
+                .or_else(|| repo_trees.get(&id))
+                .expect("loaded above");
+            match kids.get(next) {
+                Some(kid) => {
+                    stack.last_mut().expect("non-empty").1 += 1;
+                    if !height.contains_key(kid) {
+                        if stack.len() as u32 >= limit {
+                            return Ok(Some(root));
+                        }
+                        stack.push((*kid, 0));
+                    }
+                }
+                None => {
+                    let h = 1 + kids.iter().map(|k| height[k]).max().unwrap_or(0);
+                    if h > limit {
+                        return Ok(Some(root));
+                    }
+                    height.insert(id, h);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The subtrees of one of the repo's trees.
+fn repo_subtrees(main: &git2::Odb<'_>, id: &Id) -> Result<Vec<Id>, GitError> {
+    let obj = main.read(Oid::from_bytes(id)?)?;
+    let mut d = obj.data();
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let (Some(sp), Some(nul)) = (
+            d.iter().position(|&b| b == b' '),
+            d.iter().position(|&b| b == 0),
+        ) else {
+            break;
+        };
+        if d.len() < nul + 21 {
+            break;
+        }
+        if &d[..sp] == b"40000" {
+            out.push(d[nul + 1..nul + 21].try_into().expect("20 bytes"));
+        }
+        d = &d[nul + 21..];
+    }
+    Ok(out)
 }
 
 /// The first forbidden entry name in raw tree data.

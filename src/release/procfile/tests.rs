@@ -16,3 +16,14 @@ fn parses_and_forms() {
     assert!(parse("Web: x").is_err());
     assert!(parse("web: a\nweb: b").is_err());
 }
+
+proptest::proptest! {
+    #[test]
+    fn prop_any_procfile_parses_or_errs(text in "\\PC{0,300}") {
+        if let Ok(types) = parse(&text) {
+            for (kind, command) in &types {
+                proptest::prop_assert!(!kind.is_empty() && !command.contains('\n'));
+            }
+        }
+    }
+}

@@ -281,8 +281,8 @@ impl LocalRuntime {
                 ])),
             }),
             network_mode: Some(net.to_string()),
-            memory,
-            nano_cpus,
+            memory: memory.or(o.default_memory),
+            nano_cpus: nano_cpus.or(o.default_nano_cpus),
             pids_limit: o.pids_limit,
             restart_policy: Some(RestartPolicy {
                 name: Some(if restart {

@@ -67,6 +67,10 @@ pub struct LocalOptions {
     pub log_max_file: u32,
     /// Processes (and threads) per container; `None`: unlimited.
     pub pids_limit: Option<i64>,
+    /// Memory and CPUs of a container whose app sets no `resources.*`
+    /// (`[containers]`); `None`: unlimited.
+    pub default_memory: Option<i64>,
+    pub default_nano_cpus: Option<i64>,
     /// Names (`NS-APP`, `NS-APP-web-1-DEPLOY`) and the `rack.ns` label. Two
     /// racks sharing one engine need different namespaces.
     pub namespace: String,
@@ -84,6 +88,8 @@ impl Default for LocalOptions {
             log_max_size: "10m".into(),
             log_max_file: 3,
             pids_limit: Some(4096),
+            default_memory: Some(1 << 30),
+            default_nano_cpus: Some(2_000_000_000),
             namespace: "rack".into(),
             settle: Duration::from_secs(5),
             pause_at: None,

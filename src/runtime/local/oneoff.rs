@@ -68,11 +68,12 @@ impl LocalRuntime {
         let has_stdin = io.stdin.is_some();
         // Under the limits of the spec's process type of this kind, if any
         // (`resources.timer.*` for timers).
+        // The one-off's own limits when the pipeline gave them.
         let limits = spec.processes.iter().find(|p| p.kind == kind);
         let mut host = self.host_config(
             &net,
-            limits.and_then(|p| p.memory_bytes),
-            limits.and_then(|p| p.nano_cpus),
+            cmd.memory_bytes.or(limits.and_then(|p| p.memory_bytes)),
+            cmd.nano_cpus.or(limits.and_then(|p| p.nano_cpus)),
             false,
         );
         host.mounts = Some(self.mounts_for(spec, None).await?);

@@ -580,6 +580,8 @@ fn one_off(argv: &[&str]) -> OneOff {
         resize: None,
         timeout: Some(Duration::from_secs(30)),
         labels: BTreeMap::new(),
+        memory_bytes: None,
+        nano_cpus: None,
     }
 }
 
