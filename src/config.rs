@@ -82,6 +82,10 @@ pub struct LocalFile {
     /// Release images kept per app: those of the newest N releases (and the
     /// newest build); older ones are removed after each deploy. Default 10.
     pub keep_releases: Option<usize>,
+    /// Install the host firewall at start-up (iptables rules keeping the
+    /// rack's containers from the metadata address and the host's own
+    /// addresses but the router port). Default true.
+    pub firewall: Option<bool>,
 }
 
 /// `[router]` in `rack.toml`: the HTTP side.
@@ -190,6 +194,8 @@ pub struct Settings {
     /// Images of the newest N releases of an app (and its newest build) are
     /// kept; `[local] keep_releases`, default 10.
     pub keep_releases: usize,
+    /// `[local] firewall` (default true): see `crate::firewall`.
+    pub firewall: bool,
     /// Router threads (`[router] threads`); 0 is one per CPU.
     pub router_threads: usize,
     /// `[timers]`: bounds on `app.json`'s scheduled jobs.
@@ -244,7 +250,7 @@ impl Settings {
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
         };
-        let build = build_options(&file.build)?;
+        let mut build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
         if router_threads > 1024 {
             bail!("router.threads: expected 0 (one per CPU) to 1024");
@@ -262,9 +268,11 @@ impl Settings {
         if keep_releases == 0 {
             bail!("local.keep_releases must be at least 1");
         }
+        build.namespace = namespace.clone();
         Ok(Settings {
             build,
             namespace,
+            firewall: file.local.firewall.unwrap_or(true),
             keep_releases,
             listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
             http: pick(o.http, file.http, "0.0.0.0:8080"),

@@ -10,6 +10,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod deploy;
+pub mod firewall;
 pub mod git;
 pub mod housekeeping;
 pub mod images;

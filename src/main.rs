@@ -302,6 +302,10 @@ async fn serve(settings: Settings) -> Result<()> {
         .await
         .with_context(|| format!("binding the app router on {}", settings.http))?;
     let rack = rack::state::Rack::open(settings).await?;
+    let firewall = rack.provider.guard_host(http.local_addr()?.port())?;
+    if firewall.is_some() {
+        tracing::info!("host firewall installed");
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tracing::info!(addr = %http.local_addr()?, "http listening");
     // Routes for the apps that were serving come back before new sessions,
@@ -340,9 +344,16 @@ async fn serve(settings: Settings) -> Result<()> {
         tracing::info!("signal received; stopping");
         let _ = tx.send(true);
     });
-    rack::server::run(listener, rack, rx).await?;
-    match router.await {
+    let served = rack::server::run(listener, rack, rx).await;
+    let routed = match router.await {
         Ok(r) => r,
         Err(e) => Err(anyhow::anyhow!("router task: {e}")),
+    };
+    if let Some(fw) = firewall {
+        if let Err(e) = fw.remove() {
+            tracing::warn!(error = %e, "removing the host firewall");
+        }
     }
+    served?;
+    routed
 }

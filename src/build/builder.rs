@@ -27,6 +27,8 @@ pub const MAX_BUILD_MEMORY: i64 = 2 * 1024 * 1024 * 1024;
 /// Network of the build containers (`RUN` steps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
+    /// A bridge network of the build's own (never Docker's default
+    /// `docker0`), behind the host firewall.
     #[default]
     Bridge,
     /// No network at all: dependencies must come from the base image.
@@ -97,6 +99,8 @@ pub struct BuildOptions {
     /// Buildpack image overrides: `NAME` → its `BASE_IMAGE`, `NAME.ARG` →
     /// any other image arg (e.g. `go.RUN_IMAGE`). See `buildpacks/README.md`.
     pub base_images: HashMap<String, String>,
+    /// The rack's namespace: names and labels the build networks.
+    pub namespace: String,
 }
 
 impl Default for BuildOptions {
@@ -105,6 +109,7 @@ impl Default for BuildOptions {
             max_concurrent_builds: 2,
             limits: BuildLimits::default(),
             base_images: HashMap::new(),
+            namespace: "rack".into(),
         }
     }
 }
@@ -351,6 +356,11 @@ impl Builder {
         &self.options
     }
 
+    /// Removes build networks an earlier run of the rack left behind.
+    pub async fn sweep_networks(&self) {
+        super::network::sweep(&self.docker, &self.options.namespace).await;
+    }
+
     /// Builds running now.
     pub fn running(&self) -> usize {
         self.options.max_concurrent_builds - self.slots.available_permits()
@@ -393,6 +403,13 @@ impl Builder {
         let limits = &self.options.limits;
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let docker = self.engine().await?;
+        let network = match limits.network_mode {
+            NetworkMode::Bridge => {
+                Some(super::network::create(&docker, &self.options.namespace, &req.build_id).await?)
+            }
+            NetworkMode::None => None,
+        };
+        let network_name = network.as_ref().map_or("none", |n| n.name.as_str());
 
         let warn_out = (out.progress.clone(), req.log.clone());
         let ctx = context::stream_context(
@@ -409,7 +426,7 @@ impl Builder {
                 }
             },
         );
-        let opts = self.image_options(req, &plan.tag, &plan.build_args);
+        let opts = self.image_options(req, &plan.tag, &plan.build_args, network_name);
         let stream = docker.build_image(opts, None, Some(bollard::body_try_stream(ctx.body)));
         let ended = match follow_build(stream, deadline, out).await {
             Ok(ended) => ended,
@@ -449,6 +466,7 @@ impl Builder {
             .await
             .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
         drop(permit);
+        drop(network);
         let image_id = image.id.unwrap_or_default();
         let duration = started.elapsed();
         out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));
@@ -564,6 +582,7 @@ impl Builder {
         req: &BuildRequest,
         tag: &str,
         build_args: &HashMap<String, String>,
+        network: &str,
     ) -> bollard::query_parameters::BuildImageOptions {
         let limits = &self.options.limits;
         let mut opts = BuildImageOptionsBuilder::new()
@@ -573,7 +592,7 @@ impl Builder {
             .forcerm(true)
             .nocache(req.no_cache)
             .buildargs(build_args)
-            .networkmode(limits.network_mode.as_str());
+            .networkmode(network);
         if !req.labels.is_empty() {
             opts = opts.labels(&req.labels);
         }

@@ -35,6 +35,7 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
         locks: Box::new(Locks::default()),
         host_key,
         router: Some(router),
+        firewall: settings.firewall.then(|| settings.namespace.clone()),
         runtime: tokio::sync::OnceCell::new(),
         connect: Box::new(move || {
             let (docker, opts, router) = (docker.clone(), opts.clone(), r.clone());

@@ -10,6 +10,7 @@ mod git;
 mod harness;
 mod hostile;
 mod http;
+mod isolation;
 mod oneoff;
 mod readme;
 mod releases;
