@@ -210,7 +210,30 @@ pub enum BuildError {
     Invalid(String),
 }
 
+/// The app's build arg values worth hiding (one to three characters would
+/// blank out ordinary output and protect nothing).
+fn secret_values(args: &HashMap<String, String>) -> Vec<String> {
+    let mut v: Vec<String> = args.values().filter(|v| v.len() >= 4).cloned().collect();
+    // Longest first: a value containing another is replaced whole.
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v
+}
+
 impl BuildError {
+    /// The same error with every value of `secrets` replaced.
+    fn redacted(self, secrets: &[String]) -> BuildError {
+        use super::output::redact;
+        let r = |s: String| redact(&s, secrets).into_owned();
+        match self {
+            BuildError::NoBuildpack(s) => BuildError::NoBuildpack(r(s)),
+            BuildError::BuildKit(s) => BuildError::BuildKit(r(s)),
+            BuildError::Unreachable(s) => BuildError::Unreachable(r(s)),
+            BuildError::Failed(s) => BuildError::Failed(r(s)),
+            BuildError::Invalid(s) => BuildError::Invalid(r(s)),
+            e @ (BuildError::Context(_) | BuildError::Timeout(_)) => e,
+        }
+    }
+
     /// One line for the push output and the build record.
     pub fn reason(&self) -> String {
         let s = self.to_string();
@@ -380,12 +403,17 @@ impl Builder {
         req: BuildRequest,
         progress: Progress,
     ) -> Result<BuildResult, BuildError> {
+        let secrets = secret_values(&req.build_args);
         let out = Out {
             progress: &progress,
             log: req.log.as_ref(),
+            secrets: &secrets,
         };
         let started = Instant::now();
-        let result = self.build_inner(&req, &out, started).await;
+        let result = self
+            .build_inner(&req, &out, started)
+            .await
+            .map_err(|e| e.redacted(&secrets));
         if let Err(e) = &result {
             out.stage(&format!("Build {} failed: {}", req.build_id, e.reason()));
         }
@@ -467,7 +495,13 @@ impl Builder {
             .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
         drop(permit);
         drop(network);
-        let image_id = image.id.unwrap_or_default();
+        let mut image_id = image.id.unwrap_or_default();
+        if plan.passed.iter().any(|k| req.build_args.contains_key(k)) {
+            // App build args are config values: none may stay in the
+            // image's history.
+            let (repo, t) = tag.rsplit_once(':').unwrap_or((tag.as_str(), "latest"));
+            image_id = super::flatten::flatten(&docker, repo, t).await?;
+        }
         let duration = started.elapsed();
         out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));
         out.stage(&format!(

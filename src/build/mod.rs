@@ -20,6 +20,7 @@ pub mod buildpack;
 pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
+mod flatten;
 mod network;
 pub mod output;
 pub mod testing;

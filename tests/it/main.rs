@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod build_secrets;
 mod builds;
 mod client;
 mod commands;
