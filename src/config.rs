@@ -70,6 +70,11 @@ pub struct BuildFile {
     /// "bridge" (default) or "none".
     pub network: Option<String>,
     pub timeout_secs: Option<u64>,
+    /// Largest build context in bytes, every path of a blob counted
+    /// (default 2 GiB).
+    pub max_context_bytes: Option<u64>,
+    /// Build log kept per build in bytes (default 16 MiB); then a marker.
+    pub max_log_bytes: Option<u64>,
     /// Buildpack base image overrides: `node = "node:20-slim"`, `go.RUN_IMAGE = "..."`.
     #[serde(default)]
     pub base_images: std::collections::HashMap<String, String>,
@@ -401,6 +406,18 @@ fn build_options(b: &BuildFile) -> Result<crate::build::BuildOptions> {
     }
     if let Some(t) = b.timeout_secs {
         o.limits.timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(n) = b.max_context_bytes {
+        if n < 1024 {
+            bail!("build.max_context_bytes: expected at least 1024");
+        }
+        o.max_context_bytes = n;
+    }
+    if let Some(n) = b.max_log_bytes {
+        if n < 1024 {
+            bail!("build.max_log_bytes: expected at least 1024");
+        }
+        o.max_log_bytes = n;
     }
     o.base_images = b.base_images.clone();
     Ok(o)

@@ -101,7 +101,17 @@ pub struct BuildOptions {
     pub base_images: HashMap<String, String>,
     /// The rack's namespace: names and labels the build networks.
     pub namespace: String,
+    /// Largest build context (the tar sent to Docker, every path of a
+    /// blob counted): `[build] max_context_bytes`.
+    pub max_context_bytes: u64,
+    /// Build log kept per build; the rest is dropped after a marker line:
+    /// `[build] max_log_bytes`.
+    pub max_log_bytes: u64,
 }
+
+/// Defaults of [`BuildOptions::max_context_bytes`] and `max_log_bytes`.
+pub const DEFAULT_MAX_CONTEXT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for BuildOptions {
     fn default() -> Self {
@@ -110,6 +120,8 @@ impl Default for BuildOptions {
             limits: BuildLimits::default(),
             base_images: HashMap::new(),
             namespace: "rack".into(),
+            max_context_bytes: DEFAULT_MAX_CONTEXT_BYTES,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -446,6 +458,7 @@ impl Builder {
                 commit: req.commit,
                 ignore: plan.ignore,
                 extra_files: plan.extra_files,
+                max_bytes: self.options.max_context_bytes,
             },
             move |line| {
                 warn_out.0.detail(&line);

@@ -7,6 +7,7 @@ mod build_secrets;
 mod builds;
 mod client;
 mod commands;
+mod disk;
 mod git;
 mod harness;
 mod hostile;

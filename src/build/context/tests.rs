@@ -192,6 +192,7 @@ fn plain_spec(entries: &[(&str, &[u8], char)]) -> (tempfile::TempDir, ContextSpe
         commit: oid,
         ignore: DockerIgnore::default(),
         extra_files: vec![],
+        max_bytes: u64::MAX,
     };
     (dir, s)
 }
@@ -207,6 +208,7 @@ fn spec(dir: &Path, oid: Oid, extra: Vec<ExtraFile>) -> ContextSpec {
         commit: oid,
         ignore,
         extra_files: extra,
+        max_bytes: u64::MAX,
     }
 }
 
