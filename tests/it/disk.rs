@@ -22,8 +22,9 @@ fn build_log_is_capped_and_amplified_contexts_are_refused() {
         w.dir.join("Dockerfile"),
         format!(
             "FROM rack-test/busybox:latest\n\
-             RUN i=0; while [ $i -lt 20000 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done\n\
-             {WEB}\n"
+             RUN echo {}; i=0; while [ $i -lt 20000 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done\n\
+             {WEB}\n",
+            crate::builds::nonce()
         ),
     )
     .unwrap();
@@ -80,4 +81,74 @@ fn build_log_is_capped_and_amplified_contexts_are_refused() {
     );
     // The rack goes on: the first app still deploys.
     rack.ssh(a, "apps:deploy noisy").ok();
+}
+
+/// Every object file and pack under the repo's `objects/`.
+fn object_files(rack: &Rack, app: &str) -> Vec<String> {
+    let root = rack.data_dir().join(format!("repos/{app}.git/objects"));
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_push_whose_deploy_fails_adds_no_objects() {
+    require_docker();
+    let rack = Rack::start();
+    let a = &rack.admin;
+    rack.ssh(a, "apps:create refused").ok();
+    let w = work(&rack, a, "w");
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!("FROM rack-test/busybox:latest\n{WEB}\n"),
+    )
+    .unwrap();
+    w.git(&["add", "-A"]).ok();
+    w.git(&["commit", "-q", "-m", "good"]).ok();
+    w.git(&["push", &rack.git_url("refused"), "main"]).ok();
+    let before = object_files(&rack, "refused");
+
+    // A 256 KiB file and a build that fails.
+    std::fs::write(w.dir.join("payload.bin"), vec![7u8; 256 * 1024]).unwrap();
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!(
+            "FROM rack-test/busybox:latest\nRUN echo {} && exit 3\n{WEB}\n",
+            crate::builds::nonce()
+        ),
+    )
+    .unwrap();
+    w.git(&["add", "-A"]).ok();
+    w.git(&["commit", "-q", "-m", "fails to build"]).ok();
+    let push = w.git(&["push", &rack.git_url("refused"), "main"]);
+    assert_ne!(push.code, 0, "{}", push.stderr);
+    assert!(
+        push.stderr.contains("build failed") || push.stderr.contains("failed"),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(object_files(&rack, "refused"), before);
+    crate::git::fsck(&rack, "refused");
+
+    // Pushed again (now building), it lands whole.
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!("FROM rack-test/busybox:latest\n{WEB}\n"),
+    )
+    .unwrap();
+    w.git(&["commit", "-qam", "fixed"]).ok();
+    w.git(&["push", &rack.git_url("refused"), "main"]).ok();
+    assert_ne!(object_files(&rack, "refused"), before);
+    crate::git::fsck(&rack, "refused");
 }

@@ -50,9 +50,10 @@ impl Quarantine {
     }
 
     /// Moves the pack (if any) into `objects/pack`: the `.pack` before the
-    /// `.idx`, so an index never names a missing pack. Returns whether a
-    /// pack was added.
-    pub fn commit(self, repo: &Path) -> Result<bool, GitError> {
+    /// `.idx`, so an index never names a missing pack. Returns the files
+    /// moved in, in that order (a file of the same name already there, an
+    /// identical pack, is left alone and not listed).
+    pub fn commit(self, repo: &Path) -> Result<Vec<PathBuf>, GitError> {
         let src = self.dir.join("pack");
         let dst = repo.join("objects/pack");
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&src) {
@@ -73,13 +74,29 @@ impl Quarantine {
             _ => 1,
         };
         files.sort_by_key(rank);
-        let added = files.iter().any(|p| rank(p) == 0);
         std::fs::create_dir_all(&dst)?;
+        let mut moved = Vec::new();
         for f in &files {
             let name = f.file_name().expect("read_dir entries have names");
-            std::fs::rename(f, dst.join(name))?;
+            let to = dst.join(name);
+            if to.exists() {
+                continue;
+            }
+            std::fs::rename(f, &to)?;
+            moved.push(to);
         }
-        Ok(added)
+        Ok(moved)
+    }
+}
+
+/// Removes the pack files a [`Quarantine::commit`] moved in (the `.idx`
+/// first, so an index never names a missing pack): the push they came with
+/// was refused, and a refused push adds no objects.
+pub(super) fn uncommit(moved: &[PathBuf]) {
+    for f in moved.iter().rev() {
+        if let Err(e) = std::fs::remove_file(f) {
+            tracing::warn!(path = %f.display(), error = %e, "removing a refused push's pack");
+        }
     }
 }
 
