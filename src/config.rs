@@ -138,6 +138,8 @@ pub struct LimitsFile {
     pub max_stdin_bytes: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_pack_bytes: Option<u64>,
+    /// Most bytes one app's repository may hold (default 10 GiB).
+    pub max_repo_bytes: Option<u64>,
     pub max_object_bytes: Option<u64>,
 }
 
@@ -165,6 +167,7 @@ pub struct Limits {
     /// How long running sessions may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     pub max_pack_bytes: u64,
+    pub max_repo_bytes: u64,
     pub max_object_bytes: u64,
 }
 
@@ -178,6 +181,7 @@ impl Default for Limits {
             max_stdin_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             max_pack_bytes: 2 * 1024 * 1024 * 1024,
+            max_repo_bytes: 10 * 1024 * 1024 * 1024,
             max_object_bytes: 100 * 1024 * 1024,
         }
     }
@@ -253,6 +257,7 @@ impl Settings {
                 .map(Duration::from_secs)
                 .unwrap_or(d.shutdown_grace),
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
+            max_repo_bytes: l.max_repo_bytes.unwrap_or(d.max_repo_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
         };
         let mut build = build_options(&file.build)?;

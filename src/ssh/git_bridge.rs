@@ -70,6 +70,7 @@ where
                 limits: ReceiveLimits {
                     max_pack_bytes: limits.max_pack_bytes,
                     max_object_bytes: limits.max_object_bytes,
+                    max_repo_bytes: limits.max_repo_bytes,
                     ..ReceiveLimits::default()
                 },
             };

@@ -152,3 +152,46 @@ fn a_push_whose_deploy_fails_adds_no_objects() {
     assert_ne!(object_files(&rack, "refused"), before);
     crate::git::fsck(&rack, "refused");
 }
+
+#[test]
+fn a_push_past_the_repository_quota_is_refused() {
+    require_docker();
+    let rack = Rack::start_with("[limits]\nmax_repo_bytes = 400000\n");
+    let a = &rack.admin;
+    rack.ssh(a, "apps:create quota").ok();
+    let w = work(&rack, a, "w");
+    std::fs::write(
+        w.dir.join("Dockerfile"),
+        format!("FROM rack-test/busybox:latest\n{WEB}\n"),
+    )
+    .unwrap();
+    w.git(&["add", "-A"]).ok();
+    w.git(&["commit", "-q", "-m", "small"]).ok();
+    w.git(&["push", &rack.git_url("quota"), "main"]).ok();
+    let before = object_files(&rack, "quota");
+
+    // 1 MiB that does not compress.
+    let mut blob = Vec::with_capacity(1 << 20);
+    let mut x: u32 = 987654321;
+    while blob.len() < 1 << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(w.dir.join("big.bin"), &blob).unwrap();
+    w.git(&["add", "-A"]).ok();
+    w.git(&["commit", "-q", "-m", "big"]).ok();
+    let push = w.git(&["push", &rack.git_url("quota"), "main"]);
+    assert_ne!(push.code, 0, "{}", push.stderr);
+    assert!(
+        push.stderr.contains(
+            "the repository would exceed its quota of 400000 bytes ([limits] max_repo_bytes"
+        ),
+        "{}",
+        push.stderr
+    );
+    assert_eq!(object_files(&rack, "quota"), before);
+    // The rack still answers.
+    rack.ssh(a, "apps").ok();
+}

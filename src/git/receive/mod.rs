@@ -47,6 +47,9 @@ pub struct ReceiveLimits {
     pub max_pack_bytes: u64,
     /// Largest single object (after delta resolution), as GitHub does.
     pub max_object_bytes: u64,
+    /// Most bytes the repository's `objects/` may hold after a push: a
+    /// push whose pack would pass it is refused.
+    pub max_repo_bytes: u64,
     /// An empty side-band packet goes out after this long without output.
     pub keepalive: Duration,
 }
@@ -56,6 +59,7 @@ impl Default for ReceiveLimits {
         ReceiveLimits {
             max_pack_bytes: 2 << 30,
             max_object_bytes: 100 << 20,
+            max_repo_bytes: u64::MAX,
             keepalive: Duration::from_secs(5),
         }
     }

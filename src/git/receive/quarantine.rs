@@ -122,7 +122,29 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     let (tx, rx) = mpsc::channel::<Bytes>(PACK_CHANNEL_CHUNKS);
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
-    let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
+    let max_obj = limits.max_object_bytes;
+    let quota = limits.max_repo_bytes;
+    let used = if quota == u64::MAX {
+        0
+    } else {
+        let objects = repo.join("objects");
+        tokio::task::spawn_blocking(move || dir_bytes(&objects))
+            .await
+            .unwrap_or(0)
+    };
+    let over_quota = || {
+        PackFailure {
+        message: format!(
+            "the repository would exceed its quota of {quota} bytes ([limits] max_repo_bytes; it holds {used})"
+        ),
+        read_on: false,
+    }
+    };
+    if used >= quota {
+        return Err(over_quota());
+    }
+    let by_quota = quota - used < limits.max_pack_bytes;
+    let max_pack = limits.max_pack_bytes.min(quota - used);
     let mut task = tokio::task::spawn_blocking(move || {
         let r = index_pack(&repo, &qdir, max_obj, max_pack, rx);
         housekeeping::release_free_memory();
@@ -152,6 +174,12 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
         }
     };
     match joined {
+        Ok(Err(f)) if by_quota && f.message.starts_with("the pack exceeds the limit") => {
+            Err(PackFailure {
+                read_on: f.read_on,
+                ..over_quota()
+            })
+        }
         Ok(r) => r,
         Err(e) => Err(PackFailure {
             message: format!("indexer failed: {e}"),
@@ -223,4 +251,21 @@ fn index_pack(
     ix.commit()
         .map_err(|e| fail(format!("bad pack: {}", e.message()), true))?;
     Ok(scanner.into_entries())
+}
+
+/// Bytes of the files under `dir` (an iterative walk: no recursion depth
+/// to exhaust); unreadable entries count 0.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
