@@ -22,6 +22,8 @@ pub struct Overrides {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// The Prometheus endpoint's address (`--metrics`); none: off.
+    pub metrics: Option<String>,
     /// Test-only: the hidden `rack server --test-pause-at` (`testhook`).
     pub test_pause_at: Option<String>,
 }
@@ -37,6 +39,8 @@ pub struct FileConfig {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// Address of the Prometheus endpoint (`/metrics`); off when absent.
+    pub metrics: Option<String>,
     /// Prefix of the Docker containers and networks this rack owns (and the
     /// only ones it ever touches); racks sharing one engine need different
     /// ones. Default `rack`.
@@ -141,6 +145,7 @@ pub struct LimitsFile {
     /// Most bytes one app's repository may hold (default 10 GiB).
     pub max_repo_bytes: Option<u64>,
     pub max_object_bytes: Option<u64>,
+    pub update_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +174,9 @@ pub struct Limits {
     pub max_pack_bytes: u64,
     pub max_repo_bytes: u64,
     pub max_object_bytes: u64,
+    /// How long `rack update` waits for the new process to be ready (its
+    /// migrations included) before it stops it and keeps the old one.
+    pub update_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -183,6 +191,7 @@ impl Default for Limits {
             max_pack_bytes: 2 * 1024 * 1024 * 1024,
             max_repo_bytes: 10 * 1024 * 1024 * 1024,
             max_object_bytes: 100 * 1024 * 1024,
+            update_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -197,6 +206,8 @@ pub struct Settings {
     pub rack: Option<String>,
     pub trusted_proxy: Option<String>,
     pub docker: Option<String>,
+    /// The Prometheus endpoint (`--metrics`, `metrics` in `rack.toml`).
+    pub metrics: Option<String>,
     pub limits: Limits,
     pub build: crate::build::BuildOptions,
     pub namespace: String,
@@ -259,6 +270,10 @@ impl Settings {
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
             max_repo_bytes: l.max_repo_bytes.unwrap_or(d.max_repo_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
+            update_timeout: l
+                .update_timeout_secs
+                .map(|s| Duration::from_secs(s.max(1)))
+                .unwrap_or(d.update_timeout),
         };
         let mut build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
@@ -291,6 +306,7 @@ impl Settings {
             rack: o.rack.or(file.rack),
             trusted_proxy: o.trusted_proxy.or(file.trusted_proxy),
             docker: o.docker.or(file.docker),
+            metrics: o.metrics.or(file.metrics).filter(|m| !m.is_empty()),
             limits,
             data_dir,
             router_threads,
@@ -312,6 +328,10 @@ impl Settings {
     }
     pub fn repos_dir(&self) -> PathBuf {
         self.data_dir.join("repos")
+    }
+    /// Where `rack update` reaches the running server.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")

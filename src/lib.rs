@@ -5,16 +5,20 @@
 pub mod appsettings;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backup;
 pub mod build;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod deploy;
 pub mod firewall;
 pub mod git;
+pub mod handover;
 pub mod housekeeping;
 pub mod images;
 mod listener;
+pub mod metrics;
 pub mod names;
 pub mod process;
 pub mod progress;
@@ -32,3 +36,19 @@ pub mod testhook;
 mod testing;
 pub mod timers;
 pub mod volumes;
+
+/// What `rack version` says: `rack X.Y.Z`. Test builds (debug assertions)
+/// append `RACK_TEST_VERSION_SUFFIX`, so a test can tell two processes of
+/// one binary apart across `rack update`; release builds ignore it.
+pub fn version() -> String {
+    let suffix = if cfg!(debug_assertions) {
+        std::env::var("RACK_TEST_VERSION_SUFFIX").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    format!(
+        "rack {}{}",
+        env!("CARGO_PKG_VERSION"),
+        names::printable(&suffix)
+    )
+}

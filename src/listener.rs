@@ -47,6 +47,9 @@ pub(crate) async fn accept(
             }
         };
         let Ok(permit) = cap.slots.clone().try_acquire_owned() else {
+            if cap.name == "ssh" {
+                crate::metrics::refusal(crate::metrics::Refusal::too_many_connections);
+            }
             if cap.quiet {
                 tracing::debug!(listener = cap.name, %peer, "connection refused: too many connections");
             } else {

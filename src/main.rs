@@ -1,6 +1,7 @@
 //! The `rack` binary: parses flags and calls into the library.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +57,30 @@ enum Cmd {
     Install(InstallArgs),
     /// Delete the rack's cloud infrastructure and its bucket.
     Uninstall(InstallArgs),
+    /// Local: hand the running server over to a new binary with no
+    /// connection dropped. aws: apply this binary's templates to the
+    /// rack's stack, then to each app's stack.
+    Update(UpdateArgs),
+    /// Write a backup of the rack's state to stdout (or --output) as a
+    /// tar stream; safe while the server runs.
+    Backup {
+        /// Put the master key in the backup too (else keep it apart: restore
+        /// needs it).
+        #[arg(long)]
+        include_master_key: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup from stdin (or --input) into an empty data dir.
+    Restore {
+        /// The master key file, when the backup does not include it.
+        #[arg(long)]
+        master_key: Option<PathBuf>,
+        /// Read from this file instead of stdin.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Add the rack as a git remote of this checkout (pinning its host key).
@@ -89,6 +114,17 @@ struct InstallArgs {
 }
 
 #[derive(Args)]
+struct UpdateArgs {
+    /// The new binary (local provider; default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// aws: show the change sets of the rack's and the apps' stacks, and
+    /// change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
 struct ServerArgs {
     /// SSH listen address.
     #[arg(long, env = "RACK_LISTEN")]
@@ -111,6 +147,9 @@ struct ServerArgs {
     /// Docker engine URI.
     #[arg(long, env = "DOCKER_HOST")]
     docker: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9190).
+    #[arg(long, env = "RACK_METRICS")]
+    metrics: Option<String>,
     /// Test-only: pause rollouts at POINT[:vN] (see src/testhook.rs).
     #[arg(long, hide = true)]
     test_pause_at: Option<String>,
@@ -185,9 +224,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Version => {
-            println!("rack {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", rack::version());
             Ok(())
         }
+        Cmd::Backup {
+            include_master_key,
+            output,
+        } => backup(base, include_master_key, output),
+        Cmd::Restore { master_key, input } => restore(base, master_key, input),
+        Cmd::Update(a) => update(base, a),
         Cmd::Server(a) => {
             let settings = Settings::resolve(Overrides {
                 listen: a.listen,
@@ -197,10 +242,12 @@ fn run(cli: Cli) -> Result<()> {
                 rack: a.rack_name,
                 trusted_proxy: a.trusted_proxy,
                 docker: a.docker,
+                metrics: a.metrics,
                 test_pause_at: a.test_pause_at,
                 ..base
             })?;
-            tokio::runtime::Runtime::new()?.block_on(serve(settings))
+            let origin = rack::handover::Origin::current();
+            tokio::runtime::Runtime::new()?.block_on(rack::daemon::serve(settings, origin))
         }
         Cmd::Install(a) => runtime()?.block_on(install(base, a, true)),
         Cmd::Uninstall(a) => runtime()?.block_on(install(base, a, false)),
@@ -227,6 +274,79 @@ fn run(cli: Cli) -> Result<()> {
                 })
         }
     }
+}
+
+/// `rack backup`.
+fn backup(base: Overrides, include_master_key: bool, output: Option<PathBuf>) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    match output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let r = rack::provider::backup(
+                &settings,
+                include_master_key,
+                std::io::BufWriter::new(file),
+            );
+            if r.is_err() {
+                // No half a backup under a name that looks whole.
+                let _ = std::fs::remove_file(&path);
+            }
+            r
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "the backup is a tar stream: redirect stdout to a file, or pass --output FILE"
+                );
+            }
+            rack::provider::backup(&settings, include_master_key, std::io::stdout().lock())
+        }
+    }
+}
+
+/// `rack restore`.
+fn restore(base: Overrides, master_key: Option<PathBuf>, input: Option<PathBuf>) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    let reader: Box<dyn std::io::Read> = match input {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let r = runtime()?.block_on(rack::backup::restore::restore(
+        &settings,
+        reader,
+        master_key.as_deref(),
+    ))?;
+    println!(
+        "Restored {} app(s) into {}",
+        r.apps,
+        settings.data_dir.display()
+    );
+    if let Some(e) = r.engine_error {
+        println!("Could not ask the Docker engine which images are there: {e}");
+    }
+    for m in &r.missing_images {
+        println!("Missing image: {m}: after `rack server` starts, rebuild it with apps:deploy APP (or push again)");
+    }
+    Ok(())
+}
+
+/// `rack update`: the server process (local) or the stacks (aws).
+fn update(base: Overrides, a: UpdateArgs) -> Result<()> {
+    let settings = Settings::resolve(base)?;
+    let binary = match a.binary {
+        Some(b) => b,
+        None => std::env::current_exe()?,
+    };
+    let line = runtime()?.block_on(rack::provider::update(&settings, binary, a.dry_run))?;
+    println!("{line}");
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -287,73 +407,4 @@ async fn keys_command(store: &dyn rack::store::Store, command: KeysCmd) -> Resul
         }
     }
     Ok(())
-}
-
-/// How long the router may hold new connections at start-up while the
-/// routes of running apps come back.
-const ROUTES_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn serve(settings: Settings) -> Result<()> {
-    rack::git::init_process();
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("binding SSH on {}", settings.listen))?;
-    let http = tokio::net::TcpListener::bind(&settings.http)
-        .await
-        .with_context(|| format!("binding the app router on {}", settings.http))?;
-    let rack = rack::state::Rack::open(settings).await?;
-    let firewall = rack.provider.guard_host(http.local_addr()?.port())?;
-    if firewall.is_some() {
-        tracing::info!("host firewall installed");
-    }
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tracing::info!(addr = %http.local_addr()?, "http listening");
-    // Routes for the apps that were serving come back before new sessions,
-    // and before the router accepts (for at most ROUTES_HOLD): meanwhile a
-    // request waits in the listen backlog rather than getting a 404.
-    let router = {
-        let recovery = rack.deployer.recover();
-        tokio::pin!(recovery);
-        let early = tokio::time::timeout(ROUTES_HOLD, &mut recovery).await;
-        let router = tokio::spawn(rack::router::serve(
-            http,
-            // An aws rack routes nothing itself: its router answers 404.
-            rack.provider.router.clone().unwrap_or_default(),
-            rack.settings.trusted_proxy.clone(),
-            rx.clone(),
-            rack.settings.router_threads,
-        ));
-        match early {
-            Ok(r) => r?,
-            Err(_) => {
-                tracing::info!("recovery goes on; the router serves what is routed so far");
-                recovery.await?
-            }
-        }
-        router
-    };
-    tracing::info!(addr = %listener.local_addr()?, "ssh listening");
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        tracing::info!("signal received; stopping");
-        let _ = tx.send(true);
-    });
-    let served = rack::server::run(listener, rack, rx).await;
-    let routed = match router.await {
-        Ok(r) => r,
-        Err(e) => Err(anyhow::anyhow!("router task: {e}")),
-    };
-    if let Some(fw) = firewall {
-        if let Err(e) = fw.remove() {
-            tracing::warn!(error = %e, "removing the host firewall");
-        }
-    }
-    served?;
-    routed
 }

@@ -34,6 +34,7 @@ pub async fn run(
         quiet: false,
     };
     let mut tasks = JoinSet::new();
+    rack.stopping.send_replace(false);
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
     loop {
@@ -44,6 +45,7 @@ pub async fn run(
                 let preauth = limits.preauth_timeout;
                 tasks.spawn(async move {
                     let _permit = permit;
+                    let _open = crate::metrics::GaugeGuard::new(&crate::metrics::get().ssh_sessions);
                     let state = Arc::new(ConnectionState::default());
                     let handler = Connection::new(rack, Some(peer), state.clone());
                     let session = match tokio::time::timeout(preauth, russh::server::run_stream(config, PreauthDeadline::new(socket, state.clone(), preauth), handler)).await {
@@ -53,6 +55,7 @@ pub async fn run(
                             return;
                         }
                         Err(_) => {
+                            crate::metrics::refusal(crate::metrics::Refusal::preauth_timeout);
                             tracing::info!(%peer, "closed: no SSH identification in time");
                             return;
                         }
@@ -71,6 +74,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    rack.stopping.send_replace(true);
     tracing::info!(
         sessions = tasks.len(),
         "shutting down; waiting for running sessions"

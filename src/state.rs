@@ -13,19 +13,29 @@ pub struct Rack {
     pub settings: Settings,
     pub provider: Arc<Provider>,
     pub deployer: Deployer,
+    /// Turns true when the SSH server stops accepting (SIGTERM or a
+    /// handover): sessions that would go on forever (`logs -f`) end.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Rack {
-    /// Opens (creating on first start) the provider `settings` name and
-    /// cleans up what an interrupted process left.
-    pub async fn open(settings: Settings) -> Result<Arc<Rack>> {
+    /// Opens (creating on first start) the provider `settings` name. With
+    /// `fresh`, cleans up what an interrupted process left; without (a
+    /// process that replaces a running one, whose work is not debris),
+    /// deploys wait until `Deployer::take_over`.
+    pub async fn open(settings: Settings, fresh: bool) -> Result<Arc<Rack>> {
         let provider = Arc::new(crate::provider::open(&settings).await?);
         let deployer = Deployer::new(settings.clone(), provider.clone());
-        deployer.prepare().await?;
+        if fresh {
+            deployer.prepare().await?;
+        } else {
+            deployer.close_gate();
+        }
         Ok(Arc::new(Rack {
             settings,
             provider,
             deployer,
+            stopping: tokio::sync::watch::channel(false).0,
         }))
     }
 

@@ -420,3 +420,161 @@ pub async fn delete(ctx: &AwsContext, name: &str, progress: &Progress) -> Result
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// One change a change set would make.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Add, Modify, Remove, ...
+    pub action: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    /// True, False or Conditional (for a Modify).
+    pub replacement: Option<String>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            self.action, self.resource_type, self.logical_id
+        )?;
+        match self.replacement.as_deref() {
+            Some("True") => write!(f, " (replaced)"),
+            Some("Conditional") => write!(f, " (may be replaced)"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A change set made and described, not executed.
+pub struct ChangeSet {
+    pub id: String,
+    pub stack_id: String,
+    /// Change set calls take the stack's name (moto finds no stack by id).
+    pub stack_name: String,
+    pub changes: Vec<Change>,
+}
+
+/// Makes an UPDATE change set of `stack` to `template` and `params` and
+/// waits until CloudFormation has described it. A change set with nothing
+/// in it is deleted and comes back with no changes.
+pub async fn change_set(
+    ctx: &AwsContext,
+    stack: &Stack,
+    template: &str,
+    params: &[(&str, String)],
+    tags: &[(&str, String)],
+) -> Result<ChangeSet> {
+    let stack_id = stack.stack_id().unwrap_or_default().to_string();
+    let stack_name = stack.stack_name().unwrap_or_default().to_string();
+    let name = format!(
+        "rack-update-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let body = Body {
+        template,
+        params,
+        tags,
+    };
+    let out = with_body!(
+        ctx.cfn
+            .create_change_set()
+            .stack_name(&stack_name)
+            .change_set_name(&name)
+            .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Update),
+        body
+    )
+    .send()
+    .await
+    .map_err(|e| AwsError::api("CloudFormation.CreateChangeSet", e))?;
+    let id = out.id().unwrap_or(&name).to_string();
+    let started = Instant::now();
+    loop {
+        let d = ctx
+            .cfn
+            .describe_change_set()
+            .change_set_name(&id)
+            .stack_name(&stack_name)
+            .send()
+            .await
+            .map_err(|e| AwsError::api("CloudFormation.DescribeChangeSet", e))?;
+        let status = d
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if status.ends_with("_COMPLETE") || status == "FAILED" {
+            let reason = d.status_reason().unwrap_or_default().to_string();
+            let changes: Vec<Change> = d
+                .changes()
+                .iter()
+                .filter_map(|c| c.resource_change())
+                .map(|r| Change {
+                    action: r
+                        .action()
+                        .map(|a| a.as_str().to_string())
+                        .unwrap_or_default(),
+                    logical_id: r.logical_resource_id().unwrap_or_default().to_string(),
+                    resource_type: r.resource_type().unwrap_or_default().to_string(),
+                    replacement: r.replacement().map(|x| x.as_str().to_string()),
+                })
+                .collect();
+            if status == "FAILED" {
+                let _ = delete_change_set(ctx, &stack_name, &id).await;
+                // CloudFormation fails a change set that changes nothing.
+                if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                    return Ok(ChangeSet {
+                        id,
+                        stack_id,
+                        stack_name,
+                        changes: Vec::new(),
+                    });
+                }
+                return Err(AwsError::Stack(format!("the change set failed: {reason}")));
+            }
+            return Ok(ChangeSet {
+                id,
+                stack_id,
+                stack_name,
+                changes,
+            });
+        }
+        if started.elapsed() > STACK_TIMEOUT {
+            return Err(AwsError::Stack(format!("change set {name} still {status}")));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub async fn delete_change_set(ctx: &AwsContext, stack_name: &str, id: &str) -> Result<()> {
+    ctx.cfn
+        .delete_change_set()
+        .change_set_name(id)
+        .stack_name(stack_name)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.DeleteChangeSet", e))?;
+    Ok(())
+}
+
+/// Executes the change set and waits for the stack, printing its events.
+/// A failed update is rolled back by CloudFormation; the error carries the
+/// stack's reason.
+pub async fn execute_change_set(
+    ctx: &AwsContext,
+    set: &ChangeSet,
+    progress: &Progress,
+) -> Result<BTreeMap<String, String>> {
+    let seen = seen_events(ctx, &set.stack_id).await?;
+    ctx.cfn
+        .execute_change_set()
+        .change_set_name(&set.id)
+        .stack_name(&set.stack_name)
+        .send()
+        .await
+        .map_err(|e| AwsError::api("CloudFormation.ExecuteChangeSet", e))?;
+    let stack = wait(ctx, &set.stack_id, seen, &["UPDATE_COMPLETE"], progress).await?;
+    Ok(outputs(&stack))
+}

@@ -29,6 +29,8 @@
 //! It knows the two templates and their outputs; what each API call does
 //! is the business of the leaf modules.
 
+pub mod update;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -125,6 +127,16 @@ fn rack_section(ctx: &AwsContext, o: &BTreeMap<String, String>) -> Result<AwsSec
     })
 }
 
+/// The rack stack's tags, with the version of the templates it runs
+/// (`rack update` reads it).
+fn rack_tags(ctx: &AwsContext) -> [(&'static str, String); 3] {
+    [
+        ("rack:rack", ctx.rack.clone()),
+        ("rack:role", "rack".to_string()),
+        ("rack:version", update::this_version().to_string()),
+    ]
+}
+
 /// The rack's outputs as its stack has them now.
 pub async fn installed_section(ctx: &AwsContext) -> Result<AwsSection> {
     let stack = cfn::describe(ctx, &ctx.stack_name())
@@ -177,10 +189,7 @@ pub async fn install_with(
         ("VpcId", vpc),
         ("SubnetIds", subnets),
     ];
-    let tags = [
-        ("rack:rack", ctx.rack.clone()),
-        ("rack:role", "rack".to_string()),
-    ];
+    let tags = rack_tags(ctx);
     let verb = if existing.is_some() {
         "Checking"
     } else {
@@ -261,6 +270,12 @@ async fn tagged_app_stacks(ctx: &AwsContext) -> Result<Vec<(String, Stack)>> {
         }
     }
     Ok(out)
+}
+
+/// The rack's apps and their stacks (`rack update` applies the app
+/// template to each).
+async fn app_stacks_full(ctx: &AwsContext) -> Result<Vec<(String, Stack)>> {
+    tagged_app_stacks(ctx).await
 }
 
 /// Stacks (name, app) of the rack's apps, found by their `rack:rack` tag.

@@ -439,7 +439,11 @@ impl Builder {
         started: Instant,
     ) -> Result<BuildResult, BuildError> {
         let plan = self.plan(req, out).await?;
-        let permit = self.wait_for_slot(out).await?;
+        let permit = {
+            let _queued = crate::metrics::GaugeGuard::new(&crate::metrics::get().builds_queued);
+            self.wait_for_slot(out).await?
+        };
+        let _running = crate::metrics::GaugeGuard::new(&crate::metrics::get().builds_running);
         let limits = &self.options.limits;
         let deadline = tokio::time::Instant::now() + limits.timeout;
         let docker = self.engine().await?;

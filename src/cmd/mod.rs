@@ -165,10 +165,7 @@ macro_rules! groups {
         ) -> Result<Output, CmdError> {
             match cmd {
                 Command::Help => Ok(help()),
-                Command::Version => Ok(Output::raw(
-                    "version",
-                    format!("rack {}", env!("CARGO_PKG_VERSION")),
-                )),
+                Command::Version => Ok(Output::raw("version", crate::version())),
                 $(Command::$variant(c) => c.execute(ctx).await,)*
             }
         }

@@ -31,7 +31,20 @@ pub async fn logs<R>(
     };
     let app_s = app.to_string();
     let producer = tokio::spawn(async move { runtime.logs(&app_s, opts, tx).await });
-    while let Some(line) = rx.recv().await {
+    // A follow ends when the server stops accepting (SIGTERM, an update):
+    // it says so and exits 0 rather than being cut at the grace period.
+    let mut stopping = ctx.rack.stopping.subscribe();
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            _ = crate::router::stopped(&mut stopping), if follow => {
+                let _ = ctx.stderr.write_all(b"rack: the server is restarting (an update or a stop); run logs -f again to follow on\n").await;
+                let _ = ctx.stderr.flush().await;
+                producer.abort();
+                return Ok(Output::streamed(0));
+            }
+        };
+        let Some(line) = line else { break };
         let text = format!("{} | {}\n", line.source, line.text);
         if ctx.stdout.write_all(text.as_bytes()).await.is_err() || ctx.stdout.flush().await.is_err()
         {

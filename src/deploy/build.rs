@@ -72,6 +72,10 @@ impl Deployer {
             record: Some(record),
         };
         let outcome = self.build_and_publish(&job, &id, progress).await;
+        crate::metrics::stage_took(crate::metrics::Stage::build, started.elapsed());
+        if outcome.is_err() {
+            crate::metrics::deploy(&job.app, crate::metrics::Outcome::build_failed);
+        }
         let mut rec = pending
             .record
             .take()

@@ -87,7 +87,14 @@ pub struct Deployer {
     settings: Arc<Settings>,
     provider: Arc<Provider>,
     builder: Arc<tokio::sync::OnceCell<crate::build::Builder>>,
+    /// Open (true) when deploys may run: closed while the process this
+    /// one replaces may still be deploying (`take_over` opens it).
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// What a deploy waiting for the gate says, once.
+pub const WAITING_FOR_HANDOVER: &str =
+    "Waiting for the rack's previous process to finish its sessions (an update is in progress)";
 
 impl Deployer {
     pub fn new(settings: Settings, provider: Arc<Provider>) -> Deployer {
@@ -95,7 +102,28 @@ impl Deployer {
             settings: Arc::new(settings),
             provider,
             builder: Arc::default(),
+            gate: Arc::new(tokio::sync::watch::channel(true).0),
         }
+    }
+
+    /// False while this process waits to take over from the one it
+    /// replaces (deploys wait, timers do not fire).
+    pub fn taken_over(&self) -> bool {
+        *self.gate.borrow()
+    }
+
+    /// Deploys wait from now until [`Self::take_over`].
+    pub fn close_gate(&self) {
+        self.gate.send_replace(false);
+    }
+
+    /// In a process that replaced another, once that one's sessions are
+    /// over: the start-up clean-up and recovery, then deploys may run.
+    pub async fn take_over(&self) -> anyhow::Result<()> {
+        self.prepare().await?;
+        self.recover().await?;
+        self.gate.send_replace(true);
+        Ok(())
     }
 
     /// The push hook for one push session by `actor` (a key name).
@@ -120,6 +148,11 @@ impl Deployer {
     }
 
     async fn lock(&self, app: &str, progress: &Progress) -> Result<DeployGuard> {
+        if !*self.gate.borrow() {
+            progress.stage(WAITING_FOR_HANDOVER);
+            let mut gate = self.gate.subscribe();
+            let _ = gate.wait_for(|open| *open).await;
+        }
         self.provider
             .locks
             .acquire(app, progress)

@@ -42,6 +42,24 @@ pub struct NewRelease<'a> {
 impl Deployer {
     pub async fn release(&self, req: NewRelease<'_>, progress: &Progress) -> Result<ReleaseRecord> {
         let app = req.app;
+        let result = self.release_inner(req, progress).await;
+        use crate::metrics::Outcome;
+        let outcome = match &result {
+            Ok(_) => Outcome::succeeded,
+            Err(DeployError::ReleaseFailed) => Outcome::release_failed,
+            Err(DeployError::RolloutFailed) => Outcome::rollout_failed,
+            Err(_) => Outcome::failed,
+        };
+        crate::metrics::deploy(app, outcome);
+        result
+    }
+
+    async fn release_inner(
+        &self,
+        req: NewRelease<'_>,
+        progress: &Progress,
+    ) -> Result<ReleaseRecord> {
+        let app = req.app;
         let store = &self.provider.store;
         let runtime = self.provider.runtime().await.map_err(|e| {
             progress.stage(format!("Rollout failed: {e}"));
@@ -95,7 +113,10 @@ impl Deployer {
         };
 
         if let Some(cmd) = procfile.as_ref().and_then(|p| p.get("release")) {
-            if let Err(e) = release_phase(&*runtime, &spec, cmd, progress).await {
+            let phase = Instant::now();
+            let ran = release_phase(&*runtime, &spec, cmd, progress).await;
+            crate::metrics::stage_took(crate::metrics::Stage::release_phase, phase.elapsed());
+            if let Err(e) = ran {
                 let _ = store
                     .set_release_status(app, v, ReleaseStatus::Failed)
                     .await;
@@ -104,6 +125,7 @@ impl Deployer {
             }
         }
 
+        let rolling = Instant::now();
         let result = roll(&*runtime, &spec, progress, async {
         set_timers(&**store, &*runtime, &spec, &req.build.id, progress).await?;
         store.commit_release(app, v, &spec.deploy_id, &formation).await.map_err(internal)?;
@@ -121,6 +143,7 @@ impl Deployer {
         Ok(())
     })
     .await;
+        crate::metrics::stage_took(crate::metrics::Stage::rollout, rolling.elapsed());
         match result {
             Ok(()) => {
                 progress.stage(format!(

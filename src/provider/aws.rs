@@ -106,6 +106,69 @@ pub(super) async fn keys_store(settings: &Settings) -> Result<Box<dyn Store>> {
     Ok(Box::new(aws::store::S3Store::new(state, section.key_arn)))
 }
 
+/// `rack update` on aws: this binary's templates applied to the rack's
+/// stack and its apps' stacks through change sets, with progress on stderr.
+pub(super) async fn update(settings: &Settings, dry_run: bool) -> Result<String> {
+    let (ctx, _) = context(settings).await?;
+    let data_dir = settings.data_dir.clone();
+    Progress::forward_to(&mut tokio::io::stderr(), |progress| async move {
+        aws::lifecycle::update::update(&ctx, &data_dir, dry_run, &progress).await
+    })
+    .await?;
+    Ok(if dry_run {
+        "dry run: nothing was changed".to_string()
+    } else {
+        format!(
+            "rack {} runs the templates of {}",
+            settings.rack.as_deref().unwrap_or(""),
+            crate::version()
+        )
+    })
+}
+
+/// `rack backup` on aws: the bucket's current objects (config sealed with
+/// the master key and KMS, the KMS-sealed master and host keys, state) as
+/// `bucket/KEY` entries. The bucket is versioned, so older versions stay
+/// there too.
+pub(super) async fn backup(
+    settings: &Settings,
+    include_master_key: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    if include_master_key {
+        anyhow::bail!(
+            "an aws rack's master key is sealed with its KMS key: the backup holds it sealed; \
+             leave out --include-master-key"
+        );
+    }
+    /// A state object larger than this is not the rack's (they are small
+    /// JSON documents and sealed keys).
+    const MAX_OBJECT: usize = 64 * 1024 * 1024;
+    let (ctx, section) = context(settings).await?;
+    let state = S3State::new(ctx, section.bucket.clone());
+    let mut tar = tar::Builder::new(out);
+    let manifest = crate::backup::Manifest::now("aws", 0, false);
+    crate::backup::append_bytes(
+        &mut tar,
+        crate::backup::MANIFEST,
+        &serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    for key in state.list("", None).await? {
+        let Some((bytes, _)) = state.get_bytes(&key).await? else {
+            continue; // deleted since the listing
+        };
+        if bytes.len() > MAX_OBJECT {
+            anyhow::bail!(
+                "object {key} is {} bytes: not a rack state object",
+                bytes.len()
+            );
+        }
+        crate::backup::append_bytes(&mut tar, &format!("bucket/{key}"), &bytes)?;
+    }
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
 /// `rack install aws` / `rack uninstall aws`, with progress on stderr.
 pub(super) async fn install(req: Install, install: bool) -> Result<()> {
     std::fs::create_dir_all(&req.data_dir)?;

@@ -109,6 +109,43 @@ pub async fn host_key(settings: &Settings) -> Result<russh::keys::PrivateKey> {
     }
 }
 
+/// `rack backup`: the rack's state as one tar stream on `out` (blocking).
+pub fn backup(
+    settings: &Settings,
+    include_master_key: bool,
+    mut out: impl std::io::Write,
+) -> Result<()> {
+    match settings.provider {
+        crate::config::Provider::Local => crate::backup::backup(settings, include_master_key, out),
+        crate::config::Provider::Aws => tokio::runtime::Runtime::new()?.block_on(backup_aws(
+            settings,
+            include_master_key,
+            &mut out,
+        )),
+    }
+}
+
+/// `rack update`: locally, hands the running server over to `binary`
+/// (through its control socket); on aws, applies this binary's templates
+/// (`dry_run`: shows the change sets). `Ok`: the line to print.
+pub async fn update(settings: &Settings, binary: PathBuf, dry_run: bool) -> Result<String> {
+    match settings.provider {
+        crate::config::Provider::Local => {
+            if dry_run {
+                anyhow::bail!("--dry-run is for an aws rack; locally `rack update` replaces the server process");
+            }
+            let answer =
+                crate::handover::control::request_update(&settings.control_socket_path(), &binary)
+                    .await?;
+            let (pid, version) = answer.split_once(' ').unwrap_or((&answer, ""));
+            Ok(format!(
+                "Updated: {version} serves now (pid {pid}); the old process exits once its sessions end"
+            ))
+        }
+        crate::config::Provider::Aws => update_aws(settings, dry_run).await,
+    }
+}
+
 /// `rack install PROVIDER` / `rack uninstall PROVIDER`.
 pub struct Install {
     pub provider: String,
@@ -132,7 +169,10 @@ pub async fn install(req: Install, install: bool) -> Result<()> {
 }
 
 #[cfg(feature = "aws")]
-use aws::{install as install_aws, keys_store as keys_store_aws, open as open_aws};
+use aws::{
+    backup as backup_aws, install as install_aws, keys_store as keys_store_aws, open as open_aws,
+    update as update_aws,
+};
 
 #[cfg(not(feature = "aws"))]
 async fn open_aws(_settings: &Settings) -> Result<Provider> {
@@ -141,6 +181,20 @@ async fn open_aws(_settings: &Settings) -> Result<Provider> {
 
 #[cfg(not(feature = "aws"))]
 async fn keys_store_aws(_settings: &Settings) -> Result<Box<dyn Store>> {
+    Err(no_aws())
+}
+
+#[cfg(not(feature = "aws"))]
+async fn backup_aws(
+    _settings: &Settings,
+    _include_master_key: bool,
+    _out: &mut dyn std::io::Write,
+) -> Result<()> {
+    Err(no_aws())
+}
+
+#[cfg(not(feature = "aws"))]
+async fn update_aws(_settings: &Settings, _dry_run: bool) -> Result<String> {
     Err(no_aws())
 }
 

@@ -43,6 +43,7 @@ use tokio::sync::{watch, Notify};
 
 pub use hold::{Hold, HoldLimits};
 pub use serve::serve;
+pub(crate) use serve::stopped;
 
 use hold::{HoldState, Waiter};
 
@@ -121,7 +122,8 @@ struct Pooled {
 pub(crate) enum Pick {
     NoApp,
     NoBackend(String),
-    Backend(InFlight),
+    /// The request's place in flight, and the app (for the metrics).
+    Backend(InFlight, String),
     /// The app is held: wait, then pick again.
     Held(Waiter),
     /// The app is held and its queue is full.
@@ -406,7 +408,7 @@ impl Router {
         // Counted while the read lock is held: a `set_app` that removes this
         // backend happens either before (and we never picked it) or after
         // (and `drain` sees this request).
-        Pick::Backend(InFlight::new(route.backends[i].clone()))
+        Pick::Backend(InFlight::new(route.backends[i].clone()), route.app.clone())
     }
 }
 

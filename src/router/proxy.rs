@@ -73,6 +73,17 @@ pub(crate) struct Ctx {
     pub(crate) slots: Arc<Semaphore>,
 }
 
+/// The app a response came from (none: no app serves the host), for the
+/// metrics; never sent to the client.
+#[derive(Clone)]
+pub(crate) struct MetricsApp(pub(crate) String);
+
+/// `resp`, marked as `app`'s for the metrics.
+fn tagged(mut resp: Response<RespBody>, app: String) -> Response<RespBody> {
+    resp.extensions_mut().insert(MetricsApp(app));
+    resp
+}
+
 pub(crate) async fn handle(
     ctx: Arc<Ctx>,
     peer: SocketAddr,
@@ -91,7 +102,7 @@ pub(crate) async fn handle(
         ));
     };
     let key = host.to_str().map(normalize_host).unwrap_or_default();
-    let mut guard = match pick_or_wait(&ctx, &key).await {
+    let (mut guard, app) = match pick_or_wait(&ctx, &key).await {
         Ok(g) => g,
         Err(resp) => return Ok(resp),
     };
@@ -124,6 +135,7 @@ pub(crate) async fn handle(
                     }),
                 };
                 let failed = guard.backend().addr();
+                crate::metrics::backend_connect_failure(&app);
                 if let (false, Some(r)) = (retried, again) {
                     let timed_out = fail
                         .error
@@ -133,7 +145,9 @@ pub(crate) async fn handle(
                     // backend: it may just have restarted. One that timed
                     // out is not: the client would wait twice as long.
                     let retry = match ctx.router.pick(&key, Some(failed)) {
-                        Pick::Backend(g) if !(timed_out && g.backend().addr() == failed) => Some(g),
+                        Pick::Backend(g, _) if !(timed_out && g.backend().addr() == failed) => {
+                            Some(g)
+                        }
                         _ => None,
                     };
                     if let Some(g) = retry {
@@ -145,16 +159,15 @@ pub(crate) async fn handle(
                     }
                 }
                 tracing::warn!(host = %printable(&key), backend = %failed, error = %fail.error, "proxy request failed");
-                return Ok(plain(
-                    StatusCode::BAD_GATEWAY,
-                    "502 Bad Gateway: the app did not answer\n".into(),
-                ));
+                let text = "502 Bad Gateway: the app did not answer\n".into();
+                return Ok(tagged(plain(StatusCode::BAD_GATEWAY, text), app));
             }
         }
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(switch_protocols(ctx, guard, resp, client_upgrade, upgrade));
+        let resp = switch_protocols(ctx, guard, resp, client_upgrade, upgrade);
+        return Ok(tagged(resp, app));
     }
 
     // The connection goes back to the pool once this response is read,
@@ -174,6 +187,7 @@ pub(crate) async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(MetricsApp(app));
     Ok(Response::from_parts(
         parts,
         RespBody::proxied(body, guard, driver),
@@ -182,11 +196,11 @@ pub(crate) async fn handle(
 
 /// The backend for a request to `key`: waits while the app is held (a
 /// stop-first rollout), else the answer when there is none.
-async fn pick_or_wait(ctx: &Ctx, key: &str) -> Result<InFlight, Response<RespBody>> {
+async fn pick_or_wait(ctx: &Ctx, key: &str) -> Result<(InFlight, String), Response<RespBody>> {
     let mut holds = 0;
     loop {
         match ctx.router.pick(key, None) {
-            Pick::Backend(g) => return Ok(g),
+            Pick::Backend(g, app) => return Ok((g, app)),
             // Held while the app's single web instance is swapped: wait
             // for the new one (a few holds in a row at most).
             Pick::Held(w) if holds < MAX_HOLDS => {
@@ -203,10 +217,9 @@ async fn pick_or_wait(ctx: &Ctx, key: &str) -> Result<InFlight, Response<RespBod
                 ));
             }
             Pick::NoBackend(app) => {
-                return Err(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("503 Service Unavailable: app {app} has no running web process\n"),
-                ));
+                let text =
+                    format!("503 Service Unavailable: app {app} has no running web process\n");
+                return Err(tagged(plain(StatusCode::SERVICE_UNAVAILABLE, text), app));
             }
         }
     }

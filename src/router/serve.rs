@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::cidr::Cidrs;
-use super::proxy::{handle, Ctx};
+use super::proxy::{handle, Ctx, MetricsApp};
 use super::Router;
 use crate::listener::{self, Cap};
 
@@ -28,6 +28,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After shutdown, how long running requests get to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// After shutdown, a keep-alive connection gets `Connection: close` on its
+/// next response (and closes after it), as HTTP/1.1 clients expect; one
+/// that sends nothing for this long is closed. Closing an idle connection
+/// at once would race a client sending its next request on it just then.
+const CLOSE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/1.1 on `listener` until `shutdown` becomes true (or its
 /// sender is dropped), then lets running requests finish within a grace
@@ -144,7 +150,24 @@ async fn accept_loop(
                 let mut stop = ctx.stop.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    let service = service_fn(move |req| handle(ctx.clone(), peer, req));
+                    let service = service_fn(move |req| {
+                        let ctx = ctx.clone();
+                        async move {
+                            let (start, method) = (std::time::Instant::now(), req.method().clone());
+                            let _in_flight = crate::metrics::GaugeGuard::new(&crate::metrics::get().in_flight);
+                            let mut resp = handle(ctx.clone(), peer, req).await?;
+                            let app = resp.extensions_mut().remove::<MetricsApp>();
+                            let app = app.as_ref().map_or(crate::metrics::UNKNOWN_APP, |a| a.0.as_str());
+                            crate::metrics::request(app, &method, resp.status(), start.elapsed());
+                            if *ctx.stop.borrow() {
+                                resp.headers_mut().insert(
+                                    hyper::header::CONNECTION,
+                                    hyper::header::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -153,10 +176,13 @@ async fn accept_loop(
                     tokio::pin!(conn);
                     let ended = tokio::select! {
                         r = conn.as_mut() => r,
-                        _ = stopped(&mut stop) => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
+                        _ = stopped(&mut stop) => tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = tokio::time::sleep(CLOSE_IDLE_AFTER) => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        },
                     };
                     if let Err(e) = ended {
                         tracing::debug!(%peer, error = %e, "router connection ended");

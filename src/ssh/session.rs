@@ -78,6 +78,7 @@ impl Connection {
         session: &mut Session,
         msg: String,
     ) -> Result<(), russh::Error> {
+        crate::metrics::refusal(crate::metrics::Refusal::no_shell);
         // Success first, so the client shows our message and exit status
         // instead of a bare "request failed".
         session.channel_success(channel)?;
@@ -103,6 +104,7 @@ impl Handler for Connection {
         Ok(if self.lookup(offer.public_key).await.is_some() {
             Auth::Accept
         } else {
+            crate::metrics::get().ssh_auth_failures.inc();
             Auth::reject()
         })
     }
@@ -123,7 +125,10 @@ impl Handler for Connection {
                 self.state.authenticated.store(true, Ordering::SeqCst);
                 Ok(Auth::Accept)
             }
-            None => Ok(Auth::reject()),
+            None => {
+                crate::metrics::get().ssh_auth_failures.inc();
+                Ok(Auth::reject())
+            }
         }
     }
 
@@ -360,6 +365,7 @@ fn clamp_dim(v: u32) -> u16 {
 fn parse_line(rack: &Rack, line: &[u8]) -> Result<(String, Vec<String>), String> {
     let max = rack.settings.limits.max_command_bytes;
     if line.len() > max {
+        crate::metrics::refusal(crate::metrics::Refusal::command_too_long);
         return Err(format!(
             "command line is {} bytes, over the limit of {max}; pass large values with config:set APP KEY --stdin",
             line.len()

@@ -84,6 +84,12 @@ impl State {
                 _ = clock.tick() => {}
                 _ = stopped.changed() => return,
             }
+            // A process that replaced another fires nothing until it has
+            // taken over: the old one's scheduler runs until then, and
+            // ticks are claimed under a lock of one process only.
+            if !self.rack.deployer.taken_over() {
+                continue;
+            }
             let runtime = match self.rack.provider.runtime().await {
                 Ok(r) => r,
                 Err(e) => {

@@ -86,6 +86,8 @@ pub struct Rack {
     /// Extra arguments of `rack server` (kept across restarts until
     /// changed), such as the hidden `--test-pause-at`.
     pub server_args: Vec<String>,
+    /// Processes that replaced the server (`rack update`): killed with it.
+    pub successors: Vec<i32>,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -154,6 +156,7 @@ impl Rack {
             ns: ns_kept,
             env,
             server_args: args,
+            successors: Vec::new(),
         };
         rack.spawn();
         rack
@@ -166,6 +169,25 @@ impl Rack {
         r.kill9();
         r.env = env;
         r
+    }
+
+    /// A server on a data dir made elsewhere (`DIR/data`, e.g. by `rack
+    /// restore`), in Docker namespace `ns`, administered with `admin`.
+    pub fn adopt(dir: tempfile::TempDir, admin: Key, ns: String) -> Rack {
+        let mut rack = Rack {
+            dir,
+            child: None,
+            port: 0,
+            http_port: 0,
+            logs: Arc::new(Mutex::new(String::new())),
+            admin,
+            ns,
+            env: Vec::new(),
+            server_args: Vec::new(),
+            successors: Vec::new(),
+        };
+        rack.spawn();
+        rack
     }
 
     pub fn start() -> Rack {
@@ -251,6 +273,37 @@ impl Rack {
             format!("[127.0.0.1]:{} {key}\n", self.port),
         )
         .unwrap();
+    }
+
+    /// `rack update --binary BINARY` on the rack's machine; on success the
+    /// new process is remembered (and killed when the rack is dropped).
+    pub fn update(&mut self, binary: &Path) -> Out {
+        let mut c = Command::new(RACK);
+        c.args(["update", "--binary"])
+            .arg(binary)
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        let out = run_with_stdin(c, b"");
+        if out.code == 0 {
+            let pid = out
+                .stdout
+                .split("(pid ")
+                .nth(1)
+                .and_then(|s| s.split(')').next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no pid in {:?}", out.stdout));
+            self.successors.push(pid);
+        }
+        out
+    }
+
+    /// Whether the first server process (the one this harness started)
+    /// has exited, e.g. after handing over.
+    pub fn first_process_exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().unwrap().is_some(),
+            None => true,
+        }
     }
 
     pub fn known_hosts(&self) -> PathBuf {
@@ -374,6 +427,11 @@ impl Rack {
 
 impl Drop for Rack {
     fn drop(&mut self) {
+        for pid in self.successors.drain(..) {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -38,10 +38,13 @@ pub fn get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
     })
 }
 
-/// A keep-alive connection sending many requests.
+/// A keep-alive connection sending many requests; like any HTTP/1.1
+/// client it opens a new connection after a `Connection: close` response.
 pub struct KeepAlive {
     r: BufReader<TcpStream>,
     host: String,
+    port: u16,
+    closed: bool,
 }
 
 impl KeepAlive {
@@ -51,16 +54,22 @@ impl KeepAlive {
         Ok(KeepAlive {
             r: BufReader::new(s),
             host: host.to_string(),
+            port,
+            closed: false,
         })
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        if self.closed {
+            *self = KeepAlive::connect(self.port, &self.host)?;
+        }
         write!(
             self.r.get_mut(),
             "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
             self.host
         )?;
-        let (status, len) = read_head(&mut self.r)?;
+        let (status, len, close) = read_head_close(&mut self.r)?;
+        self.closed = close;
         let n =
             len.ok_or_else(|| std::io::Error::other("no Content-Length on a keep-alive response"))?;
         let mut body = vec![0; n];
@@ -73,6 +82,12 @@ impl KeepAlive {
 }
 
 fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
+    read_head_close(r).map(|(s, l, _)| (s, l))
+}
+
+/// The status, Content-Length and whether the server said `Connection: close`.
+fn read_head_close(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>, bool)> {
+    let mut close = false;
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Err(std::io::Error::new(
@@ -97,7 +112,10 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Option<usize>)> {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().ok();
             }
+            if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                close = true;
+            }
         }
     }
-    Ok((status, len))
+    Ok((status, len, close))
 }

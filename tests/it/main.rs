@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 mod isolation;
 mod oneoff;
+mod ops;
 mod readme;
 mod releases;
 mod secrets;

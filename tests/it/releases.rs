@@ -9,11 +9,11 @@ use crate::git::{work, Work};
 use crate::harness::Rack;
 use crate::http;
 
-fn host(app: &str) -> String {
+pub(crate) fn host(app: &str) -> String {
     format!("{app}.localhost")
 }
 
-fn page(rack: &Rack, app: &str, path: &str) -> String {
+pub(crate) fn page(rack: &Rack, app: &str, path: &str) -> String {
     let r = http::get(rack.http_port, &host(app), path).expect("router answers");
     assert_eq!(r.status, 200, "GET {path} on {app}: {}", r.body);
     r.body
@@ -30,7 +30,7 @@ fn containers(app: &str) -> Vec<String> {
     out.stdout.lines().map(str::to_string).collect()
 }
 
-fn deploy_fixture(rack: &Rack, app: &str) -> Work {
+pub(crate) fn deploy_fixture(rack: &Rack, app: &str) -> Work {
     rack.ssh(&rack.admin, &format!("apps:create {app}")).ok();
     let w = work(rack, &rack.admin, &format!("w-{app}"));
     add_fixture(&w, "procfile-web");
@@ -50,7 +50,7 @@ fn deploy_fixture(rack: &Rack, app: &str) -> Work {
     w
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", std::process::id() % 100000)
 }
 

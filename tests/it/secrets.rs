@@ -9,7 +9,8 @@ fn all_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             all_files(&p, out);
-        } else {
+        } else if p.is_file() {
+            // (not the server's control socket: it holds no bytes)
             out.push(p);
         }
     }

@@ -145,3 +145,20 @@ async fn install_is_idempotent_and_uninstall_removes_everything() {
     let text = std::fs::read_to_string(dir.path().join("rack.toml")).unwrap();
     assert!(!text.contains("[aws]"), "{text}");
 }
+
+#[test]
+fn update_never_skips_a_required_version_nor_goes_back() {
+    use super::update::check_path;
+    check_path(Some("0.1.0"), "0.3.0", &[]).unwrap();
+    check_path(None, "0.3.0", &["0.0.5"]).unwrap_err();
+    let e = check_path(Some("0.1.0"), "0.3.0", &["0.2.0"]).unwrap_err();
+    assert!(
+        e.to_string().contains("update the rack to 0.2.0 first"),
+        "{e}"
+    );
+    // Stopping at the required version, and going on from it, are fine.
+    check_path(Some("0.1.0"), "0.2.0", &["0.2.0"]).unwrap();
+    check_path(Some("0.2.0"), "0.3.0", &["0.2.0"]).unwrap();
+    let e = check_path(Some("0.4.0"), "0.3.0", &[]).unwrap_err();
+    assert!(e.to_string().contains("newer than this binary"), "{e}");
+}

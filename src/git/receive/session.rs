@@ -197,11 +197,13 @@ impl Session<'_> {
         let deploy_ref = deploy_ref(self.req.deploy_branch.as_deref(), &cmds);
 
         // 4. The pack, if any command creates or updates a ref.
+        let receiving = std::time::Instant::now();
         let Received {
             quarantine,
             entries,
             mut unpack_error,
         } = self.receive_objects(&mut input, &cmds, out).await;
+        crate::metrics::stage_took(crate::metrics::Stage::receive, receiving.elapsed());
         tracing::debug!(app = %self.req.app, ms = ms(started), "pack received");
 
         // 5. Check the new objects and every command.

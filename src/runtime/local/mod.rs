@@ -26,6 +26,7 @@ mod health;
 mod logs;
 mod oneoff;
 mod recover;
+mod restarts;
 mod swap;
 #[cfg(test)]
 mod tests;
@@ -129,6 +130,7 @@ impl LocalRuntime {
     }
 
     pub fn with_options(docker: Docker, router: Router, opts: LocalOptions) -> LocalRuntime {
+        restarts::watch(docker.clone(), opts.namespace.clone());
         LocalRuntime {
             inner: Arc::new(Inner {
                 docker,

@@ -33,6 +33,8 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Before any pragma writes: a newer rack's database stays untouched.
+        schema::check_not_newer(&conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -40,6 +42,34 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Writes a consistent copy of the database at `src` to `dst` with
+    /// SQLite's online backup (one read transaction: writers elsewhere go
+    /// on), refusing a database newer than this binary. Returns its
+    /// schema version. Blocking.
+    pub fn snapshot(src: &Path, dst: &Path) -> Result<i64> {
+        let from = Connection::open_with_flags(
+            src,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        from.busy_timeout(std::time::Duration::from_secs(10))?;
+        schema::check_not_newer(&from)?;
+        let mut to = Connection::open(dst)?;
+        {
+            let b = rusqlite::backup::Backup::new(&from, &mut to)?;
+            // -1: every page in one step, so one read transaction.
+            loop {
+                match b.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+        let version: i64 = to.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // A self-contained file: no -wal beside it.
+        to.pragma_update(None, "journal_mode", "DELETE")?;
+        Ok(version)
     }
 
     /// Runs `f` with the connection on the blocking pool and waits for it

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, Row, ToSql, TransactionBehavior};
 
 use crate::store::{
     AppRecord, BuildRecord, BuildStatus, Event, KeyRecord, RefUpdateJournal, ReleaseRecord,
-    ReleaseStatus, Result,
+    ReleaseStatus, Result, StoreError,
 };
 
 /// Each entry moves the schema one version up; never edit a shipped entry.
@@ -109,9 +109,32 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// The schema version this binary writes: the number of migrations.
+pub(super) fn known_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Refuses a database a newer rack has migrated (its `user_version` is past
+/// the migrations this binary knows), before anything writes to it:
+/// migrations only go forward, and an older binary would misread tables it
+/// does not know.
+pub(super) fn check_not_newer(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > known_version() {
+        return Err(StoreError::Refused(format!(
+            "the state database is at schema version {current}, newer than this rack \
+             binary knows (version {}): it was migrated by a newer rack; run that \
+             version (or a newer one) on this data dir (nothing was changed)",
+            known_version()
+        )));
+    }
+    Ok(())
+}
+
 /// Applies the migrations this database has not seen, in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    check_not_newer(&tx)?;
     let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
