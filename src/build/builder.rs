@@ -445,7 +445,6 @@ impl Builder {
         };
         let _running = crate::metrics::GaugeGuard::new(&crate::metrics::get().builds_running);
         let limits = &self.options.limits;
-        let deadline = tokio::time::Instant::now() + limits.timeout;
         let docker = self.engine().await?;
         let network = match limits.network_mode {
             NetworkMode::Bridge => {
@@ -453,8 +452,32 @@ impl Builder {
             }
             NetworkMode::None => None,
         };
-        let network_name = network.as_ref().map_or("none", |n| n.name.as_str());
+        let network_name = network
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |n| n.name.clone());
+        let result = self
+            .build_on(req, out, started, plan, permit, &docker, &network_name)
+            .await;
+        if let Some(n) = network {
+            n.remove().await;
+        }
+        result
+    }
 
+    /// The build proper, on `network_name`, once a slot is taken.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_on(
+        &self,
+        req: &BuildRequest,
+        out: &Out<'_>,
+        started: Instant,
+        plan: Plan,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        docker: &Docker,
+        network_name: &str,
+    ) -> Result<BuildResult, BuildError> {
+        let limits = &self.options.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout;
         let warn_out = (out.progress.clone(), req.log.clone());
         let ctx = context::stream_context(
             ContextSpec {
@@ -511,13 +534,12 @@ impl Builder {
             .await
             .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
         drop(permit);
-        drop(network);
         let mut image_id = image.id.unwrap_or_default();
         if plan.passed.iter().any(|k| req.build_args.contains_key(k)) {
             // App build args are config values: none may stay in the
             // image's history.
             let (repo, t) = tag.rsplit_once(':').unwrap_or((tag.as_str(), "latest"));
-            image_id = super::flatten::flatten(&docker, repo, t).await?;
+            image_id = super::flatten::flatten(docker, repo, t).await?;
         }
         let duration = started.elapsed();
         out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));

@@ -70,8 +70,21 @@ async fn remove(docker: &Docker, name: &str) {
     tracing::warn!(network = name, "build network left behind");
 }
 
+impl BuildNetwork {
+    /// Removes the network, waiting until the engine did.
+    pub async fn remove(mut self) {
+        let name = std::mem::take(&mut self.name);
+        remove(&self.docker, &name).await;
+    }
+}
+
 impl Drop for BuildNetwork {
+    /// A cancelled build: removal goes on in the background (and what a
+    /// runtime shut down stops is swept at the next start).
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let (docker, name) = (self.docker.clone(), std::mem::take(&mut self.name));
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move { remove(&docker, &name).await });
