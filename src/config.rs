@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub timers: TimersFile,
     #[serde(default)]
     pub volumes: VolumesFile,
+    #[serde(default)]
+    pub resources: ResourcesFile,
     /// Written by `rack install aws` (read by the aws provider).
     pub aws: Option<toml::Table>,
 }
@@ -130,6 +132,22 @@ pub struct TimersFile {
     pub max_per_app: Option<usize>,
     /// Largest `app.json` a build accepts (default 65536 bytes).
     pub max_app_json_bytes: Option<usize>,
+}
+
+/// `[resources]` in `rack.toml`: the databases the rack runs for apps.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesFile {
+    /// Largest dump `resources:import` takes (default 10 GiB).
+    pub max_import_bytes: Option<u64>,
+    /// Backups kept per resource; older ones are removed (default 7).
+    pub backup_keep: Option<usize>,
+    /// A daily automatic backup of every resource at this UTC time
+    /// ("HH:MM"); none by default.
+    pub backup_schedule: Option<String>,
+    /// Images by type (`postgres`, `redis`); default the official ones.
+    #[serde(default)]
+    pub images: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -224,6 +242,8 @@ pub struct Settings {
     pub volumes: crate::volumes::VolumeLimits,
     /// `[router]`: how requests are held during a stop-first rollout.
     pub hold: crate::router::HoldLimits,
+    /// `[resources]`: images, import limit, backups.
+    pub resources: crate::resources::ResourceSettings,
     /// Test-only pause point of rollouts (`testhook`); never from
     /// `rack.toml`.
     pub test_pause_at: Option<String>,
@@ -313,6 +333,7 @@ impl Settings {
             timers: crate::timers::TimerLimits::from_file(&file.timers)?,
             volumes: crate::volumes::VolumeLimits::from_file(&file.volumes)?,
             hold: crate::router::HoldLimits::from_file(&file.router)?,
+            resources: crate::resources::ResourceSettings::from_file(&file.resources)?,
             test_pause_at: o.test_pause_at,
         })
     }

@@ -24,6 +24,7 @@ pub mod process;
 pub mod progress;
 pub mod provider;
 pub mod release;
+pub mod resources;
 pub mod router;
 pub mod runtime;
 pub mod secret_file;

@@ -37,6 +37,7 @@ pub async fn run(
     rack.stopping.send_replace(false);
     let housekeeper = crate::housekeeping::Housekeeper::start();
     let scheduler = crate::timers::Scheduler::start(rack.clone());
+    let keeper = crate::resources::schedule::Keeper::start(rack.clone());
     loop {
         tokio::select! {
             (socket, peer, permit) = listener::accept(&listener, &cap) => {
@@ -88,6 +89,7 @@ pub async fn run(
         tasks.shutdown().await;
     }
     scheduler.stop().await;
+    keeper.stop().await;
     housekeeper.stop(limits.shutdown_grace).await;
     Ok(())
 }

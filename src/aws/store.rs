@@ -31,6 +31,7 @@ mod config;
 mod events;
 mod keys;
 mod releases;
+mod resources;
 mod timers;
 mod volumes;
 

@@ -102,7 +102,8 @@ pub fn build(target: &Target, words: Vec<String>) -> Result<Request> {
     if name == "apps:create" && target.app.is_none() && !args.is_empty() {
         app = AppArg::No;
     }
-    let tty = is_run && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let tty =
+        crate::cmd::takes_terminal(&name) && std::io::IsTerminal::is_terminal(&std::io::stdin());
     Ok(Request {
         needs_app: app == AppArg::Required,
         name,

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod output;
 pub mod ps;
 pub mod releases;
+pub mod resources;
 pub mod run;
 pub mod timers;
 pub mod volumes;
@@ -29,6 +30,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::names::{printable, validate_app};
 use crate::state::Rack;
 use output::Output;
+
+/// Whether the command may get the client's terminal (`ssh -t`): the
+/// interactive ones, `run` and `resources:console`; every other command
+/// refuses a pty.
+pub fn takes_terminal(name: &str) -> bool {
+    matches!(name, "run" | "resources:console")
+}
 
 /// Who is on the other end, bound once after the SSH signature check.
 #[derive(Debug, Clone)]
@@ -182,6 +190,7 @@ groups! {
     Run(run::RunCmd),
     Timers(timers::TimersCmd),
     Volumes(volumes::VolumesCmd),
+    Resources(resources::ResourcesCmd),
     Keys(keys::KeysCmd),
     Events(events::EventsCmd),
 }
@@ -228,6 +237,19 @@ pub const HELP: &[HelpLine] = &[
     ("volumes:destroy", "volumes:destroy APP NAME --confirm NAME", "delete a volume and its files; new release"),
     ("volumes:export", "volumes:export APP NAME", "the volume's files as a tar on stdout"),
     ("volumes:import", "volumes:import APP NAME", "unpack a tar from stdin into the volume"),
+    ("resources", "resources", "databases the rack runs (admin)"),
+    ("resources:create", "resources:create NAME postgres|redis [--version V]", "create a database, ready when this returns"),
+    ("resources:info", "resources:info NAME", "type, version, status, linked apps, host and port"),
+    ("resources:url", "resources:url NAME", "print the URL with its password"),
+    ("resources:link", "resources:link NAME APP [--as PREFIX]", "set PREFIX_URL (DATABASE_URL, REDIS_URL) on APP and release"),
+    ("resources:unlink", "resources:unlink NAME APP", "remove PREFIX_URL from APP and release"),
+    ("resources:console", "resources:console NAME", "psql or redis-cli in the resource; ssh -t for a terminal"),
+    ("resources:export", "resources:export NAME", "a dump on stdout (pg_dump -Fc, Redis RDB)"),
+    ("resources:import", "resources:import NAME", "replace the data with a dump read from stdin"),
+    ("resources:backup", "resources:backup NAME", "take a backup now; prints its id"),
+    ("resources:backups", "resources:backups NAME", "list backups"),
+    ("resources:restore", "resources:restore NAME BACKUP", "replace the data with a backup"),
+    ("resources:destroy", "resources:destroy NAME --confirm NAME", "remove a resource, its data and backups (not while linked)"),
     ("keys", "keys", "list SSH keys (admin)"),
     ("keys:add", "keys:add NAME (--admin | --app APP ...)", "add a key read from stdin (admin)"),
     ("keys:remove", "keys:remove NAME", "remove a key (admin)"),

@@ -345,6 +345,8 @@ impl Deployer {
         let store = &self.provider.store;
         store.app(app).await?;
         let _guard = self.lock(app, &Progress::discard()).await?;
+        // Linked resources leave the app's network first (it goes below).
+        self.forget_links_of(app).await?;
         let state = store.app_state(app).await?;
         let builds = store.builds(app, usize::MAX).await?;
         // Volumes may exist with nothing deployed (an import made one).

@@ -15,6 +15,7 @@
 mod apps;
 mod build;
 pub mod recovery;
+mod resources;
 pub mod rollout;
 mod timers;
 mod volumes;
@@ -25,6 +26,7 @@ use futures::future::BoxFuture;
 
 pub use apps::{ConfigChange, Rollback};
 pub use build::BuildJob;
+pub use resources::ResourceInfo;
 pub use rollout::{ConfigChoice, NewRelease};
 pub use volumes::NewVolume;
 

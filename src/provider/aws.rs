@@ -85,6 +85,14 @@ pub(super) async fn open(settings: &Settings) -> Result<Provider> {
             let rt = runtime.clone();
             Box::pin(async move { Ok(rt) })
         }),
+        resources: tokio::sync::OnceCell::new(),
+        // RDS and ElastiCache resources are not built yet: every
+        // resources:* command says so instead of half-working.
+        connect_resources: Box::new(|| {
+            Box::pin(async {
+                Err("resources are not available on the aws provider yet".to_string())
+            })
+        }),
     })
 }
 

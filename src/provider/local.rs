@@ -10,6 +10,8 @@ use super::{Locks, Provider};
 use crate::config::Settings;
 use crate::release::config::Configs;
 use crate::release::crypto::MasterKey;
+use crate::resources::local::LocalResources;
+use crate::resources::Resources;
 use crate::router::Router;
 use crate::runtime::local::{LocalOptions, LocalRuntime};
 use crate::runtime::Runtime;
@@ -29,6 +31,30 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
         pause_at: settings.test_pause_at.clone(),
         ..Default::default()
     };
+    // One LocalRuntime for releases and resources: resources join the
+    // apps' networks through it (one lock around network creation).
+    let shared: Arc<tokio::sync::OnceCell<LocalRuntime>> = Arc::default();
+    let connect_local = {
+        let (docker, opts, router, shared) =
+            (docker.clone(), opts.clone(), r.clone(), shared.clone());
+        move || {
+            let (docker, opts, router, shared) =
+                (docker.clone(), opts.clone(), router.clone(), shared.clone());
+            async move {
+                shared
+                    .get_or_try_init(|| async {
+                        let engine = crate::build::connect_docker(docker.as_deref())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>(LocalRuntime::with_options(engine, router, opts))
+                    })
+                    .await
+                    .cloned()
+            }
+        }
+    };
+    let connect_resources = connect_local.clone();
+    let backups = settings.data_dir.join("backups");
     Ok(Provider {
         configs: Configs::new(store.clone(), key),
         store,
@@ -38,14 +64,19 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
         firewall: settings.firewall.then(|| settings.namespace.clone()),
         runtime: tokio::sync::OnceCell::new(),
         connect: Box::new(move || {
-            let (docker, opts, router) = (docker.clone(), opts.clone(), r.clone());
+            let connect = connect_local.clone();
             Box::pin(async move {
-                let engine = crate::build::connect_docker(docker.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let rt: Arc<dyn Runtime> =
-                    Arc::new(LocalRuntime::with_options(engine, router, opts));
+                let rt: Arc<dyn Runtime> = Arc::new(connect().await?);
                 Ok(rt)
+            })
+        }),
+        resources: tokio::sync::OnceCell::new(),
+        connect_resources: Box::new(move || {
+            let (connect, backups) = (connect_resources.clone(), backups.clone());
+            Box::pin(async move {
+                let res: Arc<dyn Resources> =
+                    Arc::new(LocalResources::new(connect().await?, backups));
+                Ok(res)
             })
         }),
     })

@@ -1,7 +1,7 @@
 //! The one place that knows which provider runs this rack. [`open`]
 //! matches on `Settings::provider` once and hands back a [`Provider`]: the
 //! store, config sealing, the runtime, the deploy lock, the host key and
-//! (locally) the HTTP router. Everything above it (`deploy/`, `cmd/`,
+//! (locally) the HTTP router, and where resources (databases) run. Everything above it (`deploy/`, `cmd/`,
 //! `ssh/`) works on those handles and never asks which provider it is.
 //!
 //! `local`: SQLite, key files in the data dir, `LocalRuntime` on the
@@ -27,12 +27,16 @@ pub use lock::{DeployGuard, DeployLock, Locks, WAITING};
 
 use crate::config::Settings;
 use crate::release::config::Configs;
+use crate::resources::Resources;
 use crate::router::Router;
 use crate::runtime::Runtime;
 use crate::store::Store;
 
 /// How the provider connects its runtime on first use.
 type Connect = Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Runtime>, String>> + Send + Sync>;
+/// How the provider connects its resources on first use.
+type ConnectResources =
+    Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Resources>, String>> + Send + Sync>;
 
 /// The handles of one provider, opened once at start-up.
 pub struct Provider {
@@ -51,6 +55,8 @@ pub struct Provider {
     firewall: Option<String>,
     runtime: tokio::sync::OnceCell<Arc<dyn Runtime>>,
     connect: Connect,
+    resources: tokio::sync::OnceCell<Arc<dyn Resources>>,
+    connect_resources: ConnectResources,
 }
 
 impl Provider {
@@ -73,6 +79,15 @@ impl Provider {
     pub async fn runtime(&self) -> Result<Arc<dyn Runtime>, String> {
         self.runtime
             .get_or_try_init(|| (self.connect)())
+            .await
+            .cloned()
+    }
+
+    /// Where resources (`resources:*`) run, connected on first use like
+    /// the runtime.
+    pub async fn resources(&self) -> Result<Arc<dyn Resources>, String> {
+        self.resources
+            .get_or_try_init(|| (self.connect_resources)())
             .await
             .cloned()
     }

@@ -228,4 +228,51 @@ impl Configs {
             values,
         }
     }
+
+    /// Seals a resource's password like a config value (bound to the
+    /// resource's name; `resource/` cannot start an app's name): hex of
+    /// the nonce and the ciphertext, for the resource's record.
+    pub fn seal_resource_password(&self, name: &str, password: &str) -> (String, String) {
+        let (nonce, ct) = self.key.seal(&resource_aad(name), "PASSWORD", 0, password);
+        (to_hex(&nonce), to_hex(&ct))
+    }
+
+    /// The resource's password, opened from its record.
+    pub fn open_resource_password(
+        &self,
+        name: &str,
+        nonce: &str,
+        ciphertext: &str,
+    ) -> Result<String, ConfigError> {
+        let err = || DecryptError {
+            app: resource_aad(name),
+            key: "PASSWORD".into(),
+            version: 0,
+        };
+        let (nonce, ct) = (
+            from_hex(nonce).ok_or_else(err)?,
+            from_hex(ciphertext).ok_or_else(err)?,
+        );
+        Ok(self
+            .key
+            .open(&resource_aad(name), "PASSWORD", 0, &nonce, &ct)?)
+    }
+}
+
+fn resource_aad(name: &str) -> String {
+    format!("resource/{name}")
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

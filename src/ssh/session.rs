@@ -263,7 +263,7 @@ impl Handler for Connection {
             let is_run = std::str::from_utf8(data)
                 .ok()
                 .and_then(|t| cmd::run::split_line(t).ok())
-                .is_some_and(|w| w.first().map(String::as_str) == Some("run"));
+                .is_some_and(|w| w.first().is_some_and(|n| cmd::takes_terminal(n)));
             if is_run {
                 session.channel_success(channel)?;
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

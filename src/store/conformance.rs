@@ -30,6 +30,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("delete_app", |s| Box::pin(delete_app(s))),
     ("timers", |s| Box::pin(timers(s))),
     ("volumes", |s| Box::pin(volumes(s))),
+    ("resources", |s| Box::pin(resources(s))),
 ];
 
 /// Runs every check, each on a store from `fresh` (given the check's name).
@@ -422,4 +423,73 @@ async fn volumes(s: &dyn Store) {
     s.delete_app("app").await.unwrap();
     assert!(s.volumes("app").await.unwrap().is_empty());
     assert_eq!(s.volumes("other").await.unwrap(), vec![data]);
+}
+
+fn resource_record(name: &str) -> super::ResourceRecord {
+    super::ResourceRecord {
+        name: name.into(),
+        kind: "postgres".into(),
+        version: "16".into(),
+        image: "postgres:16".into(),
+        created_at: now_rfc3339(),
+        created_by: "admin".into(),
+        password_nonce: "00".into(),
+        password_ciphertext: "ff".into(),
+        links: BTreeMap::new(),
+    }
+}
+
+async fn resources(s: &dyn Store) {
+    assert!(s.resources().await.unwrap().is_empty());
+    assert!(matches!(
+        s.resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.create_resource(&resource_record("db")).await.unwrap();
+    s.create_resource(&resource_record("cache")).await.unwrap();
+    assert!(matches!(
+        s.create_resource(&resource_record("db")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = s
+        .resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["cache", "db"]);
+    let got = s.resource("db").await.unwrap();
+    assert_eq!(
+        (got.kind.as_str(), got.password_ciphertext.as_str()),
+        ("postgres", "ff")
+    );
+    let r = s
+        .set_resource_link("db", "web", Some("DATABASE"))
+        .await
+        .unwrap();
+    assert_eq!(r.links.get("web").map(String::as_str), Some("DATABASE"));
+    assert!(matches!(
+        s.delete_resource("db").await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(
+        s.resource("db").await.is_ok(),
+        "a refused delete keeps the record"
+    );
+    let r = s.set_resource_link("db", "web", None).await.unwrap();
+    assert!(r.links.is_empty());
+    assert!(matches!(
+        s.set_resource_link("nope", "web", Some("X")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.delete_resource("db").await.unwrap();
+    assert!(matches!(
+        s.resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_resource("db").await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -1,6 +1,6 @@
 //! Durable state: keys, apps and their settings and domains, config
 //! versions (ciphertext only), builds, releases with the deploy journal,
-//! and the audit trail. `traits.rs` is the interface (`Store`, composed of
+//! resources and their links (passwords sealed), and the audit trail. `traits.rs` is the interface (`Store`, composed of
 //! one trait per kind of state), `records.rs` the records it hands out,
 //! `sqlite/` the local provider's backend (the S3 backend lives in
 //! `aws::store`), `conformance.rs` the tests every backend must pass.
@@ -19,12 +19,12 @@ pub(crate) mod conformance;
 pub use records::{
     now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, BuildStatus, Commit, ConfigVersion,
     Event, EventFilter, Formation, KeyRecord, ParseRecordError, Procfile, RefUpdateJournal,
-    ReleaseRecord, ReleaseStatus, SealedValue,
+    ReleaseRecord, ReleaseStatus, ResourceRecord, SealedValue,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
-    AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
-    VolumeStore,
+    AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, ResourceStore, Store,
+    TimerStore, VolumeStore,
 };
 
 /// One import for code that calls store methods on a concrete store
@@ -32,8 +32,8 @@ pub use traits::{
 /// `use crate::store::prelude::*;`.
 pub mod prelude {
     pub use super::traits::{
-        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, Store, TimerStore,
-        VolumeStore,
+        AppStore, BuildStore, ConfigStore, EventStore, KeyStore, ReleaseStore, ResourceStore,
+        Store, TimerStore, VolumeStore,
     };
 }
 

@@ -326,3 +326,24 @@ impl ParseRecordError {
         }
     }
 }
+
+/// A database the rack runs for apps (`resources:create`): what it is, the
+/// image it runs, its sealed password (never plaintext at rest) and the
+/// apps linked to it with the prefix of their `PREFIX_URL` config var.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceRecord {
+    pub name: String,
+    /// `postgres` or `redis`.
+    pub kind: String,
+    pub version: String,
+    pub image: String,
+    pub created_at: String,
+    pub created_by: String,
+    /// The password sealed with the master key (`release::config`), as
+    /// hex: `nonce` and `ciphertext`.
+    pub password_nonce: String,
+    pub password_ciphertext: String,
+    /// Linked apps and their config var prefix (`DATABASE`, `REDIS`, ...).
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+}

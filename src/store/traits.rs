@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::{
     now_rfc3339, AppRecord, AppSettings, AppState, BuildRecord, Commit, ConfigVersion, Event,
-    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, Result,
+    EventFilter, Formation, KeyRecord, Procfile, ReleaseRecord, ReleaseStatus, ResourceRecord,
+    Result,
 };
 use crate::timers::{Timer, TimerState};
 use crate::volumes::Volume;
@@ -197,6 +198,27 @@ pub trait VolumeStore: Send + Sync {
     async fn remove_volume(&self, app: &str, name: &str) -> Result<()>;
 }
 
+/// Resources (databases the rack runs for apps) and their links.
+#[async_trait::async_trait]
+pub trait ResourceStore: Send + Sync {
+    /// Records a new resource; a name already taken is a Conflict.
+    async fn create_resource(&self, r: &ResourceRecord) -> Result<()>;
+    /// The resource, or a NotFound error phrased for users.
+    async fn resource(&self, name: &str) -> Result<ResourceRecord>;
+    /// Every resource, by name.
+    async fn resources(&self) -> Result<Vec<ResourceRecord>>;
+    /// Links `app` with `prefix` (Some) or unlinks it (None). Returns the
+    /// record as it is now; NotFound when the resource is gone.
+    async fn set_resource_link(
+        &self,
+        name: &str,
+        app: &str,
+        prefix: Option<&str>,
+    ) -> Result<ResourceRecord>;
+    /// Removes the record; refused (Refused) while an app is linked.
+    async fn delete_resource(&self, name: &str) -> Result<()>;
+}
+
 /// Durable state behind one interface: every part above. Implemented for
 /// any type that implements them all; used as `Arc<dyn Store>` (a method
 /// of a part is callable on `dyn Store` without importing the part).
@@ -209,6 +231,7 @@ pub trait Store:
     + EventStore
     + TimerStore
     + VolumeStore
+    + ResourceStore
 {
 }
 
@@ -221,5 +244,6 @@ impl<T> Store for T where
         + EventStore
         + TimerStore
         + VolumeStore
+        + ResourceStore
 {
 }

@@ -440,6 +440,8 @@ impl Drop for Rack {
         remove_firewall_rules(&self.ns);
         // Leave the engine as we found it: this rack's containers,
         // volumes and networks go (images stay: they are the build cache).
+        // And what its resources left (containers, networks, volumes).
+        remove_resources(&self.ns);
         let ids = Command::new("docker")
             .args([
                 "ps",
@@ -571,4 +573,31 @@ pub fn rack_cli(data: &Path, args: &[&str], stdin: &[u8]) -> Out {
     let mut c = Command::new(RACK);
     c.args(args).arg("--data-dir").arg(data);
     run_with_stdin(c, stdin)
+}
+
+/// Removes what resources of namespace `ns` left on the engine.
+fn remove_resources(ns: &str) {
+    let label = format!("label=rack.resource-ns={ns}");
+    for (list, rm) in [
+        (vec!["ps", "-aq", "--filter", &label], vec!["rm", "-f"]),
+        (
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["network", "rm"],
+        ),
+        (
+            vec!["volume", "ls", "-q", "--filter", &label],
+            vec!["volume", "rm", "-f"],
+        ),
+    ] {
+        let Ok(o) = Command::new("docker").args(&list).output() else {
+            continue;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").args(&rm).args(&ids).output();
+        }
+    }
 }

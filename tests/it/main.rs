@@ -17,6 +17,7 @@ mod oneoff;
 mod ops;
 mod readme;
 mod releases;
+mod resources;
 mod secrets;
 mod timers;
 mod up;

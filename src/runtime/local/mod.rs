@@ -153,6 +153,17 @@ impl LocalRuntime {
         &self.inner.docker
     }
 
+    /// The engine, for the local provider's resources (same engine).
+    pub fn engine(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// The app's network (`NS-APP`), created on first use: a resource
+    /// linked to the app joins it.
+    pub async fn app_network(&self, app: &str) -> Result<String, RuntimeError> {
+        self.ensure_network(app).await
+    }
+
     /// Removes the app's images (`rack/APP:BUILD`) named in `remove` that
     /// the engine has and that no container (in any state) was created
     /// from. Returns the references removed.

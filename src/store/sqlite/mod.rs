@@ -14,6 +14,7 @@ mod config;
 mod events;
 mod keys;
 mod releases;
+mod resources;
 mod schema;
 mod timers;
 mod volumes;

@@ -107,6 +107,11 @@ const MIGRATIONS: &[&str] = &[
         volume TEXT NOT NULL,
         PRIMARY KEY (app, name)
      );",
+    // resources: one JSON record per resource (password sealed), links inside
+    "CREATE TABLE IF NOT EXISTS resources (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this binary writes: the number of migrations.
