@@ -83,6 +83,11 @@ pub struct BuildFile {
     /// "bridge" (default) or "none".
     pub network: Option<String>,
     pub timeout_secs: Option<u64>,
+    /// Largest build context in bytes, every path of a blob counted
+    /// (default 2 GiB).
+    pub max_context_bytes: Option<u64>,
+    /// Build log kept per build in bytes (default 16 MiB); then a marker.
+    pub max_log_bytes: Option<u64>,
     /// Buildpack base image overrides: `node = "node:20-slim"`, `go.RUN_IMAGE = "..."`.
     #[serde(default)]
     pub base_images: std::collections::HashMap<String, String>,
@@ -95,6 +100,10 @@ pub struct LocalFile {
     /// Release images kept per app: those of the newest N releases (and the
     /// newest build); older ones are removed after each deploy. Default 10.
     pub keep_releases: Option<usize>,
+    /// Install the host firewall at start-up (iptables rules keeping the
+    /// rack's containers from the metadata address and the host's own
+    /// addresses but the router port). Default true.
+    pub firewall: Option<bool>,
 }
 
 /// `[router]` in `rack.toml`: the HTTP side.
@@ -288,6 +297,8 @@ pub struct LimitsFile {
     pub max_stdin_bytes: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_pack_bytes: Option<u64>,
+    /// Most bytes one app's repository may hold (default 10 GiB).
+    pub max_repo_bytes: Option<u64>,
     pub max_object_bytes: Option<u64>,
     pub max_pack_objects: Option<u32>,
     pub max_ref_bytes: Option<usize>,
@@ -322,6 +333,7 @@ pub struct Limits {
     /// How long running sessions may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     pub max_pack_bytes: u64,
+    pub max_repo_bytes: u64,
     pub max_object_bytes: u64,
     /// Objects in one pushed pack.
     pub max_pack_objects: u32,
@@ -354,6 +366,7 @@ impl Default for Limits {
             max_stdin_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             max_pack_bytes: 2 * 1024 * 1024 * 1024,
+            max_repo_bytes: 10 * 1024 * 1024 * 1024,
             max_object_bytes: 100 * 1024 * 1024,
             max_pack_objects: 1_000_000,
             max_ref_bytes: 1024,
@@ -388,6 +401,8 @@ pub struct Settings {
     /// Images of the newest N releases of an app (and its newest build) are
     /// kept; `[local] keep_releases`, default 10.
     pub keep_releases: usize,
+    /// `[local] firewall` (default true): see `crate::firewall`.
+    pub firewall: bool,
     /// Router threads (`[router] threads`); 0 is one per CPU.
     pub router_threads: usize,
     /// `[router]`'s bounds on slow and many clients.
@@ -446,6 +461,7 @@ impl Settings {
                 .map(Duration::from_secs)
                 .unwrap_or(d.shutdown_grace),
             max_pack_bytes: l.max_pack_bytes.unwrap_or(d.max_pack_bytes),
+            max_repo_bytes: l.max_repo_bytes.unwrap_or(d.max_repo_bytes),
             max_object_bytes: l.max_object_bytes.unwrap_or(d.max_object_bytes),
             max_pack_objects: l.max_pack_objects.unwrap_or(d.max_pack_objects),
             max_ref_bytes: l.max_ref_bytes.unwrap_or(d.max_ref_bytes),
@@ -462,7 +478,7 @@ impl Settings {
                 .map(|s| Duration::from_secs(s.max(1)))
                 .unwrap_or(d.update_timeout),
         };
-        let build = build_options(&file.build)?;
+        let mut build = build_options(&file.build)?;
         let router_threads = file.router.threads.unwrap_or(0);
         let mut router_limits = crate::router::RouterLimits::default();
         if let Some(n) = file.router.max_connections_per_ip {
@@ -492,11 +508,13 @@ impl Settings {
         }
         let https = o.https.or(file.https).filter(|s| !s.is_empty());
         let acme = Acme::resolve(&file.acme, https.is_some())?;
+        build.namespace = namespace.clone();
         Ok(Settings {
             https,
             acme,
             build,
             namespace,
+            firewall: file.local.firewall.unwrap_or(true),
             keep_releases,
             listen: pick(o.listen, file.listen, "0.0.0.0:2222"),
             http: pick(o.http, file.http, "0.0.0.0:8080"),
@@ -677,6 +695,18 @@ fn build_options(b: &BuildFile) -> Result<crate::build::BuildOptions> {
     }
     if let Some(t) = b.timeout_secs {
         o.limits.timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(n) = b.max_context_bytes {
+        if n < 1024 {
+            bail!("build.max_context_bytes: expected at least 1024");
+        }
+        o.max_context_bytes = n;
+    }
+    if let Some(n) = b.max_log_bytes {
+        if n < 1024 {
+            bail!("build.max_log_bytes: expected at least 1024");
+        }
+        o.max_log_bytes = n;
     }
     o.base_images = b.base_images.clone();
     Ok(o)

@@ -119,6 +119,11 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     let kept = sockets.keep()?;
     let ssh = tokio::net::TcpListener::from_std(sockets.ssh)?;
     let http = tokio::net::TcpListener::from_std(sockets.http)?;
+    // Replaces the rules of a predecessor (the same ones) or a crashed run.
+    let firewall = rack.provider.guard_host(http.local_addr()?.port())?;
+    if firewall.is_some() {
+        tracing::info!("host firewall installed");
+    }
     let (http_stop_tx, http_stop) = watch::channel(false);
     let ctl = Arc::new(Ctl {
         rack: rack.clone(),
@@ -209,6 +214,12 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     http_stop_tx.send_replace(true);
     if !handed_over {
         let _ = std::fs::remove_file(&control_path);
+        // A successor keeps the rules (it installed the same ones).
+        if let Some(fw) = &firewall {
+            if let Err(e) = fw.remove() {
+                tracing::warn!(error = %e, "removing the host firewall");
+            }
+        }
     }
     if let Some(m) = metrics {
         let _ = m.await;

@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod firewall;
 pub mod git;
 pub mod handover;
 pub mod housekeeping;

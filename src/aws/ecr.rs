@@ -186,6 +186,73 @@ pub async fn untag(docker: &Docker, image: &str) {
         .await;
 }
 
+/// Whether the image `reference` (`REGISTRY/REPO@sha256:...` as a task
+/// definition runs it, or `REGISTRY/REPO:TAG`) is still in ECR: a rollback
+/// to a release whose image expired is refused up front.
+pub async fn image_exists(ctx: &AwsContext, reference: &str) -> Result<bool> {
+    use aws_sdk_ecr::types::ImageIdentifier;
+    let Some((_, rest)) = reference.split_once('/') else {
+        return Ok(false);
+    };
+    let (repo, id) = match rest.split_once('@') {
+        Some((repo, digest)) => (
+            repo,
+            ImageIdentifier::builder().image_digest(digest).build(),
+        ),
+        None => match rest.rsplit_once(':') {
+            Some((repo, tag)) => (repo, ImageIdentifier::builder().image_tag(tag).build()),
+            None => return Ok(false),
+        },
+    };
+    if let Some(registry) = std::env::var(REGISTRY_ENV).ok().filter(|r| !r.is_empty()) {
+        // Pushed to a plain registry instead of ECR (tests): ask it.
+        let reference = match &id.image_digest {
+            Some(d) => d.clone(),
+            None => id.image_tag.clone().unwrap_or_default(),
+        };
+        return Ok(
+            registry_has(&registry, &format!("/v2/{repo}/manifests/{reference}")).await? == 200,
+        );
+    }
+    let answer = ctx
+        .ecr
+        .batch_get_image()
+        .repository_name(repo)
+        .image_ids(id)
+        .send()
+        .await;
+    let Some(out) = or_absent("ECR.BatchGetImage", answer, AwsError::is_not_found)? else {
+        return Ok(false);
+    };
+    Ok(!out.images().is_empty())
+}
+
+/// The status of a HEAD request for `path` on a plain-HTTP registry.
+async fn registry_has(registry: &str, path: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: std::io::Error| AwsError::Invalid(format!("registry {registry}: {e}"));
+    let req = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: {registry}\r\n\
+         Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut s = tokio::net::TcpStream::connect(registry)
+        .await
+        .map_err(fail)?;
+    s.write_all(req.as_bytes()).await.map_err(fail)?;
+    let mut head = Vec::new();
+    (&mut s)
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .await
+        .map_err(fail)?;
+    Ok(String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
+}
+
 /// Deletes the app's repository and its images (a repository already
 /// gone is no error).
 pub async fn delete_repository(ctx: &AwsContext, app: &str) -> Result<()> {

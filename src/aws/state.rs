@@ -456,29 +456,59 @@ impl S3State {
 
     /// The newest `limit` events (of `app` when given), newest first.
     pub async fn events(&self, app: Option<&str>, limit: usize) -> Result<Vec<StoredEvent>> {
-        let keys = self.list("events/", None).await?;
+        self.events_where(|a| app.is_none() || a == app, limit)
+            .await
+    }
+
+    /// The newest `limit` events whose app (None: a rack-wide event)
+    /// passes `keep`, newest first. The keys order events newest first and
+    /// name their app, so this lists page by page and reads only the
+    /// objects it returns: `events -n 1` costs one listing page and one
+    /// read however long the audit trail is.
+    pub async fn events_where(
+        &self,
+        keep: impl Fn(Option<&str>) -> bool,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        let mut pages = self
+            .ctx
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix("events/")
+            .into_paginator()
+            .send();
         let mut out = Vec::new();
-        for k in keys {
-            if out.len() >= limit {
+        while out.len() < limit {
+            let Some(page) = pages.next().await else {
                 break;
-            }
-            if let Some(app) = app {
-                // events/INV-APP-RAND.json: APP never holds '_' or '.'.
-                let mid = k
-                    .strip_prefix("events/")
-                    .and_then(|r| r.split_once('-'))
-                    .map(|(_, r)| r);
-                let key_app = mid.and_then(|r| r.rsplit_once('-')).map(|(a, _)| a);
-                if key_app != Some(app) {
+            };
+            let page = page.map_err(|e| AwsError::api("S3.ListObjectsV2", e))?;
+            for k in page.contents().iter().filter_map(|o| o.key()) {
+                if out.len() >= limit {
+                    break;
+                }
+                if !keep(event_key_app(k)) {
                     continue;
                 }
-            }
-            if let Some((e, _)) = self.get_json::<StoredEvent>(&k).await? {
-                out.push(e);
+                if let Some((e, _)) = self.get_json::<StoredEvent>(k).await? {
+                    out.push(e);
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// The app of an `events/INV-APP-RAND.json` key (APP never holds '_' or
+/// '.'); None for a rack-wide event (`-`) or a key of another shape.
+fn event_key_app(key: &str) -> Option<&str> {
+    let mid = key
+        .strip_prefix("events/")
+        .and_then(|r| r.split_once('-'))
+        .map(|(_, r)| r)?;
+    let (app, _) = mid.rsplit_once('-')?;
+    (app != "-").then_some(app)
 }
 
 /// The old path of [`super::secrets::load_or_create_secret`] (it seals

@@ -27,6 +27,8 @@ pub const MAX_BUILD_MEMORY: i64 = 2 * 1024 * 1024 * 1024;
 /// Network of the build containers (`RUN` steps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
+    /// A bridge network of the build's own (never Docker's default
+    /// `docker0`), behind the host firewall.
     #[default]
     Bridge,
     /// No network at all: dependencies must come from the base image.
@@ -97,7 +99,19 @@ pub struct BuildOptions {
     /// Buildpack image overrides: `NAME` → its `BASE_IMAGE`, `NAME.ARG` →
     /// any other image arg (e.g. `go.RUN_IMAGE`). See `buildpacks/README.md`.
     pub base_images: HashMap<String, String>,
+    /// The rack's namespace: names and labels the build networks.
+    pub namespace: String,
+    /// Largest build context (the tar sent to Docker, every path of a
+    /// blob counted): `[build] max_context_bytes`.
+    pub max_context_bytes: u64,
+    /// Build log kept per build; the rest is dropped after a marker line:
+    /// `[build] max_log_bytes`.
+    pub max_log_bytes: u64,
 }
+
+/// Defaults of [`BuildOptions::max_context_bytes`] and `max_log_bytes`.
+pub const DEFAULT_MAX_CONTEXT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Default for BuildOptions {
     fn default() -> Self {
@@ -105,6 +119,9 @@ impl Default for BuildOptions {
             max_concurrent_builds: 2,
             limits: BuildLimits::default(),
             base_images: HashMap::new(),
+            namespace: "rack".into(),
+            max_context_bytes: DEFAULT_MAX_CONTEXT_BYTES,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
     }
 }
@@ -205,7 +222,30 @@ pub enum BuildError {
     Invalid(String),
 }
 
+/// The app's build arg values worth hiding (one to three characters would
+/// blank out ordinary output and protect nothing).
+fn secret_values(args: &HashMap<String, String>) -> Vec<String> {
+    let mut v: Vec<String> = args.values().filter(|v| v.len() >= 4).cloned().collect();
+    // Longest first: a value containing another is replaced whole.
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v
+}
+
 impl BuildError {
+    /// The same error with every value of `secrets` replaced.
+    fn redacted(self, secrets: &[String]) -> BuildError {
+        use super::output::redact;
+        let r = |s: String| redact(&s, secrets).into_owned();
+        match self {
+            BuildError::NoBuildpack(s) => BuildError::NoBuildpack(r(s)),
+            BuildError::BuildKit(s) => BuildError::BuildKit(r(s)),
+            BuildError::Unreachable(s) => BuildError::Unreachable(r(s)),
+            BuildError::Failed(s) => BuildError::Failed(r(s)),
+            BuildError::Invalid(s) => BuildError::Invalid(r(s)),
+            e @ (BuildError::Context(_) | BuildError::Timeout(_)) => e,
+        }
+    }
+
     /// One line for the push output and the build record.
     pub fn reason(&self) -> String {
         let s = self.to_string();
@@ -351,6 +391,11 @@ impl Builder {
         &self.options
     }
 
+    /// Removes build networks an earlier run of the rack left behind.
+    pub async fn sweep_networks(&self) {
+        super::network::sweep(&self.docker, &self.options.namespace).await;
+    }
+
     /// Builds running now.
     pub fn running(&self) -> usize {
         self.options.max_concurrent_builds - self.slots.available_permits()
@@ -370,12 +415,17 @@ impl Builder {
         req: BuildRequest,
         progress: Progress,
     ) -> Result<BuildResult, BuildError> {
+        let secrets = secret_values(&req.build_args);
         let out = Out {
             progress: &progress,
             log: req.log.as_ref(),
+            secrets: &secrets,
         };
         let started = Instant::now();
-        let result = self.build_inner(&req, &out, started).await;
+        let result = self
+            .build_inner(&req, &out, started)
+            .await
+            .map_err(|e| e.redacted(&secrets));
         if let Err(e) = &result {
             out.stage(&format!("Build {} failed: {}", req.build_id, e.reason()));
         }
@@ -395,9 +445,39 @@ impl Builder {
         };
         let _running = crate::metrics::GaugeGuard::new(&crate::metrics::get().builds_running);
         let limits = &self.options.limits;
-        let deadline = tokio::time::Instant::now() + limits.timeout;
         let docker = self.engine().await?;
+        let network = match limits.network_mode {
+            NetworkMode::Bridge => {
+                Some(super::network::create(&docker, &self.options.namespace, &req.build_id).await?)
+            }
+            NetworkMode::None => None,
+        };
+        let network_name = network
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |n| n.name.clone());
+        let result = self
+            .build_on(req, out, started, plan, permit, &docker, &network_name)
+            .await;
+        if let Some(n) = network {
+            n.remove().await;
+        }
+        result
+    }
 
+    /// The build proper, on `network_name`, once a slot is taken.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_on(
+        &self,
+        req: &BuildRequest,
+        out: &Out<'_>,
+        started: Instant,
+        plan: Plan,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        docker: &Docker,
+        network_name: &str,
+    ) -> Result<BuildResult, BuildError> {
+        let limits = &self.options.limits;
+        let deadline = tokio::time::Instant::now() + limits.timeout;
         let warn_out = (out.progress.clone(), req.log.clone());
         let ctx = context::stream_context(
             ContextSpec {
@@ -405,6 +485,7 @@ impl Builder {
                 commit: req.commit,
                 ignore: plan.ignore,
                 extra_files: plan.extra_files,
+                max_bytes: self.options.max_context_bytes,
             },
             move |line| {
                 warn_out.0.detail(&line);
@@ -413,7 +494,7 @@ impl Builder {
                 }
             },
         );
-        let opts = self.image_options(req, &plan.tag, &plan.build_args);
+        let opts = self.image_options(req, &plan.tag, &plan.build_args, network_name);
         let stream = docker.build_image(opts, None, Some(bollard::body_try_stream(ctx.body)));
         let ended = match follow_build(stream, deadline, out).await {
             Ok(ended) => ended,
@@ -453,7 +534,13 @@ impl Builder {
             .await
             .map_err(|e| BuildError::Failed(format!("built image {tag} not found: {e}")))?;
         drop(permit);
-        let image_id = image.id.unwrap_or_default();
+        let mut image_id = image.id.unwrap_or_default();
+        if plan.passed.iter().any(|k| req.build_args.contains_key(k)) {
+            // App build args are config values: none may stay in the
+            // image's history.
+            let (repo, t) = tag.rsplit_once(':').unwrap_or((tag.as_str(), "latest"));
+            image_id = super::flatten::flatten(docker, repo, t).await?;
+        }
         let duration = started.elapsed();
         out.detail(&format!("Build context: {}", human_bytes(summary.bytes)));
         out.stage(&format!(
@@ -568,6 +655,7 @@ impl Builder {
         req: &BuildRequest,
         tag: &str,
         build_args: &HashMap<String, String>,
+        network: &str,
     ) -> bollard::query_parameters::BuildImageOptions {
         let limits = &self.options.limits;
         let mut opts = BuildImageOptionsBuilder::new()
@@ -577,7 +665,7 @@ impl Builder {
             .forcerm(true)
             .nocache(req.no_cache)
             .buildargs(build_args)
-            .networkmode(limits.network_mode.as_str());
+            .networkmode(network);
         if !req.labels.is_empty() {
             opts = opts.labels(&req.labels);
         }

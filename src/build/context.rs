@@ -63,7 +63,23 @@ pub enum ContextError {
     TooDeep(String),
     #[error("the build context upload was aborted")]
     Aborted,
+    /// The tar would exceed `[build] max_context_bytes` (a blob referenced
+    /// many times is stored once in git but expanded every time here).
+    #[error("the build context exceeds {0} bytes ([build] max_context_bytes)")]
+    OverLimit(u64),
 }
+
+/// The marker inside the io error a capped writer returns.
+#[derive(Debug)]
+struct OverLimit;
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("build context over its limit")
+    }
+}
+
+impl std::error::Error for OverLimit {}
 
 /// What the root of a commit's tree holds: enough to decide how to build it
 /// before streaming anything.
@@ -181,6 +197,8 @@ pub struct ContextSpec {
     /// exceptions for the Dockerfile and `.dockerignore` themselves).
     pub ignore: DockerIgnore,
     pub extra_files: Vec<ExtraFile>,
+    /// Most bytes the tar may have (expanded: every path counts).
+    pub max_bytes: u64,
 }
 
 /// A running context producer: `body` is the tar to upload, `done` resolves
@@ -231,7 +249,25 @@ fn write_cancellable<W: Write>(
     warn: &dyn Fn(String),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(ContextSummary, W), ContextError> {
-    let counting = CountingWriter { inner: w, bytes: 0 };
+    write_capped(spec, w, warn, cancelled).map_err(|e| match e {
+        ContextError::Io(io) if io.get_ref().is_some_and(|i| i.is::<OverLimit>()) => {
+            ContextError::OverLimit(spec.max_bytes)
+        }
+        e => e,
+    })
+}
+
+fn write_capped<W: Write>(
+    spec: &ContextSpec,
+    w: W,
+    warn: &dyn Fn(String),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(ContextSummary, W), ContextError> {
+    let counting = CountingWriter {
+        inner: w,
+        bytes: 0,
+        limit: spec.max_bytes,
+    };
     let mut state = Walk {
         ignore: &spec.ignore,
         warn,
@@ -408,10 +444,14 @@ impl Walk<'_> {
 struct CountingWriter<W> {
     inner: W,
     bytes: u64,
+    limit: u64,
 }
 
 impl<W: Write> Write for CountingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes + buf.len() as u64 > self.limit {
+            return Err(io::Error::other(OverLimit));
+        }
         let n = self.inner.write(buf)?;
         self.bytes += n as u64;
         Ok(n)

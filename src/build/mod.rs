@@ -20,6 +20,8 @@ pub mod buildpack;
 pub mod context;
 pub mod dockerfile;
 pub mod dockerignore;
+mod flatten;
+mod network;
 pub mod output;
 pub mod testing;
 

@@ -9,20 +9,35 @@ use super::builder::LogSink;
 use crate::progress::Progress;
 
 /// Lines to the push and to the build log alike.
+/// Every value in `secrets` is replaced by `[redacted]` on the way.
 pub(super) struct Out<'a> {
     pub progress: &'a Progress,
     pub log: Option<&'a LogSink>,
+    pub secrets: &'a [String],
+}
+
+/// `text` with every occurrence of a value of `secrets` replaced.
+pub(super) fn redact<'t>(text: &'t str, secrets: &[String]) -> std::borrow::Cow<'t, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(s.as_str(), "[redacted]"));
+        }
+    }
+    out
 }
 
 impl Out<'_> {
     pub fn stage(&self, text: &str) {
-        self.progress.stage(text);
+        let text = redact(text, self.secrets);
+        self.progress.stage(&text);
         if let Some(log) = self.log {
             log(&format!("-----> {text}"));
         }
     }
     pub fn detail(&self, text: &str) {
-        self.progress.detail(text);
+        let text = redact(text, self.secrets);
+        self.progress.detail(&text);
         if let Some(log) = self.log {
             log(&format!("       {text}"));
         }

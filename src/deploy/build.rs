@@ -111,7 +111,10 @@ impl Deployer {
         id: &str,
         progress: &Progress,
     ) -> Result<BuildResult, BuildError> {
-        let sink = open_log(&self.settings.build_log_path(&job.app, id));
+        let sink = open_log(
+            &self.settings.build_log_path(&job.app, id),
+            self.settings.build.max_log_bytes,
+        );
         let builder = match self.builder().await {
             Ok(b) => b,
             Err(e) => {
@@ -275,7 +278,9 @@ impl Deployer {
     }
 }
 
-fn open_log(path: &std::path::Path) -> Option<LogSink> {
+/// The build's log file, appended to line by line up to `max` bytes; then
+/// one marker line, and nothing more.
+fn open_log(path: &std::path::Path, max: u64) -> Option<LogSink> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok()?;
     }
@@ -285,9 +290,26 @@ fn open_log(path: &std::path::Path) -> Option<LogSink> {
         .open(path)
         .map_err(|e| tracing::error!(path = %path.display(), error = %e, "opening build log"))
         .ok()?;
-    let file = Mutex::new(file);
+    let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let file = Mutex::new((file, written));
     Some(Arc::new(move |line: &str| {
-        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = file.lock().unwrap_or_else(|p| p.into_inner());
+        let (f, written) = &mut *g;
+        if *written > max {
+            return;
+        }
+        let n = line.len() as u64 + 1;
+        if *written + n > max {
+            let _ = writeln!(f, "{}", log_truncated(max));
+            *written = max + 1;
+            return;
+        }
         let _ = writeln!(f, "{line}");
+        *written += n;
     }))
+}
+
+/// The last line of a build log cut at `max` bytes.
+pub fn log_truncated(max: u64) -> String {
+    format!("-----> build log truncated: over {max} bytes ([build] max_log_bytes)")
 }

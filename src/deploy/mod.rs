@@ -142,7 +142,9 @@ impl Deployer {
         self.builder
             .get_or_try_init(|| async {
                 let docker = crate::build::connect_docker(self.settings.docker.as_deref()).await?;
-                crate::build::Builder::new(docker, self.settings.build.clone())
+                let b = crate::build::Builder::new(docker, self.settings.build.clone())?;
+                b.sweep_networks().await;
+                Ok(b)
             })
             .await
     }

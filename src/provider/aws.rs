@@ -79,6 +79,7 @@ pub(super) async fn open(settings: &Settings) -> Result<Provider> {
         locks: Box::new(LeasedLocks::new(state)),
         host_key,
         router: None,
+        firewall: None,
         runtime: tokio::sync::OnceCell::new_with(Some(runtime.clone())),
         connect: Box::new(move || {
             let rt = runtime.clone();

@@ -64,6 +64,7 @@ pub(super) fn open(settings: &Settings) -> Result<Provider> {
         locks: Box::new(Locks::default()),
         host_key,
         router: Some(router),
+        firewall: settings.firewall.then(|| settings.namespace.clone()),
         runtime: tokio::sync::OnceCell::new(),
         connect: Box::new(move || {
             let connect = connect_local.clone();

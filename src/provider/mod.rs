@@ -50,6 +50,9 @@ pub struct Provider {
     pub host_key: russh::keys::PrivateKey,
     /// The local provider's HTTP router (served by `rack server --http`).
     pub router: Option<Router>,
+    /// The namespace whose containers the host firewall guards (a local
+    /// rack with `[local] firewall` on); None: no firewall.
+    firewall: Option<String>,
     runtime: tokio::sync::OnceCell<Arc<dyn Runtime>>,
     connect: Connect,
     resources: tokio::sync::OnceCell<Arc<dyn Resources>>,
@@ -57,6 +60,19 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Installs the host firewall (`crate::firewall`) letting the rack's
+    /// containers reach the host only on `router_port`; None when this
+    /// provider has none.
+    pub fn guard_host(
+        &self,
+        router_port: u16,
+    ) -> Result<Option<crate::firewall::Firewall>, crate::firewall::FirewallError> {
+        self.firewall
+            .as_deref()
+            .map(|ns| crate::firewall::Firewall::install(ns, router_port))
+            .transpose()
+    }
+
     /// The runtime releases run on, connected on first use: a local rack
     /// whose Docker engine is down still answers commands and says why a
     /// deploy cannot run.

@@ -73,6 +73,7 @@ where
                     max_pack_objects: limits.max_pack_objects,
                     max_ref_bytes: limits.max_ref_bytes,
                     max_commands_bytes: limits.max_push_commands_bytes,
+                    max_repo_bytes: limits.max_repo_bytes,
                     ..ReceiveLimits::default()
                 },
             };

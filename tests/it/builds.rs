@@ -24,7 +24,7 @@ pub fn require_docker() {
 }
 
 /// Defeats the layer cache for a step that must really run.
-fn nonce() -> String {
+pub fn nonce() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();

@@ -459,6 +459,8 @@ impl Drop for Rack {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A killed rack leaves its host firewall rules: remove them.
+        remove_firewall_rules(&self.ns);
         // Leave the engine as we found it: this rack's containers,
         // volumes and networks go (images stay: they are the build cache).
         // And what its resources left (containers, networks, volumes).
@@ -522,6 +524,56 @@ impl Drop for Rack {
             }
         }
     }
+}
+
+/// The `iptables -S` rules (of INPUT and DOCKER-USER) tagged `rack:NS`.
+pub fn firewall_rules(ns: &str) -> Vec<String> {
+    let tag = format!("rack:{ns}");
+    let mut rules = Vec::new();
+    for chain in ["INPUT", "DOCKER-USER"] {
+        let Ok(o) = Command::new("iptables").args(["-w", "-S", chain]).output() else {
+            continue;
+        };
+        rules.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .map(|w| w.trim_matches('"'))
+                        .any(|w| w == tag)
+                })
+                .map(str::to_string),
+        );
+    }
+    rules
+}
+
+fn remove_firewall_rules(ns: &str) {
+    for rule in firewall_rules(ns) {
+        let words: Vec<&str> = rule
+            .split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .collect();
+        if words.first() == Some(&"-A") {
+            let _ = Command::new("iptables")
+                .args(["-w", "-D"])
+                .args(&words[1..])
+                .output();
+        }
+    }
+    let chain = format!("RACK-IN-{:06x}", fnv(ns) & 0xff_ffff);
+    let _ = Command::new("iptables").args(["-w", "-F", &chain]).output();
+    let _ = Command::new("iptables").args(["-w", "-X", &chain]).output();
+}
+
+/// The firewall's hash (`src/firewall.rs`).
+fn fnv(s: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 pub fn run_with_stdin(mut c: Command, stdin: &[u8]) -> Out {

@@ -3,15 +3,18 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod build_secrets;
 mod builds;
 mod client;
 mod commands;
+mod disk;
 mod git;
 mod hardening;
 mod harness;
 mod hostile;
 mod http;
 mod https;
+mod isolation;
 mod oneoff;
 mod ops;
 mod pebble;

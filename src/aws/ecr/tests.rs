@@ -78,3 +78,61 @@ async fn pushes_by_digest_to_the_registry() {
     docker.inspect_image(&local).await.unwrap();
     untag(&docker, &local).await;
 }
+
+/// `has_image` on aws asks ECR (moto here) whether the image is there.
+#[tokio::test]
+async fn image_exists_asks_ecr() {
+    let Some(ctx) = testing::context("ecrhas").await else {
+        return;
+    };
+    let repo = ctx.repository_name("hasimg");
+    ctx.ecr
+        .create_repository()
+        .repository_name(&repo)
+        .send()
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": 2, "digest": format!("sha256:{}", "c".repeat(64))},
+        "layers": []
+    })
+    .to_string();
+    let put = ctx
+        .ecr
+        .put_image()
+        .repository_name(&repo)
+        .image_manifest(&manifest)
+        .image_tag("b-1")
+        .send()
+        .await
+        .unwrap();
+    let digest = put
+        .image()
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .image_digest()
+        .unwrap()
+        .to_string();
+    let host = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    assert!(
+        std::env::var_os(REGISTRY_ENV).is_none(),
+        "{REGISTRY_ENV} set: this test asks ECR itself"
+    );
+    assert!(image_exists(&ctx, &format!("{host}/{repo}@{digest}"))
+        .await
+        .unwrap());
+    assert!(image_exists(&ctx, &format!("{host}/{repo}:b-1"))
+        .await
+        .unwrap());
+    let other = format!("sha256:{}", "d".repeat(64));
+    assert!(!image_exists(&ctx, &format!("{host}/{repo}@{other}"))
+        .await
+        .unwrap());
+    assert!(!image_exists(&ctx, &format!("{host}/{repo}-gone@{digest}"))
+        .await
+        .unwrap());
+}

@@ -59,6 +59,7 @@ use aws_sdk_ecs::types::NetworkConfiguration;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use super::ecr;
 use super::ecs::{self, service_name};
 use super::lifecycle;
 use super::section::AwsSection;
@@ -207,6 +208,10 @@ impl Runtime for AwsRuntime {
             lifecycle::destroy_app(&self.ctx, app, &Progress::discard()).await?;
             Ok(())
         })
+    }
+
+    fn has_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        Box::pin(async move { Ok(ecr::image_exists(&self.ctx, image).await?) })
     }
 
     fn fires_timers(&self) -> bool {

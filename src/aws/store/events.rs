@@ -24,9 +24,19 @@ impl EventStore for S3Store {
     }
 
     async fn select_events(&self, app: Option<&str>, filter: EventFilter) -> Result<Vec<Event>> {
+        // Decided from the keys, so only the events returned are read.
+        let keep = |a: Option<&str>| {
+            let of_app = app.is_none() || a == app;
+            let visible = match (&filter.allowed, a) {
+                (None, _) => true,
+                (Some(allowed), Some(a)) => allowed.iter().any(|x| x == a),
+                (Some(_), None) => false,
+            };
+            of_app && visible
+        };
         let stored = self
             .state
-            .events(app, usize::MAX)
+            .events_where(keep, filter.limit)
             .await
             .map_err(store_err)?;
         let newest_first = stored.into_iter().map(|e| {

@@ -192,6 +192,7 @@ fn plain_spec(entries: &[(&str, &[u8], char)]) -> (tempfile::TempDir, ContextSpe
         commit: oid,
         ignore: DockerIgnore::default(),
         extra_files: vec![],
+        max_bytes: u64::MAX,
     };
     (dir, s)
 }
@@ -207,6 +208,7 @@ fn spec(dir: &Path, oid: Oid, extra: Vec<ExtraFile>) -> ContextSpec {
         commit: oid,
         ignore,
         extra_files: extra,
+        max_bytes: u64::MAX,
     }
 }
 
@@ -359,6 +361,7 @@ fn deep_trees_are_walked_without_recursion_and_refused_past_the_limit() {
         commit,
         ignore: DockerIgnore::default(),
         extra_files: vec![],
+        max_bytes: u64::MAX,
     };
     // 20,000 levels: a recursive walk overflows the test thread's stack.
     let deep = deep_commit(&repo, 20_000);

@@ -53,6 +53,9 @@ pub struct ReceiveLimits {
     pub max_ref_bytes: usize,
     /// All the commands (and shallow lines) of one push together.
     pub max_commands_bytes: usize,
+    /// Most bytes the repository's `objects/` may hold after a push: a
+    /// push whose pack would pass it is refused.
+    pub max_repo_bytes: u64,
     /// An empty side-band packet goes out after this long without output.
     pub keepalive: Duration,
 }
@@ -65,6 +68,7 @@ impl Default for ReceiveLimits {
             max_pack_objects: 1_000_000,
             max_ref_bytes: 1024,
             max_commands_bytes: 1 << 20,
+            max_repo_bytes: u64::MAX,
             keepalive: Duration::from_secs(5),
         }
     }

@@ -50,9 +50,10 @@ impl Quarantine {
     }
 
     /// Moves the pack (if any) into `objects/pack`: the `.pack` before the
-    /// `.idx`, so an index never names a missing pack. Returns whether a
-    /// pack was added.
-    pub fn commit(self, repo: &Path) -> Result<bool, GitError> {
+    /// `.idx`, so an index never names a missing pack. Returns the files
+    /// moved in, in that order (a file of the same name already there, an
+    /// identical pack, is left alone and not listed).
+    pub fn commit(self, repo: &Path) -> Result<Vec<PathBuf>, GitError> {
         let src = self.dir.join("pack");
         let dst = repo.join("objects/pack");
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&src) {
@@ -73,13 +74,29 @@ impl Quarantine {
             _ => 1,
         };
         files.sort_by_key(rank);
-        let added = files.iter().any(|p| rank(p) == 0);
         std::fs::create_dir_all(&dst)?;
+        let mut moved = Vec::new();
         for f in &files {
             let name = f.file_name().expect("read_dir entries have names");
-            std::fs::rename(f, dst.join(name))?;
+            let to = dst.join(name);
+            if to.exists() {
+                continue;
+            }
+            std::fs::rename(f, &to)?;
+            moved.push(to);
         }
-        Ok(added)
+        Ok(moved)
+    }
+}
+
+/// Removes the pack files a [`Quarantine::commit`] moved in (the `.idx`
+/// first, so an index never names a missing pack): the push they came with
+/// was refused, and a refused push adds no objects.
+pub(super) fn uncommit(moved: &[PathBuf]) {
+    for f in moved.iter().rev() {
+        if let Err(e) = std::fs::remove_file(f) {
+            tracing::warn!(path = %f.display(), error = %e, "removing a refused push's pack");
+        }
     }
 }
 
@@ -105,8 +122,30 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
     let (tx, rx) = mpsc::channel::<Bytes>(PACK_CHANNEL_CHUNKS);
     let repo = repo.to_path_buf();
     let qdir = qdir.to_path_buf();
-    let (max_obj, max_pack) = (limits.max_object_bytes, limits.max_pack_bytes);
     let max_objects = limits.max_pack_objects;
+    let max_obj = limits.max_object_bytes;
+    let quota = limits.max_repo_bytes;
+    let used = if quota == u64::MAX {
+        0
+    } else {
+        let objects = repo.join("objects");
+        tokio::task::spawn_blocking(move || dir_bytes(&objects))
+            .await
+            .unwrap_or(0)
+    };
+    let over_quota = || {
+        PackFailure {
+        message: format!(
+            "the repository would exceed its quota of {quota} bytes ([limits] max_repo_bytes; it holds {used})"
+        ),
+        read_on: false,
+    }
+    };
+    if used >= quota {
+        return Err(over_quota());
+    }
+    let by_quota = quota - used < limits.max_pack_bytes;
+    let max_pack = limits.max_pack_bytes.min(quota - used);
     let mut task = tokio::task::spawn_blocking(move || {
         let scanner = PackScanner::new(max_obj, max_pack).max_objects(max_objects);
         let r = index_pack(&repo, &qdir, scanner, rx);
@@ -137,6 +176,12 @@ pub(super) async fn receive_pack_data<R: AsyncRead + Unpin + Send>(
         }
     };
     match joined {
+        Ok(Err(f)) if by_quota && f.message.starts_with("the pack exceeds the limit") => {
+            Err(PackFailure {
+                read_on: f.read_on,
+                ..over_quota()
+            })
+        }
         Ok(r) => r,
         Err(e) => Err(PackFailure {
             message: format!("indexer failed: {e}"),
@@ -206,4 +251,21 @@ fn index_pack(
     ix.commit()
         .map_err(|e| fail(format!("bad pack: {}", e.message()), true))?;
     Ok(scanner.into_entries())
+}
+
+/// Bytes of the files under `dir` (an iterative walk: no recursion depth
+/// to exhaust); unreadable entries count 0.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }

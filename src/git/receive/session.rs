@@ -218,7 +218,7 @@ impl Session<'_> {
         tracing::debug!(app = %self.req.app, ms = ms(started), "push checked");
 
         // 6. Objects into the repo only when some update needs them.
-        let pack_added = self.commit_objects(quarantine, &cmds).await?;
+        let moved = self.commit_objects(quarantine, &cmds).await?;
 
         // 7. Refs.
         let deploy_idx = deploy_ref.as_deref().and_then(|d| {
@@ -226,6 +226,18 @@ impl Session<'_> {
                 .position(|c| c.refname == d && c.error.is_none() && !c.is_delete())
         });
         let deploy_accepted = self.update_refs(&mut cmds, deploy_idx, out).await?;
+        // Every command refused (a failed deploy): its pack goes again.
+        let mut pack_added = moved
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "pack"));
+        if pack_added && cmds.iter().all(|c| c.error.is_some()) {
+            blocking(move || {
+                super::quarantine::uncommit(&moved);
+                Ok(())
+            })
+            .await?;
+            pack_added = false;
+        }
 
         // 8. The deploy branch follows its first push; HEAD follows it.
         let mut new_deploy_branch = None;
@@ -332,19 +344,19 @@ impl Session<'_> {
     }
 
     /// Step 6: moves the quarantined pack in when an accepted command needs
-    /// it (otherwise the quarantine is dropped, and removed). Returns
-    /// whether a pack was added.
+    /// it (otherwise the quarantine is dropped, and removed). Returns the
+    /// files moved in.
     async fn commit_objects(
         &self,
         quarantine: Option<Quarantine>,
         cmds: &[Cmd],
-    ) -> Result<bool, GitError> {
+    ) -> Result<Vec<std::path::PathBuf>, GitError> {
         match quarantine {
             Some(q) if cmds.iter().any(|c| c.error.is_none() && !c.is_delete()) => {
                 let repo = self.req.repo.clone();
                 blocking(move || q.commit(&repo)).await
             }
-            _ => Ok(false),
+            _ => Ok(Vec::new()),
         }
     }
 

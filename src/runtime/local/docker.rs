@@ -32,6 +32,11 @@ pub(super) const L_NETWORK: &str = "rack.network";
 pub(super) const L_TIMER: &str = "rack.timer";
 
 /// Env names the runtime sets itself; the app's config cannot override them.
+/// Capabilities of Docker's default set no app container keeps: raw
+/// sockets (spoofing, sniffing on the app network), device nodes, audit
+/// records.
+const DROPPED_CAPS: &[&str] = &["NET_RAW", "MKNOD", "AUDIT_WRITE"];
+
 const RESERVED_ENV: &[&str] = &["PORT", "RACK_APP", "RACK_RELEASE"];
 
 /// One rack container, as listed.
@@ -171,6 +176,11 @@ impl LocalRuntime {
             name: name.clone(),
             driver: Some("bridge".into()),
             labels: Some(labels),
+            // A bridge the host firewall knows as this rack's.
+            options: Some(HashMap::from([(
+                crate::firewall::BRIDGE_NAME_OPTION.to_string(),
+                crate::firewall::bridge_name(self.ns(), &name),
+            )])),
             ..Default::default()
         };
         let r = self
@@ -294,6 +304,9 @@ impl LocalRuntime {
             }),
             privileged: Some(false),
             security_opt: Some(vec!["no-new-privileges".into()]),
+            // Raw sockets (spoofing on the app network) and the
+            // rarely-needed privileged ones an app has no use for.
+            cap_drop: Some(DROPPED_CAPS.iter().map(|c| c.to_string()).collect()),
             publish_all_ports: Some(false),
             ..Default::default()
         }
