@@ -339,12 +339,12 @@ fn acme_issues_renews_and_serves_https_without_downtime() {
 
 // ------------------------------------------------------------ certs:add
 
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCa {
-    fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         p.distinguished_name
@@ -356,7 +356,7 @@ impl TestCa {
     }
 
     /// A leaf for `names`, valid `days` around now (negative: expired).
-    fn leaf(&self, names: &[&str], expired: bool) -> (String, rcgen::KeyPair) {
+    pub(crate) fn leaf(&self, names: &[&str], expired: bool) -> (String, rcgen::KeyPair) {
         let mut p =
             rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();

@@ -446,6 +446,16 @@ fn backup_while_pushing_then_restore_serves_everything_again() {
     rack.ssh(&a, &format!("domains:add {app} {app}.example.org"))
         .ok();
     rack.add_key("ci", &format!("--app {app}"));
+    // A certificate for the domain (its key sealed in the store).
+    let ca = crate::https::TestCa::new("Backup Test CA");
+    let (cert, cert_key) = ca.leaf(&[&format!("{app}.example.org")], false);
+    rack.ssh_in(
+        &a,
+        &format!("certs:add {app} {app}.example.org"),
+        format!("{cert}{}", cert_key.serialize_pem()).as_bytes(),
+    )
+    .ok();
+    let certs_before = rack.ssh(&a, &format!("certs {app} --json")).ok().json();
 
     // A push in progress while the backup is taken.
     std::fs::write(w.dir.join("VERSION"), "2\n").unwrap();
@@ -560,6 +570,17 @@ fn backup_while_pushing_then_restore_serves_everything_again() {
         .stdout
         .contains(&format!("{app}.example.org")));
     assert!(page(&rack2, &app, "/").starts_with("version "));
+    // The certificate is there, with its key (it opens: status issued).
+    let certs_after = rack2.ssh(&a, &format!("certs {app} --json")).ok().json();
+    assert_eq!(certs_after, certs_before);
+    assert!(
+        certs_after
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["host"] == format!("{app}.example.org").as_str() && c["status"] == "issued"),
+        "{certs_after}"
+    );
     // The git history is there, and a push deploys.
     let w2 = work(&rack2, &a, "w2");
     w2.git(&["pull", "-q", &rack2.git_url(&app), "main"]).ok();
