@@ -96,20 +96,7 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     settings.ensure_dirs()?;
     let mut sockets = Sockets::bind_or_inherit(&settings)?;
     let predecessor = sockets.predecessor.take();
-    // One server per data dir. A successor (`rack update`) runs beside the
-    // process that holds the lock and takes it once that one has gone.
-    let _lock = match predecessor {
-        None => Some(settings.lock_data_dir(false)?),
-        Some(_) => {
-            let s = settings.clone();
-            tokio::task::spawn_blocking(move || match s.lock_data_dir(true) {
-                // Held until this process exits.
-                Ok(file) => std::mem::forget(file),
-                Err(e) => tracing::error!(error = %e, "taking the data dir's lock"),
-            });
-            None
-        }
-    };
+    let _lock = lock_data_dir(&settings, predecessor.is_some())?;
     let control_path = settings.control_socket_path();
     // Bound with SO_REUSEPORT: a successor (`update`) binds it too while
     // this process still serves.
@@ -157,7 +144,7 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
             rack.settings.router_limits,
         ))
     };
-    let (router, mut ssh_task) = match predecessor {
+    let (router, ssh_task) = match predecessor {
         Some(p) => {
             let mut link = p.ready()?;
             let ssh_task = start_ssh(&ctl, ssh)?;
@@ -189,27 +176,7 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
     };
     tokio::spawn(signals(ctl.clone()));
     notify("READY=1");
-    let handed_over = loop {
-        match ssh_task.await {
-            Ok(r) => r?,
-            Err(e) => return Err(anyhow!("ssh server task: {e}")),
-        }
-        let why = ctl.why().take();
-        let Some(Why::HandOver(mut successor)) = why else {
-            break false;
-        };
-        let wait = rack.settings.limits.update_timeout;
-        match successor.hand_http(wait).await {
-            Ok(()) => break true,
-            Err(e) => {
-                // The new process is gone: go on serving SSH here.
-                tracing::error!(error = %e, "update failed after the new process was ready; this process goes on serving");
-                notify(&format!("MAINPID={}", std::process::id()));
-                ctl.ssh_stop.send_replace(false);
-                ssh_task = start_ssh(&ctl, ctl.kept.ssh_listener()?)?;
-            }
-        }
-    };
+    let handed_over = serve_ssh_until_stopped(&ctl, ssh_task).await?;
     notify("STOPPING=1");
     http_stop_tx.send_replace(true);
     if !handed_over {
@@ -228,6 +195,54 @@ pub async fn serve(settings: Settings, origin: Origin) -> Result<()> {
         Ok(r) => r,
         Err(e) => Err(anyhow!("router task: {e}")),
     }
+}
+
+/// Waits on the SSH server until it stops; `true` when it stopped because
+/// a successor took over (`rack update`). If the successor dies after it
+/// was ready, this process serves SSH again and keeps waiting.
+async fn serve_ssh_until_stopped(
+    ctl: &Arc<Ctl>,
+    mut ssh_task: JoinHandle<Result<()>>,
+) -> Result<bool> {
+    loop {
+        match ssh_task.await {
+            Ok(r) => r?,
+            Err(e) => return Err(anyhow!("ssh server task: {e}")),
+        }
+        let why = ctl.why().take();
+        let Some(Why::HandOver(mut successor)) = why else {
+            return Ok(false);
+        };
+        let wait = ctl.rack.settings.limits.update_timeout;
+        match successor.hand_http(wait).await {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                // The new process is gone: go on serving SSH here.
+                tracing::error!(error = %e, "update failed after the new process was ready; this process goes on serving");
+                notify(&format!("MAINPID={}", std::process::id()));
+                ctl.ssh_stop.send_replace(false);
+                ssh_task = start_ssh(ctl, ctl.kept.ssh_listener()?)?;
+            }
+        }
+    }
+}
+
+/// One server per data dir: the data dir's lock, held until the process
+/// exits. A successor (`rack update`) runs beside the process that holds
+/// the lock and takes it once that one has gone.
+fn lock_data_dir(settings: &Settings, predecessor: bool) -> Result<Option<std::fs::File>> {
+    Ok(match predecessor {
+        false => Some(settings.lock_data_dir(false)?),
+        true => {
+            let s = settings.clone();
+            tokio::task::spawn_blocking(move || match s.lock_data_dir(true) {
+                // Held until this process exits.
+                Ok(file) => std::mem::forget(file),
+                Err(e) => tracing::error!(error = %e, "taking the data dir's lock"),
+            });
+            None
+        }
+    })
 }
 
 /// The SSH server and the control socket, until `ctl.ssh_stop`.

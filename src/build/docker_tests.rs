@@ -67,9 +67,13 @@ impl Drop for Images {
     fn drop(&mut self) {
         let tags = self.0.lock().unwrap().clone();
         if !tags.is_empty() {
+            // --no-prune: the untagged parent layers may be the build cache
+            // another test's build is using right now ("unknown parent
+            // image ID" when removed under it).
             let _ = std::process::Command::new("docker")
                 .arg("rmi")
                 .arg("-f")
+                .arg("--no-prune")
                 .args(&tags)
                 .output();
         }
