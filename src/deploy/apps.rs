@@ -266,6 +266,11 @@ impl Deployer {
     ) -> Result<BTreeMap<String, u32>> {
         let store = &self.provider.store;
         store.app(app).await?;
+        // A count the single-writer rule refuses is refused before waiting
+        // for a deploy in progress (one error line, nothing else); checked
+        // again under the lock below.
+        let asked: BTreeMap<String, u32> = counts.iter().cloned().collect();
+        super::volumes::check_single_writer(app, &asked, &store.volumes(app).await?)?;
         let _guard = self.lock(app, progress).await?;
         let state = store.app_state(app).await?;
         let mut formation = state.formation.clone();
