@@ -519,7 +519,14 @@ struct Case {
     check: (&'static str, &'static [&'static str]),
 }
 
+/// The buildpack cases run one at a time: their stub base images are one
+/// image, so parallel builds race to make the same first layers (`WORKDIR
+/// /app`), and a rebuild may take another case's copy from the cache and
+/// miss its own dependency layer below it.
+static BUILDPACK_CASES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn buildpack_case(c: Case) {
+    let _one_at_a_time = BUILDPACK_CASES.lock().await;
     let docker = test_docker().await;
     let images = Images::new();
     let b = stub_builder(&docker).await;
